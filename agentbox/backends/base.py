@@ -1,0 +1,108 @@
+"""The Backend Protocol every hypervisor implements, and the data it speaks.
+
+A backend knows domains (VMs) and their disks; it knows nothing of templates, keys or
+cloud-init. It only ever lists and touches domains that carry agentbox's metadata with
+this installation's owner tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from agentbox.model.workspace import Accel
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, so services pick a path instead of failing half-way."""
+
+    ram_snapshots: bool
+    hotplug: bool
+    accel: Accel  # the accelerator new domains will use (never AUTO here)
+    uri: str
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: Path
+    format: str  # "qcow2" | "raw"
+    readonly: bool = False
+    serial: str = ""
+
+
+@dataclass(frozen=True)
+class DirectKernelBoot:
+    kernel: Path
+    initrd: Path
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class DomainMetadata:
+    """Stored in the domain's XML under agentbox's own namespace."""
+
+    workspace: str
+    owner: str  # identifies the agentbox installation (its data dir) that made it
+    template: str
+    created: str
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    metadata: DomainMetadata
+    vcpus: int
+    memory_mib: int
+    disks: tuple[DiskSpec, ...]  # the first is the root disk
+    ssh_port: int  # host 127.0.0.1:ssh_port forwards to guest port 22
+    console_log: Path
+    kernel_boot: DirectKernelBoot | None = None
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    state: DomainState
+    metadata: DomainMetadata
+
+
+class Backend(Protocol):
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def define(self, *, spec: DomainSpec) -> None:
+        """Define (not start) a domain. AlreadyExists if the name is taken by anyone."""
+
+    def start(self, *, name: str) -> None: ...
+
+    def shutdown(self, *, name: str) -> None:
+        """Ask the guest to power off (ACPI); returns at once."""
+
+    def destroy(self, *, name: str) -> None:
+        """Power off at once. No error if already off."""
+
+    def undefine(self, *, name: str) -> None:
+        """Remove the definition with its snapshots and metadata. Disks stay."""
+
+    def get(self, *, name: str) -> DomainInfo | None:
+        """The domain if it exists and is ours; None otherwise."""
+
+    def list_domains(self) -> tuple[DomainInfo, ...]:
+        """Ours only: domains without our metadata and owner tag are never returned."""
+
+    def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
+        """A new qcow2 disk at `path` whose reads fall through to `backing` (never written)."""
+
+    def delete_volume(self, *, path: Path) -> None:
+        """Remove a disk file agentbox created. No error if it is already gone."""

@@ -1,0 +1,1 @@
+"""Frozen data and validation rules; no I/O."""

@@ -1,0 +1,67 @@
+"""Templates: what a workspace is made from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class NetworkMode(StrEnum):
+    OFF = "off"
+    ALLOWLIST = "allowlist"
+    OPEN = "open"
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    """An image built locally from Debian packages (`image: {build: debian-12}`)."""
+
+    recipe: str
+
+
+@dataclass(frozen=True)
+class DownloadSource:
+    """An image downloaded and verified: exactly one of sha256 / sha256_url is set."""
+
+    url: str
+    sha256: str | None = None
+    sha256_url: str | None = None
+
+
+ImageSource = BuildRecipe | DownloadSource
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int = 2
+    memory_mib: int = 1024
+    disk_gib: int = 8
+
+
+@dataclass(frozen=True)
+class CloudInitSpec:
+    """Fragment files (from `cloud-init/`) merged in order, then inline additions."""
+
+    fragments: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    runcmd: tuple[str, ...] = ()
+    write_files: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyDefaults:
+    network: NetworkMode = NetworkMode.OFF
+    allowlist: tuple[str, ...] = ()
+    reset_after_session: bool = True
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    description: str
+    image: ImageSource
+    resources: Resources = field(default_factory=Resources)
+    cloud_init: CloudInitSpec = field(default_factory=CloudInitSpec)
+    policy: PolicyDefaults = field(default_factory=PolicyDefaults)
+    source: str = ""  # the file it was loaded from, for messages

@@ -1,0 +1,37 @@
+"""Workspaces: one VM each, described by a record agentbox owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from agentbox.model.template import Resources
+
+
+class WorkspaceState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    CREATING = "creating"
+    BROKEN = "broken"  # half-created or half-destroyed: `destroy` removes it
+
+
+class Accel(StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What `list` shows and what every command looks up by name."""
+
+    name: str
+    state: WorkspaceState
+    template: str
+    created: str  # ISO 8601, UTC
+    ssh_port: int
+    resources: Resources
+    domain: str
+    image_id: str
+    problem: str = ""  # why it is broken, when it is
