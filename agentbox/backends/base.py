@@ -12,7 +12,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from agentbox.errors import InvalidInput
 from agentbox.model.workspace import Accel
+
+DISK_FORMATS = frozenset({"qcow2", "raw"})
 
 
 class DomainState(StrEnum):
@@ -106,3 +109,24 @@ class Backend(Protocol):
 
     def delete_volume(self, *, path: Path) -> None:
         """Remove a disk file agentbox created. No error if it is already gone."""
+
+
+def check_domain_spec(spec: DomainSpec) -> None:
+    """Reject specs no backend can run (InvalidInput), so every backend fails alike."""
+    if not spec.disks:
+        raise InvalidInput(f"domain {spec.name!r} needs at least a root disk")
+    for disk in spec.disks:
+        if disk.format not in DISK_FORMATS:
+            raise InvalidInput(f"disk {disk.path}: unsupported format {disk.format!r} (use qcow2 or raw)")
+    if not 1 <= spec.ssh_port <= 65535:
+        raise InvalidInput(f"SSH port {spec.ssh_port} is not a TCP port")
+    if spec.vcpus < 1 or spec.memory_mib < 1:
+        raise InvalidInput(f"domain {spec.name!r} needs at least 1 vCPU and 1 MiB of memory")
+
+
+def check_overlay_args(*, backing_format: str, size_gib: int) -> None:
+    """Reject create_overlay arguments no backend accepts (InvalidInput)."""
+    if backing_format not in DISK_FORMATS:
+        raise InvalidInput(f"unsupported backing format {backing_format!r} (use qcow2 or raw)")
+    if size_gib < 1:
+        raise InvalidInput(f"disk size must be at least 1 GiB, not {size_gib}")

@@ -1,0 +1,175 @@
+"""An in-memory Backend for tests: same errors and ownership rules as libvirt, no VMs.
+
+Test helpers beyond the Protocol: `fail_on` (method names that raise BackendError),
+`foreign()` (a domain agentbox did not make, or another owner's), `set_state()`,
+`defined_spec()`, `calls` (what was asked, in order) and `ignore_shutdown` (a guest that
+ignores the ACPI power button).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox.backends.base import (
+    Capabilities,
+    DomainInfo,
+    DomainMetadata,
+    DomainSpec,
+    DomainState,
+    check_domain_spec,
+    check_overlay_args,
+)
+from agentbox.errors import AlreadyExists, BackendError, ImageError, InvalidInput, NotFound
+from agentbox.model.workspace import Accel
+
+DEFAULT_CAPABILITIES = Capabilities(ram_snapshots=True, hotplug=True, accel=Accel.TCG, uri="fake:///")
+_ACTIVE = frozenset({DomainState.RUNNING, DomainState.PAUSED})
+
+
+@dataclass
+class _Domain:
+    state: DomainState
+    metadata: DomainMetadata | None  # None: not made by agentbox at all
+    spec: DomainSpec | None  # None for foreign domains
+
+
+class FakeBackend:
+    def __init__(
+        self,
+        *,
+        capabilities: Capabilities | None = None,
+        owner: str = "fake",
+        fail_on: Iterable[str] = (),
+        ignore_shutdown: bool = False,
+    ) -> None:
+        self._capabilities = capabilities or DEFAULT_CAPABILITIES
+        if self._capabilities.accel is Accel.AUTO:
+            raise InvalidInput("backend capabilities name a resolved accelerator, never auto")
+        self.owner = owner
+        self.fail_on: set[str] = set(fail_on)
+        self.ignore_shutdown = ignore_shutdown
+        self.calls: list[tuple[str, str]] = []  # (method, domain name or disk path)
+        self._domains: dict[str, _Domain] = {}
+        self._lock = threading.RLock()  # services may call from TUI worker threads
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # --- test helpers ------------------------------------------------------------------
+
+    def foreign(self, name: str, *, owner: str | None = None, state: DomainState = DomainState.RUNNING) -> None:
+        """Add a domain that is not ours: without agentbox metadata, or with `owner`'s."""
+        if owner == self.owner:
+            raise InvalidInput(f"a foreign domain cannot carry this backend's owner {owner!r}")
+        metadata = None if owner is None else DomainMetadata(name, owner, "foreign", "1970-01-01T00:00:00Z")
+        with self._lock:
+            if name in self._domains:
+                raise AlreadyExists(f"a domain named {name!r} already exists")
+            self._domains[name] = _Domain(state=state, metadata=metadata, spec=None)
+
+    def set_state(self, name: str, state: DomainState) -> None:
+        """Simulate a crash, a pause or a guest powering itself off."""
+        with self._lock:
+            self._ours(name, action="set the state of").state = state
+
+    def defined_spec(self, name: str) -> DomainSpec:
+        """The spec our domain `name` was defined with."""
+        with self._lock:
+            spec = self._ours(name, action="read the spec of").spec
+        if spec is None:  # cannot happen: only define() makes domains with our owner
+            raise NotFound(f"domain {name!r} has no spec")
+        return spec
+
+    # --- Backend -----------------------------------------------------------------------
+
+    def define(self, *, spec: DomainSpec) -> None:
+        self._enter("define", spec.name)
+        check_domain_spec(spec)
+        if spec.metadata.owner != self.owner:
+            raise InvalidInput(
+                f"domain {spec.name!r} carries owner {spec.metadata.owner!r}, "
+                f"but this backend is {self.owner!r}: it could never see it again"
+            )
+        with self._lock:
+            if spec.name in self._domains:
+                raise AlreadyExists(f"a domain named {spec.name!r} already exists", hint="choose another name")
+            self._domains[spec.name] = _Domain(state=DomainState.STOPPED, metadata=spec.metadata, spec=spec)
+
+    def start(self, *, name: str) -> None:
+        self._enter("start", name)
+        with self._lock:
+            domain = self._ours(name, action="start")
+            if domain.state in _ACTIVE:
+                raise BackendError(f"start domain {name!r}: domain is already running")
+            domain.state = DomainState.RUNNING
+
+    def shutdown(self, *, name: str) -> None:
+        self._enter("shutdown", name)
+        with self._lock:
+            domain = self._ours(name, action="shut down")
+            if domain.state not in _ACTIVE:
+                raise BackendError(f"shut down domain {name!r}: domain is not running")
+            if not self.ignore_shutdown:
+                domain.state = DomainState.STOPPED
+
+    def destroy(self, *, name: str) -> None:
+        self._enter("destroy", name)
+        with self._lock:
+            self._ours(name, action="destroy").state = DomainState.STOPPED
+
+    def undefine(self, *, name: str) -> None:
+        self._enter("undefine", name)
+        with self._lock:
+            if self._ours(name, action="undefine").state in _ACTIVE:
+                raise BackendError(f"domain {name!r} is still running", hint="destroy it first")
+            del self._domains[name]
+
+    def get(self, *, name: str) -> DomainInfo | None:
+        self._enter("get", name)
+        with self._lock:
+            domain = self._domains.get(name)
+            return None if domain is None else self._info(name, domain)
+
+    def list_domains(self) -> tuple[DomainInfo, ...]:
+        self._enter("list_domains", "")
+        with self._lock:
+            infos = [self._info(name, domain) for name, domain in sorted(self._domains.items())]
+        return tuple(info for info in infos if info is not None)
+
+    def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
+        self._enter("create_overlay", str(path))
+        check_overlay_args(backing_format=backing_format, size_gib=size_gib)
+        if not backing.is_file():
+            raise ImageError(f"backing image {backing} does not exist", hint="fetch or build the image again")
+        if path.exists():
+            raise AlreadyExists(f"disk {path} already exists")
+        # A real (tiny) file, so services' cleanup of partial work can be checked on disk.
+        path.write_text(f"fake qcow2 overlay: {size_gib} GiB over {backing} ({backing_format})\n")
+        os.chmod(path, 0o600)
+
+    def delete_volume(self, *, path: Path) -> None:
+        self._enter("delete_volume", str(path))
+        path.unlink(missing_ok=True)
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _enter(self, method: str, target: str) -> None:
+        self.calls.append((method, target))
+        if method in self.fail_on:
+            raise BackendError(f"injected failure in {method} ({target})")
+
+    def _info(self, name: str, domain: _Domain) -> DomainInfo | None:
+        if domain.metadata is None or domain.metadata.owner != self.owner:
+            return None
+        return DomainInfo(name=name, state=domain.state, metadata=domain.metadata)
+
+    def _ours(self, name: str, *, action: str) -> _Domain:
+        domain = self._domains.get(name)
+        if domain is None or self._info(name, domain) is None:
+            raise NotFound(f"cannot {action} {name!r}: no such agentbox domain")
+        return domain

@@ -1,0 +1,312 @@
+"""The libvirt implementation of the Backend Protocol (qemu:// URIs, and test:// for tests).
+
+Only domains whose agentbox metadata names this installation's owner exist for this class:
+any other domain on the host is invisible and untouchable (its name still cannot be reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import libvirt
+
+from agentbox.backends.accel import resolve_accel
+from agentbox.backends.base import (
+    Capabilities,
+    DomainInfo,
+    DomainSpec,
+    DomainState,
+    check_overlay_args,
+)
+from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
+from agentbox.backends.libvirt.errors import translate
+from agentbox.errors import (
+    AlreadyExists,
+    BackendError,
+    ImageError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    ToolFailed,
+)
+from agentbox.model.workspace import Accel
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,  # running, waiting on a resource
+    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.RUNNING,  # still up while shutting down
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+}
+_UNDEFINE_FLAG_SETS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+    # The test driver rejects the NVRAM and checkpoint flags as "unsupported flags".
+    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+)
+_UNSUPPORTED = frozenset(
+    {libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED}
+)
+_DRIVERS = ("qemu", "test")
+_GIB = 1024**3
+
+
+def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+class LibvirtBackend:
+    def __init__(self, *, uri: str, owner: str, accel: Accel, env: Mapping[str, str] | None = None) -> None:
+        parts = urlsplit(uri)
+        driver = parts.scheme.partition("+")[0]
+        if driver not in _DRIVERS:
+            raise InvalidInput(
+                f"unsupported libvirt URI {uri!r}: agentbox drives QEMU (qemu:///system, "
+                "qemu:///session, qemu+ssh://HOST/system) or the test driver (test:///...)"
+            )
+        if not owner:
+            raise InvalidInput("the backend needs a non-empty owner tag")
+        self._uri = uri
+        self._owner = owner
+        self._driver = driver
+        self._local = not parts.netloc
+        self._accel_setting = accel
+        self._env = dict(env or {})
+        self._resolved_accel: Accel | None = None
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _accel(self) -> Accel:
+        # Resolved on first use, so a bad AGENTBOX_ACCEL or unusable KVM is reported by the
+        # command that needs a VM (and by doctor), not by every command.
+        if self._resolved_accel is None:
+            self._resolved_accel = resolve_accel(setting=self._accel_setting, env=self._env)
+        return self._resolved_accel
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # The test driver keeps snapshots (with "RAM") but cannot hot-plug devices.
+        return Capabilities(
+            ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri
+        )
+
+    @property
+    def domain_type(self) -> str:
+        """<domain type=...>: the test driver's capabilities only offer 'test'."""
+        if self._driver == "test":
+            return "test"
+        return "kvm" if self._accel is Accel.KVM else "qemu"
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass  # closing a dead connection: nothing left to release
+
+    # --- domains -----------------------------------------------------------------------
+
+    def define(self, *, spec: DomainSpec) -> None:
+        if spec.metadata.owner != self._owner:
+            raise InvalidInput(
+                f"domain {spec.name!r} carries owner {spec.metadata.owner!r}, "
+                f"but this backend is {self._owner!r}: it could never see it again"
+            )
+        if self._lookup(spec.name) is not None:
+            raise AlreadyExists(f"a domain named {spec.name!r} already exists", hint="choose another name")
+        xml = build_domain_xml(spec=spec, accel=self._accel, domain_type=self.domain_type)
+        if self._driver == "qemu" and self._local:
+            _ensure_console_log(spec.console_log)
+        try:
+            self._connection().defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as err:
+            if self._lookup(spec.name) is not None:  # lost a race for the name
+                raise AlreadyExists(f"a domain named {spec.name!r} already exists") from None
+            raise translate(err, action=f"define domain {spec.name!r}") from None
+
+    def start(self, *, name: str) -> None:
+        domain = self._require(name, action="start")
+        try:
+            domain.create()
+        except libvirt.libvirtError as err:
+            raise translate(err, action=f"start domain {name!r}") from None
+
+    def shutdown(self, *, name: str) -> None:
+        domain = self._require(name, action="shut down")
+        action = f"shut down domain {name!r}"
+        try:
+            domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() not in _UNSUPPORTED:
+                raise translate(err, action=action) from None
+            # The test driver knows no shutdown modes; its default is just as asynchronous.
+            try:
+                domain.shutdown()
+            except libvirt.libvirtError as err2:
+                raise translate(err2, action=action) from None
+
+    def destroy(self, *, name: str) -> None:
+        domain = self._require(name, action="destroy")
+        try:
+            domain.destroy()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not self._is_active(domain):
+                return  # already off: that is the requested end state
+            raise translate(err, action=f"destroy domain {name!r}") from None
+
+    def undefine(self, *, name: str) -> None:
+        domain = self._require(name, action="undefine")
+        # Undefining a running domain would leave it running as a transient domain.
+        if self._is_active(domain):
+            raise BackendError(f"domain {name!r} is still running", hint="destroy it first")
+        action = f"undefine domain {name!r}"
+        for flags in _UNDEFINE_FLAG_SETS:
+            try:
+                domain.undefineFlags(flags)
+                return
+            except libvirt.libvirtError as err:
+                if err.get_error_code() not in _UNSUPPORTED or flags == _UNDEFINE_FLAG_SETS[-1]:
+                    raise translate(err, action=action) from None
+
+    def get(self, *, name: str) -> DomainInfo | None:
+        domain = self._lookup(name)
+        return None if domain is None else self._info(domain)
+
+    def list_domains(self) -> tuple[DomainInfo, ...]:
+        try:
+            domains = self._connection().listAllDomains(0)
+        except libvirt.libvirtError as err:
+            raise translate(err, action="list domains") from None
+        infos = (self._info(domain) for domain in domains)
+        return tuple(sorted((info for info in infos if info is not None), key=lambda info: info.name))
+
+    # --- disks -------------------------------------------------------------------------
+
+    def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
+        if not self._local:
+            raise BackendError(f"disks on the remote host of {self._uri} cannot be created yet")
+        check_overlay_args(backing_format=backing_format, size_gib=size_gib)
+        if not backing.is_file():
+            raise ImageError(f"backing image {backing} does not exist", hint="fetch or build the image again")
+        if path.exists():
+            raise AlreadyExists(f"disk {path} already exists")
+        backing_bytes = _virtual_size(backing, backing_format)
+        if backing_bytes > size_gib * _GIB:
+            raise InvalidInput(
+                f"a {size_gib} GiB disk is smaller than its image {backing} "
+                f"({backing_bytes / _GIB:.1f} GiB)"
+            )
+        argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format]
+        # An absolute backing path: a relative one would be stored relative to the overlay.
+        argv += ["-b", str(backing.resolve()), str(path), f"{size_gib}G"]
+        try:
+            _run(argv)
+            # The overlay holds whatever the guest writes; libvirt chowns it for QEMU.
+            os.chmod(path, 0o600)
+        except BaseException:
+            path.unlink(missing_ok=True)  # did not exist before (checked above)
+            raise
+
+    def delete_volume(self, *, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except PermissionError as exc:
+            raise PermissionDenied(f"cannot delete disk {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise BackendError(f"cannot delete disk {path}: {exc.strerror}") from None
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None and _alive(self._conn):
+                return self._conn
+            libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+            try:
+                self._conn = libvirt.open(self._uri)
+            except libvirt.libvirtError as err:
+                raise translate(err, action=f"connect to libvirt at {self._uri}", connecting=True) from None
+            return self._conn
+
+    def _lookup(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self._connection().lookupByName(name)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(err, action=f"look up domain {name!r}") from None
+
+    def _info(self, domain: libvirt.virDomain) -> DomainInfo | None:
+        """The domain as agentbox sees it; None if it is not ours (or vanished meanwhile)."""
+        try:
+            metadata = parse_metadata(domain.XMLDesc(0))
+            if metadata is None or metadata.owner != self._owner:
+                return None
+            state, _reason = domain.state()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(err, action=f"read domain {domain.name()!r}") from None
+        return DomainInfo(name=domain.name(), state=_STATES.get(state, DomainState.OTHER), metadata=metadata)
+
+    def _require(self, name: str, *, action: str) -> libvirt.virDomain:
+        """Our domain called `name`; NotFound for missing and foreign domains alike."""
+        domain = self._lookup(name)
+        if domain is None or self._info(domain) is None:
+            raise NotFound(f"cannot {action} {name!r}: no such agentbox domain")
+        return domain
+
+    @staticmethod
+    def _is_active(domain: libvirt.virDomain) -> bool:
+        try:
+            return bool(domain.isActive())
+        except libvirt.libvirtError as err:
+            raise translate(err, action=f"read state of domain {domain.name()!r}") from None
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False  # the next call opens a fresh connection
+
+
+def _ensure_console_log(path: Path) -> None:
+    """Create the console log owned by the caller: virtlogd (root) then appends to it and
+    keeps its owner, so the user can read it after a failed boot."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise BackendError(f"cannot create console log {path}: {exc.strerror}") from None
+
+
+def _virtual_size(image: Path, image_format: str) -> int:
+    # -U: reading the size must work while a running guest holds the image.
+    out = _run(["qemu-img", "info", "-U", "--output=json", "-f", image_format, str(image)])
+    try:
+        return int(json.loads(out)["virtual-size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImageError(f"cannot read the size of image {image}: {exc}") from None
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ToolFailed(f"{argv[0]} is not installed", hint="install qemu-utils") from None
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip() or f"exit status {exc.returncode}"
+        raise ToolFailed(f"{argv[0]} {argv[1]} failed: {detail}") from None
+    return done.stdout

@@ -1,0 +1,44 @@
+"""The one place that picks concrete collaborators: paths, settings, backend, guest access."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from agentbox.backends.libvirt.backend import LibvirtBackend
+from agentbox.config.paths import AppPaths
+from agentbox.config.settings import load_settings
+from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
+from agentbox.images.store import ImageStore
+from agentbox.services.context import ServiceContext
+from agentbox.services.guest import SshGuestAccess
+from agentbox.services.images import ImageService
+from agentbox.services.workspaces import WorkspaceService
+
+
+@dataclass(frozen=True)
+class Services:
+    ctx: ServiceContext
+    workspaces: WorkspaceService
+    images: ImageService
+
+
+def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
+    paths = paths or AppPaths.default()
+    settings = load_settings(paths=paths)
+    owner = str(paths.data_dir)
+    return ServiceContext(
+        paths=paths,
+        settings=settings,
+        backend=LibvirtBackend(uri=settings.libvirt_uri, owner=owner, accel=settings.accel, env=os.environ),
+        catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(), user_dir=paths.user_templates_dir),
+        images=ImageStore(image_dir=settings.image_dir),
+        guest=SshGuestAccess(),
+        fragments_dir=fragments_dir(),
+        owner=owner,
+    )
+
+
+def build_services(*, ctx: ServiceContext | None = None) -> Services:
+    ctx = ctx or build_context()
+    return Services(ctx=ctx, workspaces=WorkspaceService(ctx=ctx), images=ImageService(ctx=ctx))

@@ -1,0 +1,117 @@
+"""`agentbox` command line: parse, dispatch to services, and the one error boundary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from agentbox import __version__
+from agentbox.cli import commands
+from agentbox.errors import AgentboxError, Cancelled
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits with 2 by itself; keep that but add the usual hint.
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\nhint: {self.prog} --help shows the options\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="agentbox", description="Disposable local VMs as safe workspaces for AI agents.")
+    parser.add_argument("--version", action="version", version=f"agentbox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    create = sub.add_parser("create", help="create a workspace from a template and wait until it is ready")
+    create.add_argument("name")
+    create.add_argument("--template", "-t", help="template name (default: the settings' default_template)")
+    create.add_argument("--cpus", type=int, help="virtual CPUs")
+    create.add_argument("--memory", type=int, metavar="MIB", help="memory in MiB")
+    create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
+    create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
+    create.set_defaults(handler=commands.create)
+
+    lst = sub.add_parser("list", help="list workspaces")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=commands.list_workspaces)
+
+    start = sub.add_parser("start", help="start a stopped workspace and wait for SSH")
+    start.add_argument("name")
+    start.set_defaults(handler=commands.start)
+
+    stop = sub.add_parser("stop", help="shut a workspace down (forced after a timeout)")
+    stop.add_argument("name")
+    stop.add_argument("--force", action="store_true", help="power off at once")
+    stop.set_defaults(handler=commands.stop)
+
+    destroy = sub.add_parser("destroy", help="remove a workspace and everything it has")
+    destroy.add_argument("name")
+    destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    destroy.set_defaults(handler=commands.destroy)
+
+    ssh = sub.add_parser("ssh", help="open a shell (or run CMD) in a workspace with the system ssh")
+    ssh.add_argument("name")
+    ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    ssh.set_defaults(handler=commands.ssh)
+
+    exe = sub.add_parser("exec", help="run a command in a workspace; exits with its exit code")
+    exe.add_argument("name")
+    exe.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    exe.set_defaults(handler=commands.exec_command)
+
+    cfg = sub.add_parser("ssh-config", help="write ~/.ssh/config.d/agentbox so `ssh agentbox-NAME` works")
+    cfg.set_defaults(handler=commands.ssh_config)
+
+    doctor = sub.add_parser("doctor", help="check that this machine can run workspaces")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=commands.doctor)
+
+    image = sub.add_parser("image", help="base images").add_subparsers(dest="image_command", metavar="ACTION",
+                                                                       parser_class=_Parser, required=True)
+    image_list = image.add_parser("list", help="list cached images")
+    image_list.add_argument("--json", action="store_true")
+    image_list.set_defaults(handler=commands.image_list)
+    for action, text, handler in (("pull", "download (or build) a template's image", commands.image_pull),
+                                  ("build", "build a template's image locally (needs root)", commands.image_build),
+                                  ("rm", "remove a template's cached image", commands.image_rm)):
+        p = image.add_parser(action, help=text)
+        p.add_argument("template")
+        p.set_defaults(handler=handler)
+
+    template = sub.add_parser("template", help="templates").add_subparsers(
+        dest="template_command", metavar="ACTION", parser_class=_Parser, required=True)
+    template_list = template.add_parser("list", help="list templates")
+    template_list.add_argument("--json", action="store_true")
+    template_list.set_defaults(handler=commands.template_list)
+    template_show = template.add_parser("show", help="show one template")
+    template_show.add_argument("name")
+    template_show.add_argument("--json", action="store_true")
+    template_show.set_defaults(handler=commands.template_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args))
+    except Cancelled as exc:
+        sys.stderr.write(f"\ncancelled: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    except AgentboxError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"hint: {exc.hint}\n")
+        return exc.exit_code
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The settings file (`settings.yaml` in the config dir) and the environment overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox.config.paths import SYSTEM_STORAGE_DIR, AppPaths
+from agentbox.config.yaml_source import Fields, load_yaml_file
+from agentbox.model.workspace import Accel
+
+DEFAULT_URI = "qemu:///system"
+URI_ENV = "AGENTBOX_LIBVIRT_URI"
+_KEYS = frozenset(
+    {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template"}
+)
+_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    libvirt_uri: str = DEFAULT_URI
+    accel: Accel = Accel.AUTO
+    storage_dir: Path = SYSTEM_STORAGE_DIR  # disks, seeds, console logs: reachable by QEMU
+    image_dir: Path = SYSTEM_STORAGE_DIR / "images"  # verified base images, read-only
+    domain_prefix: str = "agentbox-"
+    boot_timeout_s: int = 900  # a cold boot under TCG takes ~100 s; leave room for slow hosts
+    default_template: str = "debian-12"
+
+
+def is_system_uri(uri: str) -> bool:
+    return uri.rstrip("/").endswith("/system")
+
+
+def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    if paths.settings_file.exists():
+        doc = load_yaml_file(path=paths.settings_file)
+        fields = Fields(doc=doc, key_path=(), allowed=_KEYS)
+        if fields.has("libvirt_uri"):
+            values["libvirt_uri"] = fields.string("libvirt_uri")
+        if fields.has("accel"):
+            values["accel"] = _accel(fields)
+        for key in ("storage_dir", "image_dir"):
+            if fields.has(key):
+                values[key] = _absolute(fields, key)
+        if fields.has("domain_prefix"):
+            prefix = fields.string("domain_prefix")
+            if not _PREFIX.match(prefix):
+                raise fields.error("domain_prefix", "must be lowercase letters, digits and '-', up to 31")
+            values["domain_prefix"] = prefix
+        if fields.has("boot_timeout_s"):
+            values["boot_timeout_s"] = fields.integer("boot_timeout_s", default=900, minimum=10, maximum=7200)
+        if fields.has("default_template"):
+            values["default_template"] = fields.string("default_template")
+    if env.get(URI_ENV):
+        values["libvirt_uri"] = env[URI_ENV]
+    uri = str(values.get("libvirt_uri", DEFAULT_URI))
+    if "storage_dir" not in values and not is_system_uri(uri):
+        # A session daemon runs QEMU as the user: the user's own dirs are reachable.
+        values["storage_dir"] = paths.data_dir / "storage"
+        values.setdefault("image_dir", paths.cache_dir / "images")
+    storage = Path(values.get("storage_dir", SYSTEM_STORAGE_DIR))  # type: ignore[arg-type]
+    values.setdefault("image_dir", storage / "images")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _accel(fields: Fields) -> Accel:
+    raw = fields.string("accel")
+    try:
+        return Accel(raw)
+    except ValueError:
+        raise fields.error("accel", f"{raw!r} is not one of auto, kvm, tcg") from None
+
+
+def _absolute(fields: Fields, key: str) -> Path:
+    path = Path(fields.string(key)).expanduser()
+    if not path.is_absolute():
+        raise fields.error(key, "must be an absolute path")
+    return path

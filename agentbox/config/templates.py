@@ -1,0 +1,143 @@
+"""The template catalogue: built-in templates, then the user's, which add or override."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
+from agentbox.errors import ConfigError, NotFound
+from agentbox.model.template import (
+    BuildRecipe,
+    CloudInitSpec,
+    DownloadSource,
+    ImageSource,
+    NetworkMode,
+    PolicyDefaults,
+    Resources,
+    Template,
+)
+
+_TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy"})
+_IMAGE = frozenset({"build", "url", "sha256", "sha256_url"})
+_RESOURCES = frozenset({"vcpus", "memory_mib", "disk_gib"})
+_CLOUD_INIT = frozenset({"fragments", "packages", "runcmd", "write_files"})
+_POLICY = frozenset({"network", "allowlist", "reset_after_session"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+
+
+def package_data_dir(name: str) -> Path:
+    """`vm_templates` or `cloud-init`, shipped inside the package (editable installs too)."""
+    return Path(str(resources.files("agentbox") / "data" / name))
+
+
+def builtin_templates_dir() -> Path:
+    return package_data_dir("vm_templates")
+
+
+def fragments_dir() -> Path:
+    return package_data_dir("cloud-init")
+
+
+@dataclass(frozen=True)
+class TemplateCatalogue:
+    builtin_dir: Path
+    user_dir: Path
+
+    def all(self) -> tuple[Template, ...]:
+        """Every template by name; a user file overrides a built-in of the same name."""
+        by_name: dict[str, Template] = {}
+        for directory in (self.builtin_dir, self.user_dir):
+            for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else ():
+                template = load_template(path=path)
+                by_name[template.name] = template
+        return tuple(sorted(by_name.values(), key=lambda t: t.name))
+
+    def get(self, *, name: str) -> Template:
+        # Load only the candidates' files, so one broken unrelated template does not block.
+        for directory in (self.user_dir, self.builtin_dir):
+            path = directory / f"{name}.yaml"
+            if path.is_file():
+                template = load_template(path=path)
+                if template.name != name:
+                    raise ConfigError(f"{path}:1: name: {template.name!r} does not match the file name {name!r}.yaml")
+                return template
+        known = ", ".join(t.name for t in self.all()) or "none"
+        raise NotFound(f"no template named {name!r}", hint=f"known templates: {known} (agentbox template list)")
+
+
+def load_template(*, path: Path) -> Template:
+    doc = load_yaml_file(path=path)
+    if not isinstance(doc.value, dict):
+        raise doc.error((), "a template must be a mapping with name, description, image, ...")
+    top = Fields(doc=doc, key_path=(), allowed=_TOP)
+    name = top.string("name")
+    if not _TEMPLATE_NAME.match(name):
+        raise top.error("name", f"{name!r} is not a valid template name (lowercase letters, digits, '.', '-')")
+    if not top.has("image"):
+        raise doc.error(("image",), "missing required field", hint="either `build: debian-12` or `url:` plus `sha256:`/`sha256_url:`")
+    return Template(
+        name=name,
+        description=top.string("description", default=""),
+        image=_image(top.sub("image", allowed=_IMAGE), doc),
+        resources=_resources(top.sub("resources", allowed=_RESOURCES)),
+        cloud_init=_cloud_init(top.sub("cloud_init", allowed=_CLOUD_INIT)),
+        policy=_policy(top.sub("policy", allowed=_POLICY)),
+        source=str(path),
+    )
+
+
+def _image(fields: Fields, doc: YamlDoc) -> ImageSource:
+    if fields.has("build"):
+        if fields.has("url") or fields.has("sha256") or fields.has("sha256_url"):
+            raise fields.error("build", "give either `build` or `url`, not both")
+        return BuildRecipe(recipe=fields.string("build"))
+    if not fields.has("url"):
+        raise doc.error(("image",), "needs `build: RECIPE` or `url:`")
+    url = fields.string("url")
+    if not url.startswith(("https://", "http://", "file://")):
+        raise fields.error("url", f"{url!r} is not an http(s) or file URL")
+    sha256 = fields.optional_string("sha256")
+    sha256_url = fields.optional_string("sha256_url")
+    if (sha256 is None) == (sha256_url is None):
+        raise doc.error(("image",), "a downloaded image needs exactly one of `sha256` or `sha256_url`",
+                        hint="an image is never used without a checksum")
+    if sha256 is not None and not _SHA256.match(sha256.lower()):
+        raise fields.error("sha256", "expected 64 hexadecimal characters")
+    return DownloadSource(url=url, sha256=sha256.lower() if sha256 else None, sha256_url=sha256_url)
+
+
+def _resources(fields: Fields) -> Resources:
+    default = Resources()
+    return Resources(
+        vcpus=fields.integer("vcpus", default=default.vcpus, minimum=1, maximum=64),
+        memory_mib=fields.integer("memory_mib", default=default.memory_mib, minimum=256, maximum=262144),
+        disk_gib=fields.integer("disk_gib", default=default.disk_gib, minimum=4, maximum=4096),
+    )
+
+
+def _cloud_init(fields: Fields) -> CloudInitSpec:
+    return CloudInitSpec(
+        fragments=fields.strings("fragments"),
+        packages=fields.strings("packages"),
+        runcmd=fields.strings("runcmd"),
+        write_files=fields.mappings("write_files"),
+    )
+
+
+def _policy(fields: Fields) -> PolicyDefaults:
+    raw = fields.value.get("network", "off")
+    if raw is False:  # YAML 1.1 reads a bare `off` as false
+        raw = "off"
+    try:
+        mode = NetworkMode(raw)
+    except ValueError:
+        raise fields.error("network", f"{raw!r} is not one of off, allowlist, open") from None
+    return PolicyDefaults(
+        network=mode,
+        allowlist=fields.strings("allowlist"),
+        reset_after_session=fields.boolean("reset_after_session", default=True),
+    )

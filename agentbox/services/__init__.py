@@ -1,0 +1,1 @@
+"""Use cases: synchronous, injected collaborators, progress + cancel, undo on failure."""

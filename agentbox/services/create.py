@@ -1,0 +1,261 @@
+"""Create a workspace: image → keys → disk → seed → domain → boot → SSH → cloud-init.
+
+Every step that leaves something behind registers its undo first; any failure (or
+cancel, or Ctrl-C) runs the undo stack, so a failed create leaves nothing. A create killed
+outright leaves a record in phase `creating`, which `list` shows as broken.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec, DomainState
+from agentbox.errors import AgentboxError, AlreadyExists, GuestError, InvalidInput
+from agentbox.images.store import ImageInfo
+from agentbox.model.names import validate_workspace_name
+from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.model.template import Resources, Template
+from agentbox.provision import cloudinit, keys, seed
+from agentbox.remote.ssh import SshTarget
+from agentbox.services.context import ServiceContext
+from agentbox.services.locks import workspace_lock
+from agentbox.services.records import Phase, WorkspaceRecord
+from agentbox.services.ssh_access import ssh_target, write_workspace_ssh_files
+
+STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "done")
+CONSOLE_TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    template: str | None = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    disk_gib: int | None = None
+
+
+class _Undo:
+    def __init__(self) -> None:
+        self._actions: list[Callable[[], None]] = []
+
+    def push(self, action: Callable[[], None]) -> None:
+        self._actions.append(action)
+
+    def run(self) -> None:
+        for action in reversed(self._actions):
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - undo continues; the original error is what the user sees
+                pass
+
+
+def resolve_resources(*, template: Template, request: CreateRequest) -> Resources:
+    base = template.resources
+    resources = Resources(
+        vcpus=request.vcpus if request.vcpus is not None else base.vcpus,
+        memory_mib=request.memory_mib if request.memory_mib is not None else base.memory_mib,
+        disk_gib=request.disk_gib if request.disk_gib is not None else base.disk_gib,
+    )
+    for label, value, low, high in (("--cpus", resources.vcpus, 1, 64),
+                                    ("--memory", resources.memory_mib, 256, 262144),
+                                    ("--disk", resources.disk_gib, 4, 4096)):
+        if not low <= value <= high:
+            raise InvalidInput(f"{label} {value} is out of range {low}..{high}")
+    return resources
+
+
+def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
+                     on_progress: ProgressCallback, cancel: CancelToken) -> WorkspaceRecord:
+    name = validate_workspace_name(request.name)
+    template = ctx.catalogue.get(name=request.template or ctx.settings.default_template)
+    resources = resolve_resources(template=template, request=request)
+    with workspace_lock(paths=ctx.paths, name=name):
+        _refuse_existing(ctx=ctx, name=name)
+        report = _Reporter(on_progress)
+        report.step("image", f"image for template {template.name}")
+        image = ctx.images.ensure(template=template, on_progress=on_progress, cancel=cancel)
+        undo = _Undo()
+        try:
+            return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
+                          report=report, cancel=cancel, undo=undo)
+        except BaseException as exc:
+            report.step("undo", f"create failed ({_short(exc)}); removing what it made")
+            undo.run()
+            raise
+
+
+def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
+           report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+    files = ctx.records.files(name=name)
+    storage = ctx.workspace_storage(name=name)
+    domain = ctx.domain_name(name=name)
+    host_key = keys.generate_ed25519(comment=f"agentbox-{name}-host")
+    record = WorkspaceRecord(
+        name=name, domain=domain, template=template.name, image_id=image.image_id,
+        created=ctx.clock().isoformat(timespec="seconds"), ssh_port=_free_port(ctx=ctx),
+        resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
+        phase=Phase.CREATING,
+    )
+    undo.push(lambda: ctx.records.remove(name=name))
+    ctx.records.save(record=record)
+    audit = ctx.audit(name=name)
+    audit.append(event="create.started", details={"template": template.name, "image": image.image_id})
+
+    cancel.raise_if_cancelled()
+    report.step("keys", "client key and guest host key")
+    client_key = keys.generate_ed25519(comment=f"agentbox-{name}")
+    keys.write_private_key(path=files.client_key, keypair=client_key)
+    write_workspace_ssh_files(record=record, files=files)
+
+    cancel.raise_if_cancelled()
+    report.step("disk", f"{resources.disk_gib} GiB overlay on {image.image_id}")
+    undo.push(lambda: _remove_storage(ctx=ctx, storage=storage))
+    storage.mkdir(parents=True, exist_ok=True, mode=0o711)
+    storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
+    disk = storage / "disk.qcow2"
+    ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,
+                               size_gib=resources.disk_gib)
+
+    cancel.raise_if_cancelled()
+    report.step("seed", "cloud-init seed (NoCloud)")
+    user_data = cloudinit.build_user_data(spec=template.cloud_init, fragments_dir=ctx.fragments_dir,
+                                          hostname=name, authorized_key=client_key.public_openssh,
+                                          host_key=host_key)
+    seed_path = storage / "seed.img"
+    seed.write_seed_iso(path=seed_path, user_data=cloudinit.render_user_data(user_data=user_data),
+                        meta_data=cloudinit.render_meta_data(instance_id=f"agentbox-{name}-{record.created}",
+                                                             hostname=name))
+
+    cancel.raise_if_cancelled()
+    report.step("define", f"libvirt domain {domain}")
+    spec = DomainSpec(
+        name=domain,
+        metadata=DomainMetadata(workspace=name, owner=ctx.owner, template=template.name, created=record.created),
+        vcpus=resources.vcpus, memory_mib=resources.memory_mib,
+        disks=(DiskSpec(path=disk, format="qcow2", serial="agentbox-root"),
+               DiskSpec(path=seed_path, format="raw", readonly=True, serial="agentbox-seed")),
+        ssh_port=record.ssh_port, console_log=storage / "console.log",
+        kernel_boot=(DirectKernelBoot(kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline or "")
+                     if image.kernel and image.initrd else None),
+    )
+    ctx.backend.define(spec=spec)
+    undo.push(lambda: ctx.backend.undefine(name=domain))
+
+    cancel.raise_if_cancelled()
+    report.step("boot", "starting the VM")
+    undo.push(lambda: ctx.backend.destroy(name=domain))
+    ctx.backend.start(name=domain)
+
+    report.step("ssh", f"waiting for SSH on 127.0.0.1:{record.ssh_port} (pinned host key)")
+    target = ssh_target(record=record, files=files)
+    wait_for_guest(ctx=ctx, record=record, target=target, on_progress=report.forward, cancel=cancel)
+
+    report.step("cloud-init", "waiting for cloud-init to finish")
+    _wait_cloud_init(ctx=ctx, record=record, target=target, cancel=cancel)
+
+    record = replace(record, phase=Phase.READY)
+    ctx.records.save(record=record)
+    audit.append(event="created", details={"template": template.name, "image": image.image_id,
+                                           "ssh_port": record.ssh_port, "vcpus": resources.vcpus,
+                                           "memory_mib": resources.memory_mib, "disk_gib": resources.disk_gib})
+    report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
+    return record
+
+
+def wait_for_guest(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget,
+                   on_progress: ProgressCallback, cancel: CancelToken) -> None:
+    """Wait for SSH with the pinned key; stop early (with the console tail) if the VM dies."""
+
+    def check_alive() -> None:
+        info = ctx.backend.get(name=record.domain)
+        if info is None or info.state not in (DomainState.RUNNING, DomainState.PAUSED):
+            state = info.state if info else "gone"
+            raise GuestError(f"the VM of {record.name} stopped while booting (state: {state})",
+                             hint=console_hint(record=record))
+
+    try:
+        ctx.guest.wait_until_ready(target=target, timeout_s=ctx.settings.boot_timeout_s, cancel=cancel,
+                                   on_progress=on_progress, check_alive=check_alive)
+    except GuestError as exc:
+        if exc.hint is None:
+            exc.hint = console_hint(record=record)
+        raise
+
+
+def console_hint(*, record: WorkspaceRecord) -> str:
+    log = Path(record.storage_dir) / "console.log"
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-CONSOLE_TAIL_LINES:]
+    except OSError:
+        return f"the guest console log was not written ({log})"
+    tail = "\n    ".join(line.strip() for line in lines if line.strip())
+    return f"last lines of the guest console ({log}):\n    {tail}" if tail else f"guest console log: {log}"
+
+
+def _wait_cloud_init(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget,
+                     cancel: CancelToken) -> None:
+    out = bytearray()
+    err = bytearray()
+    code = ctx.guest.run_command(target=target, argv=["cloud-init", "status", "--wait", "--long"],
+                                 stdout=out.extend, stderr=err.extend,
+                                 timeout_s=ctx.settings.boot_timeout_s, cancel=cancel)
+    # cloud-init 22.4 exits 0 when done, 1 on error, 2 on recoverable error (degraded).
+    if code not in (0, 2) or b"status: done" not in out:
+        detail = (bytes(out) + bytes(err)).decode(errors="replace").strip()[-800:]
+        raise GuestError(f"cloud-init did not finish cleanly in {record.name} (exit {code}):\n{detail}",
+                         hint="check the template's cloud_init section; the guest log is /var/log/cloud-init.log")
+
+
+def _refuse_existing(*, ctx: ServiceContext, name: str) -> None:
+    if name in ctx.records.names() or ctx.backend.get(name=ctx.domain_name(name=name)) is not None:
+        raise AlreadyExists(f"a workspace named {name!r} already exists",
+                            hint=f"pick another name, or remove it first: agentbox destroy {name}")
+
+
+def _free_port(*, ctx: ServiceContext) -> int:
+    """A free loopback port not recorded by any other workspace (stopped ones hold none)."""
+    taken = set()
+    for other in ctx.records.names():
+        try:
+            record = ctx.records.load(name=other)
+        except AgentboxError:
+            continue
+        if record is not None:
+            taken.add(record.ssh_port)
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
+    raise AgentboxError("could not find a free port on 127.0.0.1 for SSH")
+
+
+def _remove_storage(*, ctx: ServiceContext, storage: Path) -> None:
+    for path in sorted(storage.glob("*")) if storage.is_dir() else ():
+        ctx.backend.delete_volume(path=path)
+    if storage.is_dir():
+        storage.rmdir()
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+class _Reporter:
+    def __init__(self, sink: ProgressCallback) -> None:
+        self._sink = sink
+
+    def step(self, step: str, detail: str) -> None:
+        index = STEPS.index(step) + 1 if step in STEPS else 0
+        self._sink(Progress(step=step, detail=detail, index=index, total=len(STEPS)))
+
+    def forward(self, progress: Progress) -> None:
+        self._sink(progress)

@@ -1,0 +1,120 @@
+"""`agentbox doctor`: is this machine ready, and if not, what exactly to do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from agentbox.backends.accel import detect_accel, resolve_accel
+from agentbox.errors import AgentboxError
+from agentbox.model.workspace import Accel
+from agentbox.services.context import ServiceContext
+
+MIN_FREE_GIB = 5
+VIRTIOFSD_PATHS = (Path("/usr/libexec/virtiofsd"), Path("/usr/lib/qemu/virtiofsd"))
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: CheckStatus
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status is not CheckStatus.FAIL for c in self.checks)
+
+
+def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
+    return DoctorReport(checks=(
+        _libvirt(ctx), _accel(ctx), _tool("qemu-img", "qemu-utils", required=True),
+        _tool("qemu-system-x86_64", "qemu-system-x86", required=True), _virtiofsd(),
+        _tool("debootstrap", "debootstrap", required=False, why="builds the debian-12 image"),
+        _tool("mkfs.ext4", "e2fsprogs", required=False, why="builds the debian-12 image"),
+        _tool("ssh", "openssh-client", required=True), _build_privilege(),
+        _writable("data dir", ctx.paths.data_dir), _writable("storage dir", ctx.settings.storage_dir),
+        _writable("image dir", ctx.settings.image_dir), _free_space(ctx.settings.storage_dir),
+    ))
+
+
+def _libvirt(ctx: ServiceContext) -> Check:
+    uri = ctx.settings.libvirt_uri
+    try:
+        count = len(ctx.backend.list_domains())
+    except AgentboxError as exc:
+        return Check("libvirt", CheckStatus.FAIL, f"{uri}: {exc.message}", exc.hint or "")
+    return Check("libvirt", CheckStatus.OK, f"{uri} reachable ({count} agentbox workspace VM(s))")
+
+
+def _accel(ctx: ServiceContext) -> Check:
+    detected = detect_accel()
+    try:
+        chosen = resolve_accel(setting=ctx.settings.accel, env=os.environ)
+    except AgentboxError as exc:
+        return Check("acceleration", CheckStatus.FAIL, exc.message, exc.hint or "")
+    if chosen is Accel.KVM:
+        return Check("acceleration", CheckStatus.OK, "KVM usable: guests run at native speed")
+    why = "KVM is not usable here" if detected is Accel.TCG else "TCG chosen in settings or AGENTBOX_ACCEL"
+    return Check("acceleration", CheckStatus.WARN, f"{why}; guests run under TCG (software emulation, slow)",
+                 "enable VT-x/AMD-V in the firmware (or nested virtualisation) and make /dev/kvm usable")
+
+
+def _tool(program: str, package: str, *, required: bool, why: str = "") -> Check:
+    found = shutil.which(program) or (shutil.which(program, path="/usr/sbin:/sbin") if not required else None)
+    if found:
+        return Check(program, CheckStatus.OK, found)
+    detail = f"{program} not found" + (f" ({why})" if why else "")
+    return Check(program, CheckStatus.FAIL if required else CheckStatus.WARN, detail,
+                 f"sudo apt-get install {package}")
+
+
+def _virtiofsd() -> Check:
+    for path in VIRTIOFSD_PATHS:
+        if path.exists():
+            return Check("virtiofsd", CheckStatus.OK, str(path))
+    return Check("virtiofsd", CheckStatus.WARN, "virtiofsd not found (needed for live folder shares)",
+                 "sudo apt-get install virtiofsd (or qemu-system-common on Debian 12)")
+
+
+def _build_privilege() -> Check:
+    if os.geteuid() == 0:
+        return Check("image build", CheckStatus.OK, "running as root: local image builds possible")
+    return Check("image build", CheckStatus.WARN, "local image builds (debootstrap) need root",
+                 "sudo agentbox image build debian-12 (once; the image is then shared)")
+
+
+def _writable(label: str, path: Path) -> Check:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if os.access(probe, os.W_OK | os.X_OK):
+        return Check(label, CheckStatus.OK, f"{path} writable")
+    return Check(label, CheckStatus.FAIL, f"{path}: no write permission (checked {probe})",
+                 f"run as a user who may write there, or set it in settings.yaml (agentbox doctor shows the file)")
+
+
+def _free_space(path: Path) -> Check:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    free_gib = usage.free / 2**30
+    if free_gib < MIN_FREE_GIB:
+        return Check("free disk", CheckStatus.WARN, f"{free_gib:.1f} GiB free at {probe}",
+                     f"free at least {MIN_FREE_GIB} GiB: an image and a few workspaces need it")
+    return Check("free disk", CheckStatus.OK, f"{free_gib:.1f} GiB free at {probe}")

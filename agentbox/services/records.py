@@ -1,0 +1,114 @@
+"""The per-workspace record agentbox keeps beside libvirt's metadata.
+
+One JSON file per workspace in its data dir. The record is written before anything else
+at create (phase `creating`) and flipped to `ready` last, so an interrupted create is
+recognisable afterwards and `destroy` knows what to remove.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from agentbox.config.paths import AppPaths
+from agentbox.errors import ConfigError
+from agentbox.model.template import Resources
+
+
+class Phase(StrEnum):
+    CREATING = "creating"
+    READY = "ready"
+    DESTROYING = "destroying"
+
+
+@dataclass(frozen=True)
+class WorkspaceRecord:
+    name: str
+    domain: str
+    template: str
+    image_id: str
+    created: str
+    ssh_port: int
+    resources: Resources
+    storage_dir: str  # disks, seed and console log (reachable by QEMU)
+    host_key_public: str  # the pinned guest host key
+    phase: Phase = Phase.CREATING
+
+
+RECORD_FILE = "workspace.json"
+
+
+@dataclass(frozen=True)
+class WorkspaceFiles:
+    """Paths of one workspace's per-user files."""
+
+    directory: Path
+
+    @property
+    def record(self) -> Path:
+        return self.directory / RECORD_FILE
+
+    @property
+    def client_key(self) -> Path:
+        return self.directory / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.directory / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.directory / "ssh_config"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.directory / "audit.jsonl"
+
+
+class RecordStore:
+    def __init__(self, *, paths: AppPaths) -> None:
+        self._paths = paths
+
+    def files(self, *, name: str) -> WorkspaceFiles:
+        return WorkspaceFiles(directory=self._paths.workspace_dir(name))
+
+    def exists(self, *, name: str) -> bool:
+        return self.files(name=name).record.exists()
+
+    def load(self, *, name: str) -> WorkspaceRecord | None:
+        path = self.files(name=name).record
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable workspace record: {exc}",
+                              hint=f"agentbox destroy {name} removes the workspace") from None
+        try:
+            raw["resources"] = Resources(**raw["resources"])
+            raw["phase"] = Phase(raw["phase"])
+            return WorkspaceRecord(**raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: damaged workspace record ({exc})",
+                              hint=f"agentbox destroy {name} removes the workspace") from None
+
+    def save(self, *, record: WorkspaceRecord) -> None:
+        files = self.files(name=record.name)
+        files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = files.record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, files.record)  # atomic: a reader never sees half a record
+
+    def names(self) -> tuple[str, ...]:
+        """Names with a workspace directory, complete or not."""
+        root = self._paths.workspaces_dir
+        if not root.is_dir():
+            return ()
+        return tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
+
+    def remove(self, *, name: str) -> None:
+        shutil.rmtree(self.files(name=name).directory, ignore_errors=True)

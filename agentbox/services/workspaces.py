@@ -1,0 +1,228 @@
+"""Workspace lifecycle after create: list, start, stop, destroy, exec, SSH access."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox.backends.base import DomainInfo, DomainState
+from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
+from agentbox.model.names import validate_workspace_name
+from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.model.template import Resources
+from agentbox.services.context import ServiceContext
+from agentbox.services.create import wait_for_guest
+from agentbox.services.locks import is_locked, workspace_lock
+from agentbox.services.records import Phase, WorkspaceRecord
+from agentbox.services.ssh_access import (
+    ManagedSshConfig,
+    ssh_argv,
+    ssh_target,
+    write_managed_ssh_config,
+)
+
+_DOMAIN_STATES = {
+    DomainState.RUNNING: WorkspaceState.RUNNING,
+    DomainState.STOPPED: WorkspaceState.STOPPED,
+    DomainState.PAUSED: WorkspaceState.PAUSED,
+    DomainState.CRASHED: WorkspaceState.STOPPED,
+    DomainState.OTHER: WorkspaceState.STOPPED,
+}
+STOP_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    duration_s: float
+
+
+class WorkspaceService:
+    def __init__(self, *, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    # -- looking up -------------------------------------------------------------------
+
+    def list(self) -> tuple[Workspace, ...]:
+        ctx = self._ctx
+        domains = {info.metadata.workspace: info for info in ctx.backend.list_domains()}
+        names = sorted(set(domains) | set(ctx.records.names()))
+        return tuple(self._describe(name=n, domain=domains.get(n)) for n in names)
+
+    def get(self, *, name: str) -> Workspace:
+        validate_workspace_name(name)
+        domain = self._ctx.backend.get(name=self._ctx.domain_name(name=name))
+        if domain is None and name not in self._ctx.records.names():
+            raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
+        return self._describe(name=name, domain=domain)
+
+    def _describe(self, *, name: str, domain: DomainInfo | None) -> Workspace:
+        ctx = self._ctx
+        try:
+            record = ctx.records.load(name=name)
+        except AgentboxError as exc:
+            record, problem = None, exc.message
+        else:
+            problem = ""
+        state, problem = _state(record=record, domain=domain, busy=is_locked(paths=ctx.paths, name=name),
+                                problem=problem)
+        if record is not None:
+            return Workspace(name=name, state=state, template=record.template, created=record.created,
+                             ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
+                             image_id=record.image_id, problem=problem)
+        meta = domain.metadata if domain else None
+        return Workspace(name=name, state=state, template=meta.template if meta else "?",
+                         created=meta.created if meta else "", ssh_port=0, resources=Resources(),
+                         domain=domain.name if domain else ctx.domain_name(name=name), image_id="",
+                         problem=problem)
+
+    def _ready_record(self, *, name: str) -> WorkspaceRecord:
+        workspace = self.get(name=name)
+        record = self._ctx.records.load(name=name)
+        if workspace.state is WorkspaceState.BROKEN or record is None:
+            raise AgentboxError(f"workspace {name!r} is broken: {workspace.problem}",
+                                hint=f"agentbox destroy {name} removes what is left of it")
+        if workspace.state is WorkspaceState.CREATING:
+            raise AgentboxError(f"workspace {name!r} is still being created", hint="wait for create to finish")
+        return record
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, *, name: str, on_progress: ProgressCallback, cancel: CancelToken) -> Workspace:
+        ctx = self._ctx
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = self._ready_record(name=name)
+            info = ctx.backend.get(name=record.domain)
+            if info is not None and info.state is DomainState.RUNNING:
+                raise InvalidInput(f"workspace {name!r} is already running", hint=f"agentbox ssh {name}")
+            on_progress(Progress(step="boot", detail=f"starting {name}", index=1, total=2))
+            ctx.backend.start(name=record.domain)
+            ctx.audit(name=name).append(event="started")
+            on_progress(Progress(step="ssh", detail="waiting for SSH (pinned host key)", index=2, total=2))
+            target = ssh_target(record=record, files=ctx.records.files(name=name))
+            wait_for_guest(ctx=ctx, record=record, target=target, on_progress=on_progress, cancel=cancel)
+        return self.get(name=name)
+
+    def stop(self, *, name: str, force: bool, on_progress: ProgressCallback, cancel: CancelToken,
+             timeout_s: float = STOP_TIMEOUT_S) -> Workspace:
+        ctx = self._ctx
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = self._ready_record(name=name)
+            info = ctx.backend.get(name=record.domain)
+            if info is None or info.state is DomainState.STOPPED:
+                raise InvalidInput(f"workspace {name!r} is not running")
+            how = "forced"
+            if not force:
+                on_progress(Progress(step="shutdown", detail=f"asking {name} to shut down", index=1, total=2))
+                ctx.backend.shutdown(name=record.domain)
+                if self._wait_stopped(domain=record.domain, timeout_s=timeout_s, cancel=cancel):
+                    how = "graceful"
+                else:
+                    on_progress(Progress(step="shutdown", detail=f"no shutdown after {timeout_s:.0f} s: forcing",
+                                         index=2, total=2))
+            if how == "forced":
+                ctx.backend.destroy(name=record.domain)
+            ctx.audit(name=name).append(event="stopped", details={"how": how})
+        return self.get(name=name)
+
+    def _wait_stopped(self, *, domain: str, timeout_s: float, cancel: CancelToken) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self._ctx.backend.get(name=domain)
+            if info is None or info.state is DomainState.STOPPED:
+                return True
+            cancel.wait(0.5)
+        return False
+
+    def destroy(self, *, name: str, on_progress: ProgressCallback) -> None:
+        """Remove everything of a workspace, broken or not: domain, snapshots, disks, keys, files."""
+        ctx = self._ctx
+        validate_workspace_name(name)
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = None
+            try:
+                record = ctx.records.load(name=name)
+            except AgentboxError:
+                pass  # a damaged record must not keep destroy from cleaning up
+            domain = record.domain if record else ctx.domain_name(name=name)
+            info = ctx.backend.get(name=domain)
+            if info is None and name not in ctx.records.names():
+                raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
+            if info is not None:
+                on_progress(Progress(step="domain", detail=f"removing VM {domain}", index=1, total=3))
+                ctx.backend.destroy(name=domain)
+                ctx.backend.undefine(name=domain)
+            on_progress(Progress(step="disks", detail="removing disks and seed", index=2, total=3))
+            storage = Path(record.storage_dir) if record else ctx.workspace_storage(name=name)
+            if storage.is_dir():
+                for path in storage.iterdir():
+                    ctx.backend.delete_volume(path=path)
+                storage.rmdir()
+            on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
+            ctx.records.remove(name=name)
+            (ctx.paths.locks_dir / f"{name}.lock").unlink(missing_ok=True)
+
+    # -- getting in ---------------------------------------------------------------------
+
+    def exec(self, *, name: str, argv: Sequence[str], stdout: Callable[[bytes], None],
+             stderr: Callable[[bytes], None], cancel: CancelToken | None = None) -> ExecResult:
+        if not argv:
+            raise InvalidInput("no command given", hint=f"agentbox exec {name} -- COMMAND [ARGS...]")
+        record = self._running_record(name=name)
+        target = ssh_target(record=record, files=self._ctx.records.files(name=name))
+        counted = {"out": 0, "err": 0}
+
+        def out(chunk: bytes) -> None:
+            counted["out"] += len(chunk)
+            stdout(chunk)
+
+        def err(chunk: bytes) -> None:
+            counted["err"] += len(chunk)
+            stderr(chunk)
+
+        started = time.monotonic()
+        code = self._ctx.guest.run_command(target=target, argv=list(argv), stdout=out, stderr=err, cancel=cancel)
+        duration = time.monotonic() - started
+        self._ctx.audit(name=name).append(event="exec", details={
+            "argv": list(argv), "exit_code": code, "duration_s": round(duration, 3),
+            "stdout_bytes": counted["out"], "stderr_bytes": counted["err"]})
+        return ExecResult(exit_code=code, duration_s=duration)
+
+    def ssh_command(self, *, name: str, command: Sequence[str]) -> list[str]:
+        """argv for the system ssh client, with the workspace's generated config."""
+        record = self._running_record(name=name)
+        return ssh_argv(record=record, files=self._ctx.records.files(name=name), command=command)
+
+    def _running_record(self, *, name: str) -> WorkspaceRecord:
+        record = self._ready_record(name=name)
+        info = self._ctx.backend.get(name=record.domain)
+        if info is None or info.state is not DomainState.RUNNING:
+            raise GuestError(f"workspace {name!r} is not running", hint=f"agentbox start {name}")
+        return record
+
+    def write_ssh_config(self, *, ssh_dir: Path) -> ManagedSshConfig:
+        entries = []
+        for name in self._ctx.records.names():
+            try:
+                record = self._ctx.records.load(name=name)
+            except AgentboxError:
+                continue
+            if record is not None and record.phase is Phase.READY:
+                entries.append((record, self._ctx.records.files(name=name)))
+        return write_managed_ssh_config(ssh_dir=ssh_dir, entries=entries)
+
+
+def _state(*, record: WorkspaceRecord | None, domain: DomainInfo | None, busy: bool,
+           problem: str) -> tuple[WorkspaceState, str]:
+    if record is not None and record.phase is not Phase.READY:
+        if busy:
+            return WorkspaceState.CREATING, ""
+        return WorkspaceState.BROKEN, f"{record.phase.value} was interrupted"
+    if record is None:
+        return WorkspaceState.BROKEN, problem or "its record is missing (the VM exists without agentbox's files)"
+    if domain is None:
+        return WorkspaceState.BROKEN, "its VM is missing from libvirt"
+    return _DOMAIN_STATES[domain.state], ""

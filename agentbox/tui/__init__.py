@@ -1,0 +1,1 @@
+"""The Textual TUI (see the TUI issue)."""

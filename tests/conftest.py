@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated agentbox root per test, and a libvirt test-driver world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentbox.config.paths import ROOT_ENV
+from agentbox.config.settings import URI_ENV
+
+EMPTY_NODE = """<node>
+  <domain type='test'>
+    <name>someone-elses-vm</name>
+    <memory>65536</memory>
+    <os><type>hvm</type></os>
+  </domain>
+</node>
+"""
+
+
+@pytest.fixture()
+def agentbox_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """AGENTBOX_ROOT for commands run through main(argv), on the libvirt test driver."""
+    root = tmp_path / "agentbox"
+    node = tmp_path / "node.xml"
+    node.write_text(EMPTY_NODE)
+    (root / "config").mkdir(parents=True)
+    (root / "config" / "settings.yaml").write_text(
+        f"storage_dir: {tmp_path / 'storage'}\nimage_dir: {tmp_path / 'images'}\n")
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    monkeypatch.setenv(URI_ENV, f"test://{node}")
+    monkeypatch.delenv("AGENTBOX_ACCEL", raising=False)
+    yield root

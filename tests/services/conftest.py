@@ -1,0 +1,87 @@
+"""Services on the Fake backend: real files, real image store, a scripted guest."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agentbox.backends.fake import FakeBackend
+from agentbox.config.paths import AppPaths
+from agentbox.config.settings import Settings
+from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
+from agentbox.errors import GuestError
+from agentbox.images.store import ImageStore
+from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.remote.ssh import SshTarget
+from agentbox.services.context import ServiceContext
+
+
+@dataclass
+class ScriptedGuest:
+    """Stands in for the guest's SSH server (the vm tests use the real one)."""
+
+    answers: bool = True
+    cloud_init_output: bytes = b"status: done\n"
+    cloud_init_code: int = 0
+    on_wait: Callable[[], None] | None = None
+    commands: list[list[str]] = field(default_factory=list)
+
+    def wait_until_ready(self, *, target: SshTarget, timeout_s: float, cancel: CancelToken,
+                         on_progress: ProgressCallback, check_alive: Callable[[], None] | None = None) -> None:
+        if self.on_wait:
+            self.on_wait()
+        if check_alive:
+            check_alive()
+        if not self.answers:
+            raise GuestError(f"the guest did not answer SSH within {timeout_s:.0f} s")
+
+    def run_command(self, *, target: SshTarget, argv: Sequence[str], stdout: Callable[[bytes], None],
+                    stderr: Callable[[bytes], None], stdin: bytes | None = None,
+                    timeout_s: float | None = None, cancel: CancelToken | None = None) -> int:
+        self.commands.append(list(argv))
+        if argv[:2] == ["cloud-init", "status"]:
+            stdout(self.cloud_init_output)
+            return self.cloud_init_code
+        stdout(b"ran\n")
+        return 0
+
+
+@dataclass
+class World:
+    ctx: ServiceContext
+    backend: FakeBackend
+    guest: ScriptedGuest
+    progress: list[Progress]
+    storage: Path
+
+    def leftovers(self) -> list[Path]:
+        found = [p for p in (self.storage / "workspaces").rglob("*")] if (self.storage / "workspaces").exists() else []
+        return found + [p for p in self.ctx.paths.workspaces_dir.glob("*")] if self.ctx.paths.workspaces_dir.exists() else found
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> World:
+    disk = tmp_path / "src" / "base.qcow2"
+    disk.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    digest = hashlib.sha256(disk.read_bytes()).hexdigest()
+    paths = AppPaths.under(root=tmp_path / "root")
+    paths.user_templates_dir.mkdir(parents=True)
+    (paths.user_templates_dir / "tiny.yaml").write_text(
+        f"name: tiny\nimage:\n  url: file://{disk}\n  sha256: {digest}\ncloud_init:\n  fragments: [base.yaml]\n")
+    storage = tmp_path / "storage"
+    settings = Settings(libvirt_uri="fake:///", storage_dir=storage, image_dir=tmp_path / "images",
+                        default_template="tiny", boot_timeout_s=30)
+    backend = FakeBackend(owner="test-owner")
+    guest = ScriptedGuest()
+    progress: list[Progress] = []
+    ctx = ServiceContext(paths=paths, settings=settings, backend=backend,
+                         catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(), user_dir=paths.user_templates_dir),
+                         images=ImageStore(image_dir=settings.image_dir), guest=guest,
+                         fragments_dir=fragments_dir(), owner="test-owner")
+    return World(ctx=ctx, backend=backend, guest=guest, progress=progress, storage=storage)

@@ -1,0 +1,90 @@
+"""Real guests on libvirt qemu:///system (TCG here).
+
+The debian-12 image is built once per recipe and cached in the shared image dir outside
+the checkout; each test session gets its own agentbox root, storage dir and domain-name
+prefix, so it never sees or touches anyone else's workspaces. One guest is booted per
+session and shared by the tests of a module, which run in order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentbox.bootstrap import Services, build_context, build_services
+from agentbox.config.paths import ROOT_ENV, SYSTEM_STORAGE_DIR, AppPaths
+from agentbox.model.progress import CancelToken, Progress
+from agentbox.services.create import CreateRequest, create_workspace
+
+TEST_STORAGE_ROOT = Path("/var/lib/libvirt/images/agentbox-tests")
+SHARED_IMAGE_DIR = SYSTEM_STORAGE_DIR / "images"  # the cache, keyed by recipe hash
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/vm/" in str(item.fspath):
+            item.add_marker(pytest.mark.vm)
+            item.add_marker(pytest.mark.timeout(1800))
+
+
+def _log(progress: Progress) -> None:
+    print(f"[{progress.index}/{progress.total}] {progress.step}: {progress.detail}", flush=True)
+
+
+class VmEnv:
+    """One isolated agentbox installation for a test session."""
+
+    def __init__(self, *, root: Path, storage: Path, prefix: str, boot_timeout_s: int = 900) -> None:
+        self.root = root
+        self.storage = storage
+        self.prefix = prefix
+        self.paths = AppPaths.under(root=root)
+        self.paths.config_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.settings_file.write_text(
+            "libvirt_uri: qemu:///system\n"
+            f"storage_dir: {storage}\n"
+            f"image_dir: {SHARED_IMAGE_DIR}\n"
+            f"domain_prefix: {prefix}\n"
+            f"boot_timeout_s: {boot_timeout_s}\n"
+        )
+
+    def services(self) -> Services:
+        return build_services(ctx=build_context(paths=self.paths))
+
+    def create(self, name: str, **kwargs: object) -> None:
+        create_workspace(ctx=self.services().ctx, request=CreateRequest(name=name, **kwargs),  # type: ignore[arg-type]
+                         on_progress=_log, cancel=CancelToken())
+
+    def cli_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(ROOT_ENV, str(self.root))
+
+
+def make_env(tmp_root: Path, *, boot_timeout_s: int = 900) -> VmEnv:
+    run = uuid.uuid4().hex[:6]
+    storage = TEST_STORAGE_ROOT / run
+    storage.mkdir(parents=True, exist_ok=True)
+    return VmEnv(root=tmp_root, storage=storage, prefix=f"abtest-{run}-", boot_timeout_s=boot_timeout_s)
+
+
+def cleanup_env(env: VmEnv) -> None:
+    """Destroy whatever the session left (by our prefix only), then its storage."""
+    services = env.services()
+    for workspace in services.workspaces.list():
+        services.workspaces.destroy(name=workspace.name, on_progress=lambda _: None)
+    shutil.rmtree(env.storage, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
+    if os.geteuid() != 0:
+        pytest.fail("the vm tests need root (they build the image and use qemu:///system)")
+    env = make_env(tmp_path_factory.mktemp("agentbox-vm"))
+    services = env.services()
+    services.images.pull(template="debian-12", on_progress=_log, cancel=CancelToken())
+    yield env
+    cleanup_env(env)
