@@ -13,6 +13,9 @@ from agentbox.images.store import ImageStore
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
+from agentbox.services.sessions import SessionService
+from agentbox.session_timer import ProcessSessionTimer
+from agentbox.services.snapshots import SnapshotService
 from agentbox.services.workspaces import WorkspaceService
 
 
@@ -21,6 +24,8 @@ class Services:
     ctx: ServiceContext
     workspaces: WorkspaceService
     images: ImageService
+    snapshots: SnapshotService
+    sessions: SessionService
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -41,4 +46,9 @@ def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
 
 def build_services(*, ctx: ServiceContext | None = None) -> Services:
     ctx = ctx or build_context()
-    return Services(ctx=ctx, workspaces=WorkspaceService(ctx=ctx), images=ImageService(ctx=ctx))
+    workspaces = WorkspaceService(ctx=ctx)
+    snapshots = SnapshotService(ctx=ctx)
+    sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots,
+                              timer=ProcessSessionTimer(paths=ctx.paths))
+    return Services(ctx=ctx, workspaces=workspaces, images=ImageService(ctx=ctx), snapshots=snapshots,
+                    sessions=sessions)

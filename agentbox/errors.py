@@ -91,3 +91,9 @@ class ToolFailed(AgentboxError):
     """An external program (qemu-img, debootstrap, ...) exited with an error."""
 
     exit_code = 13
+
+
+class EgressError(AgentboxError):
+    """The egress proxy could not start, or its control socket did not answer."""
+
+    exit_code = 14

@@ -74,6 +74,16 @@ class DomainSpec:
 
 
 @dataclass(frozen=True)
+class SnapshotInfo:
+    """An internal snapshot of a domain: disk, plus RAM when taken while it ran."""
+
+    name: str
+    created: str  # ISO 8601, UTC
+    with_memory: bool  # reverting gives a running guest; else a stopped one
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     name: str
     state: DomainState
@@ -103,6 +113,21 @@ class Backend(Protocol):
 
     def list_domains(self) -> tuple[DomainInfo, ...]:
         """Ours only: domains without our metadata and owner tag are never returned."""
+
+    def create_snapshot(self, *, name: str, snapshot: str, description: str = "") -> SnapshotInfo:
+        """An internal snapshot: with RAM if the domain runs (capability ram_snapshots),
+        disk only if it is stopped. Read-only disks (the seed) are left out. AlreadyExists
+        if `snapshot` exists."""
+
+    def revert_snapshot(self, *, name: str, snapshot: str) -> None:
+        """Return the domain to `snapshot`: running if it holds RAM. The caller destroys
+        the domain first, so no guest cooperation is needed. NotFound if it is missing."""
+
+    def list_snapshots(self, *, name: str) -> tuple[SnapshotInfo, ...]:
+        """Oldest first."""
+
+    def delete_snapshot(self, *, name: str, snapshot: str) -> None:
+        """NotFound if it is missing."""
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         """A new qcow2 disk at `path` whose reads fall through to `backing` (never written)."""

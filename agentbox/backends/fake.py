@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agentbox.backends.base import (
@@ -20,6 +21,7 @@ from agentbox.backends.base import (
     DomainMetadata,
     DomainSpec,
     DomainState,
+    SnapshotInfo,
     check_domain_spec,
     check_overlay_args,
 )
@@ -35,6 +37,7 @@ class _Domain:
     state: DomainState
     metadata: DomainMetadata | None  # None: not made by agentbox at all
     spec: DomainSpec | None  # None for foreign domains
+    snapshots: dict[str, SnapshotInfo] = field(default_factory=dict)
 
 
 class FakeBackend:
@@ -140,6 +143,40 @@ class FakeBackend:
         with self._lock:
             infos = [self._info(name, domain) for name, domain in sorted(self._domains.items())]
         return tuple(info for info in infos if info is not None)
+
+    def create_snapshot(self, *, name: str, snapshot: str, description: str = "") -> SnapshotInfo:
+        self._enter("create_snapshot", name)
+        with self._lock:
+            domain = self._ours(name, action="snapshot")
+            if snapshot in domain.snapshots:
+                raise AlreadyExists(f"domain {name!r} already has a snapshot {snapshot!r}")
+            running = domain.state in _ACTIVE
+            if running and not self._capabilities.ram_snapshots:
+                raise BackendError(f"snapshot domain {name!r}: this backend cannot save a running guest's RAM")
+            info = SnapshotInfo(name=snapshot, created=datetime.now(UTC).isoformat(timespec="seconds"),
+                                with_memory=running, description=description)
+            domain.snapshots[snapshot] = info
+            return info
+
+    def revert_snapshot(self, *, name: str, snapshot: str) -> None:
+        self._enter("revert_snapshot", name)
+        with self._lock:
+            domain = self._ours(name, action="revert")
+            if snapshot not in domain.snapshots:
+                raise NotFound(f"domain {name!r} has no snapshot {snapshot!r}")
+            domain.state = DomainState.RUNNING if domain.snapshots[snapshot].with_memory else DomainState.STOPPED
+
+    def list_snapshots(self, *, name: str) -> tuple[SnapshotInfo, ...]:
+        self._enter("list_snapshots", name)
+        with self._lock:
+            return tuple(self._ours(name, action="list snapshots of").snapshots.values())
+
+    def delete_snapshot(self, *, name: str, snapshot: str) -> None:
+        self._enter("delete_snapshot", name)
+        with self._lock:
+            domain = self._ours(name, action="delete a snapshot of")
+            if domain.snapshots.pop(snapshot, None) is None:
+                raise NotFound(f"domain {name!r} has no snapshot {snapshot!r}")
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         self._enter("create_overlay", str(path))

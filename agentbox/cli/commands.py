@@ -78,8 +78,8 @@ def destroy(args: argparse.Namespace) -> int:
         if answer.strip() != args.name:
             print("not destroyed")
             return 1
-    services.workspaces.destroy(name=args.name, on_progress=ProgressPrinter())
-    print(f"{args.name} destroyed")
+    services.workspaces.destroy(name=args.name, on_progress=ProgressPrinter(), purge=args.purge)
+    print(f"{args.name} destroyed" + ("" if args.purge else f" (audit log kept: agentbox audit {args.name})"))
     return 0
 
 

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from agentbox import __version__
 from agentbox.cli import commands
+from agentbox.cli.audit_commands import add_audit_parser
+from agentbox.cli.completion import add_completion_parser
+from agentbox.cli.session_commands import add_session_parsers
+from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
 
 
@@ -49,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     destroy = sub.add_parser("destroy", help="remove a workspace and everything it has")
     destroy.add_argument("name")
     destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    destroy.add_argument("--purge", action="store_true", help="also delete its audit log (kept by default)")
     destroy.set_defaults(handler=commands.destroy)
+
+    add_snapshot_parsers(sub)
+    add_session_parsers(sub, _Parser)
 
     ssh = sub.add_parser("ssh", help="open a shell (or run CMD) in a workspace with the system ssh")
     ssh.add_argument("name")
@@ -89,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     template_show.add_argument("name")
     template_show.add_argument("--json", action="store_true")
     template_show.set_defaults(handler=commands.template_show)
+    add_audit_parser(sub)
+    add_completion_parser(sub, parser)
     return parser
 
 

@@ -41,6 +41,12 @@ class AppPaths:
         return cls(config_dir=root / "config", data_dir=root / "data", cache_dir=root / "cache")
 
     @property
+    def root(self) -> Path | None:
+        """The single root these paths were made `under`, if they were (tests, AGENTBOX_ROOT)."""
+        root = self.config_dir.parent
+        return root if self == AppPaths.under(root=root) else None
+
+    @property
     def settings_file(self) -> Path:
         return self.config_dir / "settings.yaml"
 
@@ -58,6 +64,14 @@ class AppPaths:
 
     def workspace_dir(self, name: str) -> Path:
         return self.workspaces_dir / name
+
+    @property
+    def audit_dir(self) -> Path:
+        # Outside the workspace dir, so a workspace's log outlives its destroy.
+        return self.data_dir / "audit"
+
+    def audit_log(self, name: str) -> Path:
+        return self.audit_dir / f"{name}.jsonl"
 
     def own_dirs(self) -> tuple[Path, ...]:
         """Directories that are agentbox's own (never shareable into a guest)."""

@@ -22,3 +22,11 @@ def validate_workspace_name(name: str) -> str:
             hint="for example: my-agent-1",
         )
     return name
+
+
+def validate_label(label: str, *, what: str) -> str:
+    """Checkpoint labels and share tags follow the same rule as workspace names."""
+    if not _LABEL.match(label):
+        shown = label if label else "(empty)"
+        raise InvalidInput(f"invalid {what} {shown!r}: it must be {NAME_RULE}", hint="for example: before-upgrade")
+    return label

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from agentbox.model.network import NetworkMode  # defined with the rest of network policy
 
-class NetworkMode(StrEnum):
-    OFF = "off"
-    ALLOWLIST = "allowlist"
-    OPEN = "open"
+__all__ = [
+    "BuildRecipe",
+    "CloudInitSpec",
+    "DownloadSource",
+    "ImageSource",
+    "NetworkMode",
+    "PolicyDefaults",
+    "Resources",
+    "Template",
+]
 
 
 @dataclass(frozen=True)

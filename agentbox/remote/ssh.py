@@ -126,7 +126,7 @@ def run_command(
     argv: Sequence[str],
     stdout: Callable[[bytes], None],
     stderr: Callable[[bytes], None],
-    stdin: bytes | None = None,
+    stdin: bytes | Callable[[], bytes] | None = None,
     timeout_s: float | None = None,
     cancel: CancelToken | None = None,
 ) -> int:
@@ -134,7 +134,8 @@ def run_command(
 
     Output chunks go to `stdout` / `stderr` as they arrive. Returns the exit status, or -1
     when the command ended without one (killed by a signal). Stdin gets `stdin` (if any)
-    and then end-of-file, so commands that read it never wait.
+    and then end-of-file, so commands that read it never wait. A callable `stdin` is called
+    once the command has started, for input that must be as fresh as possible (the time).
     """
     if not argv:
         raise GuestError("no command given to run in the guest")
@@ -181,7 +182,7 @@ def _exec(
     command: str,
     stdout: Callable[[bytes], None],
     stderr: Callable[[bytes], None],
-    stdin: bytes,
+    stdin: bytes | Callable[[], bytes],
     deadline: float | None,
     timeout_s: float | None,
     cancel: CancelToken | None,
@@ -192,7 +193,7 @@ def _exec(
     channel = transport.open_session(timeout=CONNECT_TIMEOUT_S)
     try:
         channel.exec_command(command)
-        pending = memoryview(stdin)
+        pending = memoryview(stdin() if callable(stdin) else stdin)
         if not pending:
             channel.shutdown_write()
         while True:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from agentbox.audit import AuditLog, utc_now
 from agentbox.backends.base import Backend
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.config.templates import TemplateCatalogue
 from agentbox.images.store import ImageStore
-from agentbox.services.audit import AuditLog, utc_now
 from agentbox.services.guest import GuestAccess
 from agentbox.services.records import RecordStore
 
@@ -34,7 +34,7 @@ class ServiceContext:
         return RecordStore(paths=self.paths)
 
     def audit(self, *, name: str) -> AuditLog:
-        return AuditLog(path=self.records.files(name=name).audit_log, clock=self.clock)
+        return AuditLog(path=self.paths.audit_log(name), clock=self.clock)
 
     def domain_name(self, *, name: str) -> str:
         return f"{self.settings.domain_prefix}{name}"

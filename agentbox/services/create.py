@@ -12,21 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec, DomainState
-from agentbox.errors import AgentboxError, AlreadyExists, GuestError, InvalidInput
+from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
+from agentbox.errors import AgentboxError, AlreadyExists, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
-from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
+from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.services.locks import workspace_lock
 from agentbox.services.records import Phase, WorkspaceRecord
+from agentbox.services.snapshots import SnapshotService
 from agentbox.services.ssh_access import ssh_target, write_workspace_ssh_files
 
-STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "done")
-CONSOLE_TAIL_LINES = 15
+STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "done")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         name=name, domain=domain, template=template.name, image_id=image.image_id,
         created=ctx.clock().isoformat(timespec="seconds"), ssh_port=_free_port(ctx=ctx),
         resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
-        phase=Phase.CREATING,
+        phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
     )
     undo.push(lambda: ctx.records.remove(name=name))
     ctx.records.save(record=record)
@@ -155,59 +155,19 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     wait_for_guest(ctx=ctx, record=record, target=target, on_progress=report.forward, cancel=cancel)
 
     report.step("cloud-init", "waiting for cloud-init to finish")
-    _wait_cloud_init(ctx=ctx, record=record, target=target, cancel=cancel)
+    wait_cloud_init(ctx=ctx, record=record, target=target, cancel=cancel)
 
+    report.step("clean", "saving the clean state")
+    record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
     record = replace(record, phase=Phase.READY)
     ctx.records.save(record=record)
     audit.append(event="created", details={"template": template.name, "image": image.image_id,
                                            "ssh_port": record.ssh_port, "vcpus": resources.vcpus,
-                                           "memory_mib": resources.memory_mib, "disk_gib": resources.disk_gib})
+                                           "memory_mib": resources.memory_mib, "disk_gib": resources.disk_gib,
+                                           "clean_snapshot": record.clean_snapshot,
+                                           "clean_fallback": record.clean_fallback})
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
-
-
-def wait_for_guest(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget,
-                   on_progress: ProgressCallback, cancel: CancelToken) -> None:
-    """Wait for SSH with the pinned key; stop early (with the console tail) if the VM dies."""
-
-    def check_alive() -> None:
-        info = ctx.backend.get(name=record.domain)
-        if info is None or info.state not in (DomainState.RUNNING, DomainState.PAUSED):
-            state = info.state if info else "gone"
-            raise GuestError(f"the VM of {record.name} stopped while booting (state: {state})",
-                             hint=console_hint(record=record))
-
-    try:
-        ctx.guest.wait_until_ready(target=target, timeout_s=ctx.settings.boot_timeout_s, cancel=cancel,
-                                   on_progress=on_progress, check_alive=check_alive)
-    except GuestError as exc:
-        if exc.hint is None:
-            exc.hint = console_hint(record=record)
-        raise
-
-
-def console_hint(*, record: WorkspaceRecord) -> str:
-    log = Path(record.storage_dir) / "console.log"
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-CONSOLE_TAIL_LINES:]
-    except OSError:
-        return f"the guest console log was not written ({log})"
-    tail = "\n    ".join(line.strip() for line in lines if line.strip())
-    return f"last lines of the guest console ({log}):\n    {tail}" if tail else f"guest console log: {log}"
-
-
-def _wait_cloud_init(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget,
-                     cancel: CancelToken) -> None:
-    out = bytearray()
-    err = bytearray()
-    code = ctx.guest.run_command(target=target, argv=["cloud-init", "status", "--wait", "--long"],
-                                 stdout=out.extend, stderr=err.extend,
-                                 timeout_s=ctx.settings.boot_timeout_s, cancel=cancel)
-    # cloud-init 22.4 exits 0 when done, 1 on error, 2 on recoverable error (degraded).
-    if code not in (0, 2) or b"status: done" not in out:
-        detail = (bytes(out) + bytes(err)).decode(errors="replace").strip()[-800:]
-        raise GuestError(f"cloud-init did not finish cleanly in {record.name} (exit {code}):\n{detail}",
-                         hint="check the template's cloud_init section; the guest log is /var/log/cloud-init.log")
 
 
 def _refuse_existing(*, ctx: ServiceContext, name: str) -> None:

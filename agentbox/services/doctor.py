@@ -105,7 +105,7 @@ def _writable(label: str, path: Path) -> Check:
     if os.access(probe, os.W_OK | os.X_OK):
         return Check(label, CheckStatus.OK, f"{path} writable")
     return Check(label, CheckStatus.FAIL, f"{path}: no write permission (checked {probe})",
-                 f"run as a user who may write there, or set it in settings.yaml (agentbox doctor shows the file)")
+                 "run as a user who may write there, or set it in settings.yaml (agentbox doctor shows the file)")
 
 
 def _free_space(path: Path) -> Check:

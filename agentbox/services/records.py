@@ -37,6 +37,12 @@ class WorkspaceRecord:
     storage_dir: str  # disks, seed and console log (reachable by QEMU)
     host_key_public: str  # the pinned guest host key
     phase: Phase = Phase.CREATING
+    # The internal snapshot a reset returns to; "" when resets recreate the disk and cold
+    # boot instead (no RAM snapshots here), with the reason in clean_fallback.
+    clean_snapshot: str = ""
+    clean_fallback: str = ""
+    reset_after_session: bool = True
+    last_reset: str = ""  # ISO 8601, UTC; "" if never reset
 
 
 RECORD_FILE = "workspace.json"
@@ -65,8 +71,8 @@ class WorkspaceFiles:
         return self.directory / "ssh_config"
 
     @property
-    def audit_log(self) -> Path:
-        return self.directory / "audit.jsonl"
+    def session(self) -> Path:
+        return self.directory / "session.json"
 
 
 class RecordStore:

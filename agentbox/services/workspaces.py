@@ -14,8 +14,9 @@ from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.context import ServiceContext
-from agentbox.services.create import wait_for_guest
+from agentbox.services.guest_ready import wait_for_guest
 from agentbox.services.locks import is_locked, workspace_lock
+from agentbox.services.lookup import load_ready_record
 from agentbox.services.records import Phase, WorkspaceRecord
 from agentbox.services.ssh_access import (
     ManagedSshConfig,
@@ -80,14 +81,7 @@ class WorkspaceService:
                          problem=problem)
 
     def _ready_record(self, *, name: str) -> WorkspaceRecord:
-        workspace = self.get(name=name)
-        record = self._ctx.records.load(name=name)
-        if workspace.state is WorkspaceState.BROKEN or record is None:
-            raise AgentboxError(f"workspace {name!r} is broken: {workspace.problem}",
-                                hint=f"agentbox destroy {name} removes what is left of it")
-        if workspace.state is WorkspaceState.CREATING:
-            raise AgentboxError(f"workspace {name!r} is still being created", hint="wait for create to finish")
-        return record
+        return load_ready_record(ctx=self._ctx, name=name)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -137,8 +131,12 @@ class WorkspaceService:
             cancel.wait(0.5)
         return False
 
-    def destroy(self, *, name: str, on_progress: ProgressCallback) -> None:
-        """Remove everything of a workspace, broken or not: domain, snapshots, disks, keys, files."""
+    def destroy(self, *, name: str, on_progress: ProgressCallback, purge: bool = False) -> None:
+        """Remove everything of a workspace, broken or not: domain, snapshots, disks, keys, files.
+
+        The audit log is kept (ending with a `destroyed` record; a later create of the same
+        name continues it) unless `purge` is true.
+        """
         ctx = self._ctx
         validate_workspace_name(name)
         with workspace_lock(paths=ctx.paths, name=name):
@@ -163,6 +161,10 @@ class WorkspaceService:
                 storage.rmdir()
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)
+            if purge:
+                ctx.paths.audit_log(name).unlink(missing_ok=True)
+            else:
+                ctx.audit(name=name).append(event="destroyed", details={"domain": domain})
             (ctx.paths.locks_dir / f"{name}.lock").unlink(missing_ok=True)
 
     # -- getting in ---------------------------------------------------------------------

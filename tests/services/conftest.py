@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, 
 from agentbox.errors import GuestError
 from agentbox.images.store import ImageStore
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.provision.refresh import REFRESH_ARGV
 from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
 
@@ -30,6 +32,8 @@ class ScriptedGuest:
     cloud_init_code: int = 0
     on_wait: Callable[[], None] | None = None
     commands: list[list[str]] = field(default_factory=list)
+    stdins: list[bytes | None] = field(default_factory=list)
+    exit_code: int = 0
 
     def wait_until_ready(self, *, target: SshTarget, timeout_s: float, cancel: CancelToken,
                          on_progress: ProgressCallback, check_alive: Callable[[], None] | None = None) -> None:
@@ -41,14 +45,22 @@ class ScriptedGuest:
             raise GuestError(f"the guest did not answer SSH within {timeout_s:.0f} s")
 
     def run_command(self, *, target: SshTarget, argv: Sequence[str], stdout: Callable[[bytes], None],
-                    stderr: Callable[[bytes], None], stdin: bytes | None = None,
+                    stderr: Callable[[bytes], None], stdin: bytes | Callable[[], bytes] | None = None,
                     timeout_s: float | None = None, cancel: CancelToken | None = None) -> int:
         self.commands.append(list(argv))
+        self.stdins.append(stdin() if callable(stdin) else stdin)
         if argv[:2] == ["cloud-init", "status"]:
             stdout(self.cloud_init_output)
             return self.cloud_init_code
+        if tuple(argv) == REFRESH_ARGV:
+            stdout(f"{time.time():.6f}\n".encode())
+            return 0
+        if argv[:1] == ["hang"]:  # a command that runs until cancelled
+            while True:
+                assert cancel is not None, "a hanging command needs a cancel token"
+                cancel.wait(0.01)
         stdout(b"ran\n")
-        return 0
+        return self.exit_code
 
 
 @dataclass

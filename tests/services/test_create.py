@@ -47,7 +47,7 @@ def test_create_reports_every_step_in_order(world: World) -> None:
 
 def test_create_writes_an_audit_trail(world: World) -> None:
     create(world)
-    lines = [json.loads(line) for line in world.ctx.records.files(name="ws").audit_log.read_text().splitlines()]
+    lines = [json.loads(line) for line in world.ctx.paths.audit_log("ws").read_text().splitlines()]
     assert [line["event"] for line in lines] == ["create.started", "created"]
     assert lines[0]["prev"] == "0" * 64 and lines[1]["prev"] != lines[0]["prev"]
 

@@ -37,7 +37,7 @@ def test_stop_forces_a_guest_that_ignores_shutdown(service: WorkspaceService, wo
     world.backend.ignore_shutdown = True
     stopped = service.stop(name="ws", force=False, on_progress=noop, cancel=CancelToken(), timeout_s=0.5)
     assert stopped.state is WorkspaceState.STOPPED
-    events = [json.loads(x)["details"] for x in world.ctx.records.files(name="ws").audit_log.read_text().splitlines()]
+    events = [json.loads(x)["details"] for x in world.ctx.paths.audit_log("ws").read_text().splitlines()]
     assert events[-1] == {"how": "forced"}
 
 
@@ -75,7 +75,7 @@ def test_exec_returns_the_exit_code_and_audits_it(service: WorkspaceService, wor
     out = bytearray()
     result = service.exec(name="ws", argv=["echo", "hi"], stdout=out.extend, stderr=noop)
     assert result.exit_code == 0 and out == b"ran\n"
-    last = json.loads(world.ctx.records.files(name="ws").audit_log.read_text().splitlines()[-1])
+    last = json.loads(world.ctx.paths.audit_log("ws").read_text().splitlines()[-1])
     assert last["event"] == "exec" and last["details"]["argv"] == ["echo", "hi"]
 
 

@@ -79,6 +79,19 @@ def cleanup_env(env: VmEnv) -> None:
     shutil.rmtree(env.storage, ignore_errors=True)
 
 
+SHARED = "shared"
+
+
+def quiet(_: Progress) -> None:
+    """Progress sink for calls whose progress a test does not look at."""
+
+
+def run_in(env: VmEnv, name: str, *argv: str, timeout_s: float | None = 120) -> tuple[int, str, str]:
+    out, err = bytearray(), bytearray()
+    result = env.services().workspaces.exec(name=name, argv=list(argv), stdout=out.extend, stderr=err.extend)
+    return result.exit_code, out.decode(), err.decode()
+
+
 @pytest.fixture(scope="session")
 def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
     if os.geteuid() != 0:
@@ -88,3 +101,17 @@ def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
     services.images.pull(template="debian-12", on_progress=_log, cancel=CancelToken())
     yield env
     cleanup_env(env)
+
+
+@pytest.fixture(scope="session")
+def shared_workspace(vm_env: VmEnv) -> str:
+    """The one guest the session boots; tests get it through `clean_workspace`."""
+    vm_env.create(SHARED)
+    return SHARED
+
+
+@pytest.fixture()
+def clean_workspace(vm_env: VmEnv, shared_workspace: str) -> str:
+    """The shared workspace, reset to its clean snapshot by the product's own reset."""
+    vm_env.services().snapshots.reset(name=shared_workspace, on_progress=_log, cancel=CancelToken())
+    return shared_workspace

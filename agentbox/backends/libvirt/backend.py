@@ -22,8 +22,10 @@ from agentbox.backends.base import (
     DomainInfo,
     DomainSpec,
     DomainState,
+    SnapshotInfo,
     check_overlay_args,
 )
+from agentbox.backends.libvirt import snapshots
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
 from agentbox.backends.libvirt.errors import translate
 from agentbox.errors import (
@@ -191,6 +193,21 @@ class LibvirtBackend:
             raise translate(err, action="list domains") from None
         infos = (self._info(domain) for domain in domains)
         return tuple(sorted((info for info in infos if info is not None), key=lambda info: info.name))
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def create_snapshot(self, *, name: str, snapshot: str, description: str = "") -> SnapshotInfo:
+        return snapshots.create(self._require(name, action="snapshot"), snapshot=snapshot,
+                                description=description)
+
+    def revert_snapshot(self, *, name: str, snapshot: str) -> None:
+        snapshots.revert(self._require(name, action="revert"), snapshot=snapshot)
+
+    def list_snapshots(self, *, name: str) -> tuple[SnapshotInfo, ...]:
+        return snapshots.list_all(self._require(name, action="list snapshots of"))
+
+    def delete_snapshot(self, *, name: str, snapshot: str) -> None:
+        snapshots.delete(self._require(name, action="delete a snapshot of"), snapshot=snapshot)
 
     # --- disks -------------------------------------------------------------------------
 

@@ -1,0 +1,171 @@
+"""Appending to a workspace's audit log: one JSONL file, each record chained to the last.
+
+Concurrency: every append opens the file, takes an exclusive flock on it, reads the tail
+*under the lock*, writes its whole line(s) with one O_APPEND write, fsyncs, and closes
+(which releases the lock). So writers in any number of processes (CLI, TUI, the egress
+proxy daemon) never interleave, and each chains onto the record truly before it.
+
+A damaged tail (a crash, kill or full disk mid-write leaves a last line without its
+newline; or the last line is not a valid record) is never chained onto as if it were a
+record, and never dropped: the next append first terminates it with a newline if needed,
+then writes an `audit.torn_tail` record whose `prev` is the hash of the damaged bytes and
+whose details give their offset, length and the reason; its `seq` follows the last valid
+record. The new event then chains onto that record. `verify_chain` reports each such
+recovery (it is visible forever) and checks the rest of the chain as usual. This gives an
+attacker nothing new: cutting the file mid-line and letting the next append "recover" it
+hides no more than cutting it at a line boundary, which no chain inside the file can
+detect (compare `VerifyResult.head` with a copy kept elsewhere for that).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agentbox.audit.record import (
+    GENESIS,
+    TORN_TAIL_EVENT,
+    AuditRecord,
+    BadRecord,
+    encode_record,
+    line_digest,
+    parse_record,
+    utc_now,
+)
+from agentbox.errors import AgentboxError, InvalidInput
+
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class _Damage:
+    offset: int
+    length: int
+    digest: str
+    reason: str
+    terminated: bool
+
+
+@dataclass(frozen=True)
+class _Tail:
+    prev: str  # what the next record chains onto
+    seq: int  # seq of the last valid record (0: none)
+    damage: _Damage | None
+
+
+class AuditLog:
+    """A workspace's audit log. `clock` must return timezone-aware datetimes."""
+
+    def __init__(self, *, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
+        self._path = path
+        self._clock = clock
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def append(self, *, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
+        """Append one record (durably: fsync'd before returning) and return it."""
+        if not isinstance(event, str) or not event.strip():
+            raise InvalidInput(f"audit event {event!r} is not a non-empty string")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _write_error(self._path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            tail = _read_tail(fd, size)
+            now = self._clock()
+            out, prev, seq = bytearray(), tail.prev, tail.seq
+            if tail.damage is not None:
+                damage = tail.damage
+                if not damage.terminated:
+                    out += b"\n"
+                line = encode_record(seq=seq + 1, ts=now, event=TORN_TAIL_EVENT, prev=damage.digest, details={
+                    "offset": damage.offset, "length": damage.length, "reason": damage.reason})
+                out += line + b"\n"
+                prev, seq = line_digest(line), seq + 1
+            line = encode_record(seq=seq + 1, ts=now, event=event, details=details or {}, prev=prev)
+            out += line + b"\n"
+            _write_all(fd, bytes(out))
+            os.fsync(fd)
+            if size == 0:
+                _fsync_dir(self._path.parent)  # a new file's name must survive a crash too
+        except OSError as exc:
+            raise _write_error(self._path, exc) from None
+        finally:
+            os.close(fd)  # releases the lock
+        return parse_record(line)
+
+
+def _write_error(path: Path, exc: OSError) -> AgentboxError:
+    return AgentboxError(f"cannot write the audit log {path}: {exc.strerror or exc}",
+                         hint=f"check the free space and the permissions of {path.parent}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_tail(fd: int, size: int) -> _Tail:
+    if size == 0:
+        return _Tail(prev=GENESIS, seq=0, damage=None)
+    terminated = os.pread(fd, 1, size - 1) == b"\n"
+    start, line = _line_ending_at(fd, size)
+    if terminated:
+        try:
+            record = parse_record(line)
+        except BadRecord as exc:
+            reason = f"not a valid record: {exc}"
+        else:
+            return _Tail(prev=record.digest, seq=record.seq, damage=None)
+    else:
+        reason = "unterminated: a write was interrupted"
+    damage = _Damage(offset=start, length=len(line), digest=line_digest(line), reason=reason, terminated=terminated)
+    return _Tail(prev=damage.digest, seq=_last_seq_before(fd, start), damage=damage)
+
+
+def _line_ending_at(fd: int, end: int) -> tuple[int, bytes]:
+    """The line whose last byte (its newline, if it has one) is at end-1: (offset, bytes without newline)."""
+    stop = end - 1 if end > 0 and os.pread(fd, 1, end - 1) == b"\n" else end
+    chunks: list[bytes] = []
+    pos = stop
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        block = os.pread(fd, step, pos - step)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            chunks.append(block[cut + 1:])
+            pos = pos - step + cut + 1
+            break
+        chunks.append(block)
+        pos -= step
+    return pos, b"".join(reversed(chunks))
+
+
+def _last_seq_before(fd: int, end: int) -> int:
+    """seq of the last valid record before byte `end`, skipping damaged lines; 0 if none."""
+    while end > 0:
+        start, line = _line_ending_at(fd, end)
+        try:
+            return parse_record(line).seq
+        except BadRecord:
+            end = start
+    return 0

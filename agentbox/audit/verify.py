@@ -1,0 +1,170 @@
+"""Walking an audit log's hash chain and naming the first place it breaks.
+
+The walk is one streaming pass. Only when a link is broken does a second pass look at the
+whole file to tell an edit from a deletion, a reordering or an insertion. Limits of any
+hash chain kept in the file it protects: the newest record can be removed (or rewritten)
+without a trace, and so can the whole chain by someone who recomputes every hash; keep
+`VerifyResult.head` somewhere else to catch that.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from agentbox.audit.reader import Line, open_log, scan_lines, settled_size
+from agentbox.audit.record import GENESIS, TORN_TAIL_EVENT, AuditRecord, BadRecord, line_digest, parse_record
+
+
+class BreakKind(StrEnum):
+    BAD_JSON = "bad-json"  # a line that is not a well-formed record
+    EDITED = "edited"  # a record changed after the next one was written
+    DELETED = "deleted"  # records missing (seq jumps, and the link points nowhere)
+    REORDERED = "reordered"  # a record links to one that comes after it
+    INSERTED = "inserted"  # a line the chain links past
+    SEQ_GAP = "seq-gap"  # the link holds but seq is not the next number
+    TORN_TAIL = "torn-tail"  # the last line has no newline: a write was cut short
+    BROKEN_LINK = "broken-link"  # none of the above explains it
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    line: int  # 1-based line number to look at
+    kind: BreakKind
+    detail: str
+
+
+@dataclass(frozen=True)
+class RecoveredDamage:
+    """A damaged line (usually an interrupted write) that a later append acknowledged."""
+
+    line: int
+    offset: int
+    length: int
+    reason: str
+    recovered_by: int  # line of the audit.torn_tail record
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    path: Path
+    records: int  # valid, linked records before the first break (all of them when intact)
+    head: str  # when intact: hash of the last record (GENESIS when none), the chain's tip
+    first_break: ChainBreak | None
+    recovered: tuple[RecoveredDamage, ...]
+
+    @property
+    def intact(self) -> bool:
+        return self.first_break is None
+
+
+def verify_chain(*, path: Path) -> VerifyResult:
+    """Check every link of the log at `path`; raise NotFound if there is no such file."""
+    fd = open_log(path)
+    try:
+        end = settled_size(fd)
+        walk = _Walk(fd=fd, end=end)
+        first_break = walk.run()
+    finally:
+        os.close(fd)
+    return VerifyResult(path=path, records=walk.count, head=walk.head, first_break=first_break,
+                        recovered=tuple(walk.recovered))
+
+
+class _Walk:
+    def __init__(self, *, fd: int, end: int) -> None:
+        self.fd, self.end = fd, end
+        self.count, self.head, self.next_seq = 0, GENESIS, 1
+        self.recovered: list[RecoveredDamage] = []
+
+    def run(self) -> ChainBreak | None:
+        damaged: tuple[Line, str] | None = None  # allowed only if the next record acknowledges it
+        for line in scan_lines(self.fd, end=self.end):
+            if not line.terminated:
+                if damaged:
+                    return _bad(*damaged)
+                return ChainBreak(line=line.number, kind=BreakKind.TORN_TAIL, detail=(
+                    f"line {line.number} is unterminated ({len(line.data)} bytes at offset {line.offset}): "
+                    "a write was cut short or the file was truncated"))
+            try:
+                record = parse_record(line.data)
+            except BadRecord as exc:
+                if damaged:
+                    return _bad(*damaged)
+                damaged = (line, str(exc))
+                continue
+            if damaged:
+                bad_line = damaged[0]
+                if not _acknowledges(record, bad_line):
+                    return _bad(*damaged)
+                self.recovered.append(RecoveredDamage(
+                    line=bad_line.number, offset=bad_line.offset, length=len(bad_line.data),
+                    reason=str(record.details.get("reason", "")), recovered_by=line.number))
+                self.head, damaged = line_digest(bad_line.data), None
+            if record.prev != self.head:
+                return self._diagnose(number=line.number, record=record)
+            if record.seq != self.next_seq:
+                return ChainBreak(line=line.number, kind=BreakKind.SEQ_GAP, detail=(
+                    f"line {line.number} has seq {record.seq}, expected {self.next_seq}"))
+            self.count, self.head, self.next_seq = self.count + 1, record.digest, record.seq + 1
+        return _bad(*damaged) if damaged else None
+
+    def _diagnose(self, *, number: int, record: AuditRecord) -> ChainBreak:
+        """Line `number` does not link to what precedes it: work out why from the whole file."""
+        lines = list(scan_lines(self.fd, end=self.end))
+        found = self._explain(number=number, record=record, lines=lines)
+        # Records from the blamed line on were linked before the break showed: not verified.
+        self.count -= sum(1 for n in range(found.line, number) if _record_at(lines, n) is not None)
+        return found
+
+    def _explain(self, *, number: int, record: AuditRecord, lines: list[Line]) -> ChainBreak:
+        digests = {line_digest(line.data): line.number for line in lines}
+        following = _record_at(lines, number + 1)
+        target = digests.get(record.prev)
+        if target is not None and target > number:
+            return ChainBreak(line=number, kind=BreakKind.REORDERED, detail=(
+                f"line {number} links to line {target}, which comes after it: records were moved"))
+        if following is not None and following.prev == self.head:
+            return ChainBreak(line=number, kind=BreakKind.INSERTED, detail=(
+                f"line {number} was inserted: line {number + 1} links past it"))
+        if target is not None and target < number - 1:
+            extra = f"line {target + 1} was" if target + 1 == number - 1 else f"lines {target + 1}-{number - 1} were"
+            return ChainBreak(line=target + 1, kind=BreakKind.INSERTED, detail=(
+                f"{extra} inserted: line {number} links to line {target}"))
+        if target is None and record.seq > self.next_seq:
+            missing = record.seq - self.next_seq
+            return ChainBreak(line=number, kind=BreakKind.DELETED, detail=(
+                f"{missing} record(s) missing before line {number}: seq jumps from {self.next_seq - 1} "
+                f"to {record.seq}"))
+        if target is None and record.prev != GENESIS and number > 1:
+            return ChainBreak(line=number - 1, kind=BreakKind.EDITED, detail=(
+                f"line {number - 1} was changed after it was written: line {number} holds a different hash for it"))
+        if target is None and number == 1:
+            return ChainBreak(line=1, kind=BreakKind.EDITED, detail=(
+                "line 1 was changed: the first record must link to the genesis hash"))
+        if record.prev == GENESIS:
+            return ChainBreak(line=number, kind=BreakKind.BROKEN_LINK, detail=(
+                f"line {number} starts a new chain (genesis link) in the middle of the log"))
+        return ChainBreak(line=number, kind=BreakKind.BROKEN_LINK, detail=(
+            f"line {number} does not link to the record before it"))
+
+
+def _acknowledges(record: AuditRecord, damaged: Line) -> bool:
+    return (record.event == TORN_TAIL_EVENT and record.prev == line_digest(damaged.data)
+            and record.details.get("offset") == damaged.offset)
+
+
+def _bad(line: Line, reason: str) -> ChainBreak:
+    return ChainBreak(line=line.number, kind=BreakKind.BAD_JSON,
+                      detail=f"line {line.number} is not a valid audit record ({reason})")
+
+
+def _record_at(lines: list[Line], number: int) -> AuditRecord | None:
+    if number > len(lines) or not lines[number - 1].terminated:
+        return None
+    try:
+        return parse_record(lines[number - 1].data)
+    except BadRecord:
+        return None

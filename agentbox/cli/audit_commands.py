@@ -1,0 +1,129 @@
+"""`agentbox audit [show] NAME` and `agentbox audit verify NAME`: read and check the audit trail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from agentbox.audit import AuditRecord, VerifyResult, follow_records, read_records, utc_now, verify_chain
+from agentbox.cli.output import print_json
+from agentbox.config.paths import AppPaths
+from agentbox.errors import InvalidInput
+from agentbox.model.progress import CancelToken
+from agentbox.services.audit import find_audit_log
+
+FOLLOW_POLL_S = 0.5
+_AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SINCE_HINT = "for example --since 2024-05-01T09:30 (local time), --since 2024-05-01T09:30Z, --since 10m, 2h or 1d"
+_MAX_VALUE = 80
+
+_USAGE = """\
+agentbox audit [show] NAME [--since TIME] [--follow] [--json]
+       agentbox audit verify NAME [--json]"""
+_DESCRIPTION = """\
+Every workspace has an append-only audit log (lifecycle, resets, commands, network
+decisions); each record carries the hash of the one before it. The log outlives
+`agentbox destroy` (unless --purge), and a new workspace of the same name continues it.
+
+  agentbox audit NAME          show the records (same as `agentbox audit show NAME`)
+  agentbox audit verify NAME   check every link; exit 1 and name the first broken one"""
+
+
+def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    audit = sub.add_parser("audit", help="show, follow or verify a workspace's audit trail", usage=_USAGE,
+                           description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    audit.add_argument("words", nargs="+", metavar="NAME", help="[show|verify] then the workspace name")
+    audit.add_argument("--since", metavar="TIME", help="only records at or after TIME: ISO 8601 or an age (30s, 10m, 2h, 1d)")
+    audit.add_argument("--follow", "-f", action="store_true", help="keep printing records as they are appended (Ctrl-C ends)")
+    audit.add_argument("--json", action="store_true", help="JSON lines, one record each (verify: the result as JSON)")
+    audit.set_defaults(handler=audit_command)
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    action, name = _action_and_name(args.words)
+    path = find_audit_log(paths=AppPaths.default(), name=name)
+    if action == "verify":
+        if args.follow or args.since:
+            raise InvalidInput("--follow and --since apply to showing a log, not to verify",
+                               hint=f"agentbox audit verify {name}")
+        return _verify(name=name, result=verify_chain(path=path), as_json=args.json)
+    since = parse_since(text=args.since, now=utc_now()) if args.since else None
+    if args.follow:
+        for record in follow_records(path=path, since=since, cancel=CancelToken(), poll_s=FOLLOW_POLL_S):
+            _print_record(record, as_json=args.json)
+            sys.stdout.flush()
+        return 0
+    shown = 0
+    for record in read_records(path=path, since=since):
+        _print_record(record, as_json=args.json)
+        shown += 1
+    if not args.json:
+        if not shown:
+            print("no audit records" + (f" since {args.since}" if since else ""))
+        result = verify_chain(path=path)
+        if result.first_break is not None:  # showing a log must not make a broken one look fine
+            sys.stderr.write(f"warning: this log does not verify ({result.first_break.detail}); "
+                             f"agentbox audit verify {name}\n")
+    return 0
+
+
+def _action_and_name(words: list[str]) -> tuple[str, str]:
+    if len(words) == 1:
+        return "show", words[0]
+    if len(words) == 2 and words[0] in ("show", "verify"):
+        return words[0], words[1]
+    raise InvalidInput(f"unexpected arguments: {' '.join(words)}",
+                       hint="agentbox audit NAME, agentbox audit show NAME or agentbox audit verify NAME")
+
+
+def parse_since(*, text: str, now: datetime) -> datetime:
+    """An ISO 8601 time (naive means local time) or an age before `now` such as 10m, 2h, 1d."""
+    age = _AGE.match(text)
+    if age:
+        return now - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"--since {text!r} is neither an ISO 8601 time nor an age", hint=_SINCE_HINT) from None
+    return when.astimezone()  # a naive time is the user's local time
+
+
+def _print_record(record: AuditRecord, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(record.to_json(), sort_keys=True) + "\n")
+        return
+    when = record.ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    details = "  ".join(f"{key}={_value(value)}" for key, value in record.details.items())
+    sys.stdout.write(f"{when}  {record.seq:>5}  {record.event:<18} {details}".rstrip() + "\n")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = shlex.join(value)
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, str) and (not text or any(c.isspace() for c in text)):
+        text = json.dumps(text)
+    return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 1] + "…"
+
+
+def _verify(*, name: str, result: VerifyResult, as_json: bool) -> int:
+    if as_json:
+        print_json({**asdict(result), "intact": result.intact})
+        return 0 if result.intact else 1
+    if result.first_break is None:
+        print(f"{name}: audit log intact: {result.records} record(s), head {result.head[:16]}")
+    else:
+        brk = result.first_break
+        print(f"{name}: audit log BROKEN at line {brk.line} ({brk.kind}): {brk.detail}")
+        print(f"  {result.records} record(s) before it verified")
+    for damage in result.recovered:
+        print(f"  note: line {damage.line}: damaged write of {damage.length} bytes at offset {damage.offset} "
+              f"({damage.reason}), recorded by line {damage.recovered_by}")
+    return 0 if result.intact else 1

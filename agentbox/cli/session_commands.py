@@ -1,0 +1,119 @@
+"""session start/end/status, and run: a disposable session around one command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from agentbox import bootstrap
+from agentbox.cli.output import print_json
+from agentbox.cli.progress import ProgressPrinter
+from agentbox.cli.snapshot_commands import describe_outcome
+from agentbox.errors import InvalidInput
+from agentbox.model.progress import CancelToken
+from agentbox.services.sessions import SessionEnd
+
+
+def add_session_parsers(sub: argparse._SubParsersAction, parser_class: type) -> None:  # type: ignore[type-arg]
+    session = sub.add_parser("session", help="sessions: start one, end it (with a reset)").add_subparsers(
+        dest="session_command", metavar="ACTION", parser_class=parser_class, required=True)
+    start = session.add_parser("start", help="start a session (starts the workspace if needed)")
+    start.add_argument("name")
+    start.add_argument("--max-minutes", type=float, metavar="N", help="end (and reset) by itself after N minutes")
+    start.add_argument("--json", action="store_true")
+    start.set_defaults(handler=session_start)
+    end = session.add_parser("end", help="end the session: reset unless the policy keeps the state")
+    end.add_argument("name")
+    end.add_argument("--json", action="store_true")
+    end.set_defaults(handler=session_end)
+    status = session.add_parser("status", help="show the workspace's session, if any")
+    status.add_argument("name")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=session_status)
+    # Started by `session start --max-minutes`; not for people.
+    expire = session.add_parser("expire")
+    expire.add_argument("name")
+    expire.add_argument("--id", required=True)
+    expire.set_defaults(handler=session_expire)
+
+    run = sub.add_parser("run", help="run one command in a disposable session; exits with its code")
+    run.add_argument("--template", "-t", help="template for a new workspace")
+    run.add_argument("--name", help="use (or create and keep) this workspace instead of a throw-away one")
+    run.add_argument("--max-minutes", type=float, metavar="N", help="stop the command after N minutes (exit 124)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    run.set_defaults(handler=run_command)
+
+
+def _end_text(end: SessionEnd) -> str:
+    minutes = end.duration_s / 60
+    what = describe_outcome(end.reset) if end.reset else "state kept (no reset)"
+    return f"session of {end.session.name} ended after {minutes:.1f} min ({end.reason}); {what}"
+
+
+def session_start(args: argparse.Namespace) -> int:
+    session = bootstrap.build_services().sessions.start(name=args.name, max_minutes=args.max_minutes,
+                                                        on_progress=ProgressPrinter(), cancel=CancelToken())
+    if args.json:
+        print_json(asdict(session))
+    else:
+        limit = f"; it ends by itself at {session.deadline}" if session.deadline else ""
+        print(f"session started in {args.name}{limit}. End it with: agentbox session end {args.name}")
+    return 0
+
+
+def session_end(args: argparse.Namespace) -> int:
+    end = bootstrap.build_services().sessions.end(name=args.name, reason="ended by the user",
+                                                  on_progress=ProgressPrinter(), cancel=CancelToken())
+    assert end is not None  # without session_id, end() raises instead of returning None
+    if args.json:
+        print_json(asdict(end))
+    else:
+        print(_end_text(end))
+    return 0
+
+
+def session_status(args: argparse.Namespace) -> int:
+    services = bootstrap.build_services()
+    services.workspaces.get(name=args.name)  # NotFound for unknown names
+    session = services.sessions.current(name=args.name)
+    if args.json:
+        print_json(asdict(session) if session else None)
+    elif session is None:
+        print(f"{args.name} is not in a session")
+    else:
+        print(f"{args.name}: session {session.id} since {session.started}"
+              + (f", ends at {session.deadline}" if session.deadline else ""))
+    return 0
+
+
+def session_expire(args: argparse.Namespace) -> int:
+    end = bootstrap.build_services().sessions.expire(name=args.name, session_id=args.id,
+                                                     on_progress=ProgressPrinter(quiet=True), cancel=CancelToken())
+    if end is not None:
+        sys.stderr.write(_end_text(end) + "\n")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    command = list(args.cmd)
+    command = command[1:] if command[:1] == ["--"] else command
+    if not command:
+        raise InvalidInput("no command given", hint="agentbox run [--name NAME] -- COMMAND [ARGS...]")
+
+    def sink(stream: Any) -> Any:
+        def write(chunk: bytes) -> None:
+            stream.write(chunk)
+            stream.flush()
+        return write
+
+    outcome = bootstrap.build_services().sessions.run(
+        argv=command, name=args.name, template=args.template, max_minutes=args.max_minutes,
+        stdout=sink(sys.stdout.buffer), stderr=sink(sys.stderr.buffer), on_progress=ProgressPrinter(),
+        cancel=CancelToken())
+    if outcome.timed_out:
+        sys.stderr.write(f"time limit of {args.max_minutes:g} min reached: the command was stopped\n")
+    sys.stderr.write(_end_text(outcome.end) + ("; the throw-away workspace was destroyed" if outcome.temporary
+                                               else "") + "\n")
+    return outcome.exit_code

@@ -1,0 +1,114 @@
+"""reset, reclean, checkpoint, checkpoints, restore: the workspace's saved states."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+
+from agentbox import bootstrap
+from agentbox.cli.output import print_json, print_table
+from agentbox.cli.progress import ProgressPrinter
+from agentbox.errors import InvalidInput
+from agentbox.model.progress import CancelToken
+from agentbox.services.snapshots import RestoreOutcome, RestorePath
+
+
+def add_snapshot_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    reset = sub.add_parser("reset", help="return a workspace to its clean state (disk and RAM) in seconds")
+    reset.add_argument("name")
+    reset.add_argument("--json", action="store_true")
+    reset.set_defaults(handler=reset_workspace)
+
+    reclean = sub.add_parser("reclean", help="make the current state the new clean state")
+    reclean.add_argument("name")
+    reclean.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    reclean.set_defaults(handler=reclean_workspace)
+
+    checkpoint = sub.add_parser("checkpoint", help="save a named checkpoint (or --delete one)")
+    checkpoint.add_argument("name")
+    checkpoint.add_argument("label")
+    checkpoint.add_argument("--delete", action="store_true", help="delete the checkpoint instead")
+    checkpoint.set_defaults(handler=checkpoint_workspace)
+
+    checkpoints = sub.add_parser("checkpoints", help="list a workspace's checkpoints")
+    checkpoints.add_argument("name")
+    checkpoints.add_argument("--json", action="store_true")
+    checkpoints.set_defaults(handler=list_checkpoints)
+
+    restore = sub.add_parser("restore", help="return a workspace to a named checkpoint")
+    restore.add_argument("name")
+    restore.add_argument("label")
+    restore.add_argument("--json", action="store_true")
+    restore.set_defaults(handler=restore_workspace)
+
+
+def describe_outcome(outcome: RestoreOutcome) -> str:
+    how = ("reverted to the saved disk and RAM" if outcome.path is RestorePath.SNAPSHOT
+           else f"recreated the disk and cold booted ({outcome.reason})")
+    state = "running" if outcome.running else "stopped, as it was when saved"
+    return f"{outcome.name} is back to {outcome.target} in {outcome.duration_s:.1f} s: {how}; {state}"
+
+
+def _print_outcome(outcome: RestoreOutcome, *, as_json: bool) -> None:
+    if as_json:
+        print_json(asdict(outcome))
+    else:
+        print(describe_outcome(outcome))
+
+
+def reset_workspace(args: argparse.Namespace) -> int:
+    outcome = bootstrap.build_services().snapshots.reset(name=args.name, on_progress=ProgressPrinter(),
+                                                         cancel=CancelToken())
+    _print_outcome(outcome, as_json=args.json)
+    return 0
+
+
+def reclean_workspace(args: argparse.Namespace) -> int:
+    services = bootstrap.build_services()
+    services.workspaces.get(name=args.name)  # NotFound before asking anything
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(f"replacing the clean state of {args.name!r} needs confirmation",
+                               hint=f"agentbox reclean {args.name} --yes")
+        answer = input(f"Every reset of {args.name!r} will return to its state as it is NOW. Continue? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("clean state unchanged")
+            return 1
+    record = services.snapshots.reclean(name=args.name, on_progress=ProgressPrinter())
+    if record.clean_snapshot:
+        print(f"the current state of {args.name} is now its clean state ({record.clean_snapshot})")
+    else:
+        print(f"no RAM snapshot possible ({record.clean_fallback})")
+    return 0
+
+
+def checkpoint_workspace(args: argparse.Namespace) -> int:
+    snapshots = bootstrap.build_services().snapshots
+    if args.delete:
+        snapshots.delete_checkpoint(name=args.name, label=args.label)
+        print(f"checkpoint {args.label} of {args.name} deleted")
+        return 0
+    checkpoint = snapshots.checkpoint(name=args.name, label=args.label)
+    kind = "disk and RAM" if checkpoint.with_memory else "disk only (the workspace was stopped)"
+    print(f"checkpoint {checkpoint.label} of {args.name} saved: {kind}; agentbox restore {args.name} {args.label}")
+    return 0
+
+
+def list_checkpoints(args: argparse.Namespace) -> int:
+    checkpoints = bootstrap.build_services().snapshots.checkpoints(name=args.name)
+    if args.json:
+        print_json([asdict(c) for c in checkpoints])
+    elif not checkpoints:
+        print(f"{args.name} has no checkpoints: agentbox checkpoint {args.name} LABEL")
+    else:
+        print_table(("LABEL", "CREATED", "SAVED"),
+                    [(c.label, c.created, "disk+RAM" if c.with_memory else "disk") for c in checkpoints])
+    return 0
+
+
+def restore_workspace(args: argparse.Namespace) -> int:
+    outcome = bootstrap.build_services().snapshots.restore(name=args.name, label=args.label,
+                                                           on_progress=ProgressPrinter(), cancel=CancelToken())
+    _print_outcome(outcome, as_json=args.json)
+    return 0

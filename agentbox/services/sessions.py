@@ -1,0 +1,230 @@
+"""Sessions: from `session start` until the user (or a time limit) ends it, then a reset.
+
+A session with a time limit is ended by a timer process that outlives the command that
+started it, so the workspace is reset even if nobody is watching. `run` is a whole session
+in one call: start, run one command, end, for a named or a throw-away workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from agentbox.backends.base import DomainState
+from agentbox.errors import AgentboxError, Busy, Cancelled, InvalidInput, NotFound
+from agentbox.model.progress import CancelToken, ProgressCallback
+from agentbox.services.context import ServiceContext
+from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.locks import workspace_lock
+from agentbox.services.lookup import load_ready_record
+from agentbox.services.snapshots import RestoreOutcome, SnapshotService
+from agentbox.services.workspaces import WorkspaceService
+
+TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts can tell a time limit apart
+EXPIRY_POLL_S = 1.0
+MAX_MINUTES = 7 * 24 * 60
+
+
+class SessionTimer(Protocol):
+    """Ends a session at its deadline from outside the calling process."""
+
+    def arm(self, *, name: str, session_id: str) -> int:
+        """Start the timer; returns a handle (a PID) for disarm."""
+
+    def disarm(self, *, handle: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    name: str
+    started: str  # ISO 8601 UTC
+    deadline: str = ""  # ISO 8601 UTC; "" when unlimited
+    timer: int = 0  # the timer's handle, 0 when none
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    session: Session
+    ended: str
+    duration_s: float
+    reason: str
+    reset: RestoreOutcome | None  # None when the policy keeps the state (or it was a throw-away)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    workspace: str
+    exit_code: int
+    timed_out: bool
+    temporary: bool
+    end: SessionEnd
+
+
+class SessionService:
+    def __init__(self, *, ctx: ServiceContext, workspaces: WorkspaceService, snapshots: SnapshotService,
+                 timer: SessionTimer) -> None:
+        self._ctx = ctx
+        self._workspaces = workspaces
+        self._snapshots = snapshots
+        self._timer = timer
+
+    def current(self, *, name: str) -> Session | None:
+        path = self._ctx.records.files(name=name).session
+        try:
+            return Session(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise AgentboxError(f"{path}: unreadable session file ({exc})",
+                                hint=f"agentbox session end {name} ends it anyway") from None
+
+    def start(self, *, name: str, max_minutes: float | None, on_progress: ProgressCallback,
+              cancel: CancelToken, arm_timer: bool = True) -> Session:
+        ctx = self._ctx
+        if max_minutes is not None and not 0 < max_minutes <= MAX_MINUTES:
+            raise InvalidInput(f"--max-minutes {max_minutes:g} is out of range (0, {MAX_MINUTES}]")
+        record = load_ready_record(ctx=ctx, name=name)
+        if (active := self.current(name=name)) is not None:
+            raise InvalidInput(f"workspace {name!r} is already in a session (since {active.started})",
+                               hint=f"agentbox session end {name}")
+        info = ctx.backend.get(name=record.domain)
+        if info is None or info.state is not DomainState.RUNNING:
+            self._workspaces.start(name=name, on_progress=on_progress, cancel=cancel)
+        with workspace_lock(paths=ctx.paths, name=name):
+            now = ctx.clock()
+            session = Session(id=secrets.token_hex(6), name=name, started=_iso(now),
+                              deadline=_iso(now + timedelta(minutes=max_minutes)) if max_minutes else "")
+            self._save(session)
+            if max_minutes and arm_timer:
+                session = Session(**{**asdict(session), "timer": self._timer.arm(name=name, session_id=session.id)})
+                self._save(session)
+            ctx.audit(name=name).append(event="session.started", details={
+                "session": session.id, "max_minutes": max_minutes, "deadline": session.deadline})
+            return session
+
+    def end(self, *, name: str, reason: str, on_progress: ProgressCallback, cancel: CancelToken,
+            session_id: str | None = None, reset: bool = True) -> SessionEnd | None:
+        """End the session (and reset unless the policy says otherwise). With `session_id`,
+        only that session: None if it already ended (a late timer)."""
+        ctx = self._ctx
+        with workspace_lock(paths=ctx.paths, name=name):
+            session = self.current(name=name)
+            if session is None:
+                if session_id is not None:
+                    return None
+                raise InvalidInput(f"workspace {name!r} is not in a session", hint=f"agentbox session start {name}")
+            if session_id is not None and session.id != session_id:
+                return None
+            record = load_ready_record(ctx=ctx, name=name)
+            now = ctx.clock()
+            ctx.records.files(name=name).session.unlink(missing_ok=True)
+            if session.timer and session_id is None:
+                self._timer.disarm(handle=session.timer)
+            outcome = None
+            if reset and record.reset_after_session:
+                outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)
+            ended = SessionEnd(session=session, ended=_iso(now), reason=reason, reset=outcome,
+                               duration_s=(now - datetime.fromisoformat(session.started)).total_seconds())
+            ctx.audit(name=name).append(event="session.ended", details={
+                "session": session.id, "reason": reason, "duration_s": round(ended.duration_s, 3),
+                "reset": outcome.path.value if outcome else None})
+            return ended
+
+    def expire(self, *, name: str, session_id: str, on_progress: ProgressCallback,
+               cancel: CancelToken) -> SessionEnd | None:
+        """The timer's body: wait for the deadline, then end that session (if it still runs)."""
+        while True:
+            session = self.current(name=name)
+            if session is None or session.id != session_id:
+                return None
+            left = (datetime.fromisoformat(session.deadline) - self._ctx.clock()).total_seconds()
+            if left <= 0:
+                try:
+                    return self.end(name=name, reason="time limit reached", session_id=session_id,
+                                    on_progress=on_progress, cancel=cancel)
+                except Busy:
+                    pass  # another command holds the workspace: try again in a moment
+            cancel.wait(min(max(left, 0.0) or EXPIRY_POLL_S, 30.0))
+
+    def run(self, *, argv: Sequence[str], name: str | None, template: str | None, max_minutes: float | None,
+            stdout: Callable[[bytes], None], stderr: Callable[[bytes], None], on_progress: ProgressCallback,
+            cancel: CancelToken) -> RunOutcome:
+        """A disposable run: a session around one command, ended with a reset (or, for a
+        throw-away workspace, with its destruction) however the command ends."""
+        if not argv:
+            raise InvalidInput("no command given", hint="agentbox run -- COMMAND [ARGS...]")
+        temporary = name is None
+        name = name or f"run-{secrets.token_hex(3)}"
+        if temporary or not self._exists(name):
+            create_workspace(ctx=self._ctx, request=CreateRequest(name=name, template=template),
+                             on_progress=on_progress, cancel=cancel)
+        try:
+            self.start(name=name, max_minutes=max_minutes, on_progress=on_progress, cancel=cancel, arm_timer=False)
+            code, timed_out = self._run_limited(name=name, argv=argv, stdout=stdout, stderr=stderr,
+                                                max_minutes=max_minutes, cancel=cancel)
+        except BaseException:
+            self._finish(name=name, temporary=temporary, reason="interrupted", on_progress=on_progress)
+            raise
+        end = self._finish(name=name, temporary=temporary,
+                           reason="time limit reached" if timed_out else "command finished", on_progress=on_progress)
+        return RunOutcome(workspace=name, exit_code=code, timed_out=timed_out, temporary=temporary, end=end)
+
+    def _run_limited(self, *, name: str, argv: Sequence[str], stdout: Callable[[bytes], None],
+                     stderr: Callable[[bytes], None], max_minutes: float | None,
+                     cancel: CancelToken) -> tuple[int, bool]:
+        expired = threading.Event()
+
+        def on_deadline() -> None:
+            expired.set()
+            cancel.cancel()  # the run's own token: nothing else uses it after the command
+
+        timer = threading.Timer(max_minutes * 60, on_deadline) if max_minutes else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._workspaces.exec(name=name, argv=argv, stdout=stdout, stderr=stderr,
+                                         cancel=cancel).exit_code, False
+        except Cancelled:
+            if expired.is_set():
+                return TIMED_OUT_EXIT, True
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+
+    def _finish(self, *, name: str, temporary: bool, reason: str, on_progress: ProgressCallback) -> SessionEnd:
+        # A fresh token: the run's own may be the one that was cancelled.
+        end = None
+        if self.current(name=name) is not None:
+            end = self.end(name=name, reason=reason, on_progress=on_progress, cancel=CancelToken(),
+                           reset=not temporary)
+        if temporary:
+            self._workspaces.destroy(name=name, on_progress=on_progress)
+        if end is None:
+            raise AgentboxError(f"the session of {name!r} ended before the run did")
+        return end
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._workspaces.get(name=name)
+        except NotFound:
+            return False
+        return True
+
+    def _save(self, session: Session) -> None:
+        path = self._ctx.records.files(name=session.name).session
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(session)) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+

@@ -1,0 +1,270 @@
+"""Saved states of a workspace: the clean snapshot, reset, named checkpoints, restore.
+
+A reset never asks the guest for anything: power off → revert to the clean snapshot (disk
+and RAM) → the guest resumes where provisioning ended → agentbox sets its clock and
+reseeds its RNG over SSH → the restore hooks run (shares, egress forward). A guest that
+hangs, crashed or ignores ACPI resets all the same. Where RAM snapshots are impossible the
+reset recreates the overlay disk and cold boots instead, and says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+
+from agentbox.backends.base import DomainState, SnapshotInfo
+from agentbox.errors import AgentboxError, BackendError, InvalidInput, NotFound
+from agentbox.images.store import ImageInfo
+from agentbox.model.names import validate_label
+from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.provision.refresh import REFRESH_ARGV, refresh_input
+from agentbox.services.context import ServiceContext
+from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
+from agentbox.services.locks import workspace_lock
+from agentbox.services.lookup import load_ready_record
+from agentbox.services.records import WorkspaceRecord
+from agentbox.services.ssh_access import ssh_target
+
+CLEAN_PREFIX = "clean-"
+CHECKPOINT_PREFIX = "checkpoint-"
+RESERVED_LABEL = "clean"
+
+RestoreHook = Callable[[WorkspaceRecord], None]
+
+
+class RestorePath(StrEnum):
+    SNAPSHOT = "snapshot"  # destroy → revert (disk + RAM) → refresh
+    COLD_BOOT = "cold-boot"  # new overlay → boot → cloud-init (no RAM snapshots here)
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    name: str
+    target: str  # "clean" or the checkpoint's label
+    path: RestorePath
+    reason: str  # why this path (the fallback's cause, or "")
+    duration_s: float
+    running: bool
+    clock_skew_s: float | None = None  # guest minus host after the refresh
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    label: str
+    created: str
+    with_memory: bool
+
+
+class SnapshotService:
+    def __init__(self, *, ctx: ServiceContext, restore_hooks: Sequence[RestoreHook] = ()) -> None:
+        self._ctx = ctx
+        self._hooks = tuple(restore_hooks)
+
+    # -- the clean snapshot ----------------------------------------------------------------
+
+    def take_clean(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> WorkspaceRecord:
+        """At the end of create (cloud-init done, no shares): the state every reset returns to.
+        The caller holds the workspace lock."""
+        ctx = self._ctx
+        if not ctx.backend.capabilities.ram_snapshots:
+            reason = "this backend cannot save a running guest's RAM: resets recreate the disk and cold boot"
+            on_progress(Progress(step="snapshot", detail=reason))
+            return replace(record, clean_snapshot="", clean_fallback=reason)
+        snapshot = _next_clean_name(existing=ctx.backend.list_snapshots(name=record.domain))
+        on_progress(Progress(step="snapshot", detail=f"saving the clean state (disk and RAM) as {snapshot}"))
+        try:
+            ctx.backend.create_snapshot(name=record.domain, snapshot=snapshot,
+                                        description=f"agentbox clean state of {record.name}")
+        except BackendError as exc:  # e.g. UEFI firmware: libvirt refuses internal RAM snapshots
+            reason = f"a RAM snapshot is impossible here ({exc.message}): resets recreate the disk and cold boot"
+            on_progress(Progress(step="snapshot", detail=reason))
+            return replace(record, clean_snapshot="", clean_fallback=reason)
+        return replace(record, clean_snapshot=snapshot, clean_fallback="")
+
+    def reclean(self, *, name: str, on_progress: ProgressCallback) -> WorkspaceRecord:
+        """Make the current (running) state the new clean one; the old one goes only after
+        the new one exists, so there is always a clean state to return to."""
+        ctx = self._ctx
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = load_ready_record(ctx=ctx, name=name)
+            info = ctx.backend.get(name=record.domain)
+            if info is None or info.state is not DomainState.RUNNING:
+                raise InvalidInput(f"workspace {name!r} must be running to save its state as the clean one",
+                                   hint=f"agentbox start {name}")
+            updated = self.take_clean(record=record, on_progress=on_progress)
+            if updated.clean_snapshot and record.clean_snapshot:
+                ctx.backend.delete_snapshot(name=record.domain, snapshot=record.clean_snapshot)
+            ctx.records.save(record=updated)
+            ctx.audit(name=name).append(event="reclean", details={
+                "snapshot": updated.clean_snapshot, "replaced": record.clean_snapshot,
+                "fallback": updated.clean_fallback})
+            return updated
+
+    # -- reset and restore -------------------------------------------------------------------
+
+    def reset(self, *, name: str, on_progress: ProgressCallback, cancel: CancelToken) -> RestoreOutcome:
+        with workspace_lock(paths=self._ctx.paths, name=name):
+            return self.reset_locked(record=load_ready_record(ctx=self._ctx, name=name),
+                                     on_progress=on_progress, cancel=cancel)
+
+    def reset_locked(self, *, record: WorkspaceRecord, on_progress: ProgressCallback,
+                     cancel: CancelToken) -> RestoreOutcome:
+        """reset() for callers that already hold the workspace lock (session end)."""
+        started = time.monotonic()
+        if record.clean_snapshot:
+            outcome = self._revert(record=record, snapshot=record.clean_snapshot, target=RESERVED_LABEL,
+                                   started=started, on_progress=on_progress, cancel=cancel)
+        else:
+            outcome = self._cold_boot(record=record, started=started, on_progress=on_progress, cancel=cancel)
+        self._ctx.records.save(record=replace(record, last_reset=self._ctx.clock().isoformat(timespec="seconds")))
+        self._ctx.audit(name=record.name).append(event="reset", details=_details(outcome))
+        return outcome
+
+    def restore(self, *, name: str, label: str, on_progress: ProgressCallback,
+                cancel: CancelToken) -> RestoreOutcome:
+        ctx = self._ctx
+        label = _checkpoint_label(label)
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = load_ready_record(ctx=ctx, name=name)
+            self._require_checkpoint(record=record, label=label)
+            outcome = self._revert(record=record, snapshot=CHECKPOINT_PREFIX + label, target=label,
+                                   started=time.monotonic(), on_progress=on_progress, cancel=cancel)
+            ctx.audit(name=name).append(event="restore", details=_details(outcome))
+            return outcome
+
+    def _revert(self, *, record: WorkspaceRecord, snapshot: str, target: str, started: float,
+                on_progress: ProgressCallback, cancel: CancelToken) -> RestoreOutcome:
+        ctx = self._ctx
+        on_progress(Progress(step="power off", detail=f"stopping {record.name} at once", index=1, total=4))
+        if ctx.backend.get(name=record.domain) is None:
+            raise NotFound(f"the VM of workspace {record.name!r} is missing",
+                           hint=f"agentbox destroy {record.name} removes what is left of it")
+        ctx.backend.destroy(name=record.domain)
+        on_progress(Progress(step="revert", detail=f"back to {target}", index=2, total=4))
+        ctx.backend.revert_snapshot(name=record.domain, snapshot=snapshot)
+        info = ctx.backend.get(name=record.domain)
+        running = info is not None and info.state is DomainState.RUNNING
+        skew = None
+        if running:
+            on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG",
+                                 index=3, total=4))
+            skew = self._refresh(record=record, cancel=cancel)
+            self._run_hooks(record=record, on_progress=on_progress)
+        return RestoreOutcome(name=record.name, target=target, path=RestorePath.SNAPSHOT, reason="",
+                              duration_s=time.monotonic() - started, running=running, clock_skew_s=skew)
+
+    def _cold_boot(self, *, record: WorkspaceRecord, started: float, on_progress: ProgressCallback,
+                   cancel: CancelToken) -> RestoreOutcome:
+        """The fallback: a fresh overlay on the (never written) base image, then a first boot."""
+        ctx = self._ctx
+        reason = record.clean_fallback or "the workspace has no clean snapshot"
+        on_progress(Progress(step="power off", detail=f"no RAM snapshot ({reason})", index=1, total=4))
+        ctx.backend.destroy(name=record.domain)
+        image = self._image(record=record)
+        disk = Path(record.storage_dir) / "disk.qcow2"
+        on_progress(Progress(step="disk", detail="recreating the disk from the base image", index=2, total=4))
+        ctx.backend.delete_volume(path=disk)
+        ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,
+                                   size_gib=record.resources.disk_gib)
+        on_progress(Progress(step="boot", detail="cold boot and provisioning", index=3, total=4))
+        ctx.backend.start(name=record.domain)
+        target = ssh_target(record=record, files=ctx.records.files(name=record.name))
+        wait_for_guest(ctx=ctx, record=record, target=target, on_progress=on_progress, cancel=cancel)
+        wait_cloud_init(ctx=ctx, record=record, target=target, cancel=cancel)
+        self._run_hooks(record=record, on_progress=on_progress)
+        return RestoreOutcome(name=record.name, target=RESERVED_LABEL, path=RestorePath.COLD_BOOT, reason=reason,
+                              duration_s=time.monotonic() - started, running=True)
+
+    def _image(self, *, record: WorkspaceRecord) -> ImageInfo:
+        for image in self._ctx.images.list_images():
+            if image.image_id == record.image_id:
+                return image
+        raise NotFound(f"the base image {record.image_id} of workspace {record.name!r} is gone",
+                       hint=f"agentbox image pull {record.template}, or destroy and re-create the workspace")
+
+    def _refresh(self, *, record: WorkspaceRecord, cancel: CancelToken) -> float:
+        """Clock and RNG; returns the guest's clock minus the host's, measured on return."""
+        ctx = self._ctx
+        target = ssh_target(record=record, files=ctx.records.files(name=record.name))
+        wait_for_guest(ctx=ctx, record=record, target=target, on_progress=lambda _: None, cancel=cancel)
+        out, err = bytearray(), bytearray()
+        code = ctx.guest.run_command(target=target, argv=list(REFRESH_ARGV), stdin=refresh_input,
+                                     stdout=out.extend, stderr=err.extend, timeout_s=60, cancel=cancel)
+        received = time.time()
+        if code != 0:
+            raise AgentboxError(f"could not set the clock and reseed the RNG of {record.name} (exit {code}): "
+                                f"{err.decode(errors='replace').strip()[-300:]}",
+                                hint="the workspace was reset; its clock may be behind until the next reset")
+        try:
+            return float(out.decode().strip()) - received
+        except ValueError:
+            return float("nan")
+
+    def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> None:
+        for hook in self._hooks:
+            hook(record)
+        on_progress(Progress(step="ready", detail=f"{record.name} is back", index=4, total=4))
+
+    # -- named checkpoints -------------------------------------------------------------------
+
+    def checkpoint(self, *, name: str, label: str) -> Checkpoint:
+        ctx = self._ctx
+        label = _checkpoint_label(label)
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = load_ready_record(ctx=ctx, name=name)
+            info = ctx.backend.get(name=record.domain)
+            running = info is not None and info.state is DomainState.RUNNING
+            if running and not ctx.backend.capabilities.ram_snapshots:
+                raise InvalidInput("this backend cannot save a running guest's RAM",
+                                   hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
+            snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
+                                               description=f"agentbox checkpoint {label} of {name}")
+            ctx.audit(name=name).append(event="checkpoint", details={"label": label, "with_memory": snap.with_memory})
+            return _as_checkpoint(snap)
+
+    def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:
+        record = load_ready_record(ctx=self._ctx, name=name)
+        return tuple(_as_checkpoint(s) for s in self._ctx.backend.list_snapshots(name=record.domain)
+                     if s.name.startswith(CHECKPOINT_PREFIX))
+
+    def delete_checkpoint(self, *, name: str, label: str) -> None:
+        ctx = self._ctx
+        label = _checkpoint_label(label)
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = load_ready_record(ctx=ctx, name=name)
+            self._require_checkpoint(record=record, label=label)
+            ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
+            ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label})
+
+    def _require_checkpoint(self, *, record: WorkspaceRecord, label: str) -> None:
+        names = {s.name for s in self._ctx.backend.list_snapshots(name=record.domain)}
+        if CHECKPOINT_PREFIX + label not in names:
+            raise NotFound(f"workspace {record.name!r} has no checkpoint {label!r}",
+                           hint=f"agentbox checkpoints {record.name} lists them")
+
+
+def _checkpoint_label(label: str) -> str:
+    if label == RESERVED_LABEL:
+        raise InvalidInput("'clean' is the workspace's clean state, not a checkpoint",
+                           hint="agentbox reset NAME returns to it; agentbox reclean NAME replaces it")
+    return validate_label(label, what="checkpoint label")
+
+
+def _next_clean_name(*, existing: Sequence[SnapshotInfo]) -> str:
+    numbers = [int(s.name[len(CLEAN_PREFIX):]) for s in existing
+               if s.name.startswith(CLEAN_PREFIX) and s.name[len(CLEAN_PREFIX):].isdigit()]
+    return f"{CLEAN_PREFIX}{max(numbers, default=0) + 1}"
+
+
+def _as_checkpoint(snap: SnapshotInfo) -> Checkpoint:
+    return Checkpoint(label=snap.name.removeprefix(CHECKPOINT_PREFIX), created=snap.created,
+                      with_memory=snap.with_memory)
+
+
+def _details(outcome: RestoreOutcome) -> dict[str, object]:
+    return {"target": outcome.target, "path": outcome.path.value, "reason": outcome.reason,
+            "duration_s": round(outcome.duration_s, 3), "running": outcome.running,
+            "clock_skew_s": None if outcome.clock_skew_s is None else round(outcome.clock_skew_s, 3)}

@@ -1,0 +1,36 @@
+"""An isolated agentbox installation for one benchmark run: its own root, storage dir and
+domain prefix, so it never sees or touches anyone's workspaces; removed afterwards."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agentbox.bootstrap import Services, build_context, build_services
+from agentbox.config.paths import SYSTEM_STORAGE_DIR, AppPaths
+from agentbox.model.progress import CancelToken
+
+
+@contextmanager
+def bench_services(*, template: str) -> Iterator[Services]:
+    """Services on qemu:///system with the template's image ready (pulled untimed)."""
+    run = uuid.uuid4().hex[:6]
+    root = Path(tempfile.mkdtemp(prefix="agentbox-bench-"))
+    storage = Path("/var/lib/libvirt/images/agentbox-tests") / f"bench-{run}"
+    paths = AppPaths.under(root=root)
+    paths.config_dir.mkdir(parents=True)
+    paths.settings_file.write_text(f"storage_dir: {storage}\nimage_dir: {SYSTEM_STORAGE_DIR / 'images'}\n"
+                                   f"domain_prefix: abbench-{run}-\n")
+    services = build_services(ctx=build_context(paths=paths))
+    try:
+        services.images.pull(template=template, on_progress=lambda _: None, cancel=CancelToken())
+        yield services
+    finally:
+        for workspace in services.workspaces.list():
+            services.workspaces.destroy(name=workspace.name, on_progress=lambda _: None)
+        shutil.rmtree(storage, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)

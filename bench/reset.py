@@ -1,0 +1,63 @@
+"""Cold boot against reset, in one run: a fresh workspace's create (boot → SSH → cloud-init)
+against reset → SSH-ready with the clean state verified, at least 5 resets; medians and
+the ratio.
+
+Usage (root, libvirtd running): .venv/bin/python bench/reset.py [--resets 5] [--boots 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _env import bench_services
+
+from agentbox.model.progress import CancelToken
+from agentbox.services.create import CreateRequest, create_workspace
+
+CANARY = "/home/agent/bench-canary"
+
+
+def run(services, name: str, *argv: str) -> str:  # type: ignore[no-untyped-def]
+    out = bytearray()
+    result = services.workspaces.exec(name=name, argv=list(argv), stdout=out.extend, stderr=lambda _: None)
+    if result.exit_code != 0:
+        raise SystemExit(f"`{' '.join(argv)}` failed in {name} with {result.exit_code}")
+    return out.decode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--template", default="debian-12")
+    parser.add_argument("--resets", type=int, default=5)
+    parser.add_argument("--boots", type=int, default=1, help="cold boots (fresh workspaces) to measure")
+    args = parser.parse_args()
+    boots: list[float] = []
+    resets: list[float] = []
+    with bench_services(template=args.template) as services:
+        for index in range(args.boots):
+            started = time.monotonic()
+            create_workspace(ctx=services.ctx, request=CreateRequest(name=f"boot{index}", template=args.template),
+                             on_progress=lambda _: None, cancel=CancelToken())
+            boots.append(time.monotonic() - started)
+        for _ in range(args.resets):
+            run(services, "boot0", "sh", "-c", f"echo dirty > {CANARY} && sync")
+            started = time.monotonic()
+            services.snapshots.reset(name="boot0", on_progress=lambda _: None, cancel=CancelToken())
+            state = run(services, "boot0", "sh", "-c", f"test -e {CANARY} && echo dirty || echo clean")
+            resets.append(time.monotonic() - started)
+            if state.strip() != "clean":
+                raise SystemExit("the canary survived a reset: the clean state was NOT restored")
+        accel = services.ctx.backend.capabilities.accel
+
+    boot, reset = statistics.median(boots), statistics.median(resets)
+    print(f"accel {accel}; {len(boots)} cold boot(s), {len(resets)} resets (clean state verified each time)")
+    print(f"{'':<34}{'median s':>10}{'min s':>8}{'max s':>8}")
+    print(f"{'cold boot to SSH-ready + cloud-init':<34}{boot:>10.2f}{min(boots):>8.2f}{max(boots):>8.2f}")
+    print(f"{'reset to SSH-ready, verified':<34}{reset:>10.2f}{min(resets):>8.2f}{max(resets):>8.2f}")
+    print(f"reset / cold boot = {reset / boot:.3f} (goal <= 0.100); reset under 10 s: {reset < 10}")
+
+
+if __name__ == "__main__":
+    main()

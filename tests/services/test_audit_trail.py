@@ -1,0 +1,54 @@
+"""The audit trail across a workspace's lives: kept by destroy, continued by a new create,
+removed only by purge."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentbox.audit import GENESIS, read_records, verify_chain
+from agentbox.model.progress import CancelToken
+from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.workspaces import WorkspaceService
+
+from .conftest import World
+
+
+def noop(_: object) -> None:
+    pass
+
+
+@pytest.fixture()
+def service(world: World) -> WorkspaceService:
+    create_workspace(ctx=world.ctx, request=CreateRequest(name="ws"), on_progress=noop, cancel=CancelToken())
+    return WorkspaceService(ctx=world.ctx)
+
+
+def test_the_log_lives_outside_the_workspace_dir(service: WorkspaceService, world: World) -> None:
+    log = world.ctx.paths.audit_log("ws")
+    assert log == world.ctx.paths.data_dir / "audit" / "ws.jsonl" and log.is_file()
+    assert not log.is_relative_to(world.ctx.paths.workspace_dir("ws"))
+
+
+def test_destroy_keeps_the_log_and_a_new_create_continues_the_chain(service: WorkspaceService,
+                                                                   world: World) -> None:
+    service.destroy(name="ws", on_progress=noop)
+    log = world.ctx.paths.audit_log("ws")
+    assert [r.event for r in read_records(path=log)][-1] == "destroyed"
+
+    create_workspace(ctx=world.ctx, request=CreateRequest(name="ws"), on_progress=noop, cancel=CancelToken())
+    records = list(read_records(path=log))
+    assert [r.event for r in records] == ["create.started", "created", "destroyed", "create.started", "created"]
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+    result = verify_chain(path=log)
+    assert result.intact and result.records == 5
+
+
+def test_destroy_with_purge_removes_the_log_and_the_next_life_starts_fresh(service: WorkspaceService,
+                                                                          world: World) -> None:
+    service.destroy(name="ws", on_progress=noop, purge=True)
+    log = world.ctx.paths.audit_log("ws")
+    assert not log.exists() and world.leftovers() == []
+
+    create_workspace(ctx=world.ctx, request=CreateRequest(name="ws"), on_progress=noop, cancel=CancelToken())
+    first = next(read_records(path=log))
+    assert (first.event, first.seq, first.prev) == ("create.started", 1, GENESIS)

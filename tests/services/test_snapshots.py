@@ -1,0 +1,179 @@
+"""The clean snapshot, reset (both paths), checkpoints and reclean, on the Fake backend."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from agentbox.backends.base import DomainState
+from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
+from agentbox.errors import Busy, InvalidInput, NotFound
+from agentbox.model.progress import CancelToken
+from agentbox.provision.refresh import REFRESH_ARGV, SEED_BYTES
+from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.locks import workspace_lock
+from agentbox.services.records import WorkspaceRecord
+from agentbox.services.snapshots import RestorePath, SnapshotService
+
+from .conftest import World
+
+DOMAIN = "agentbox-ws"
+
+
+def make(world: World) -> WorkspaceRecord:
+    return create_workspace(ctx=world.ctx, request=CreateRequest(name="ws"), on_progress=world.progress.append,
+                            cancel=CancelToken())
+
+
+def events(world: World) -> list[dict]:  # type: ignore[type-arg]
+    path = world.ctx.paths.audit_log("ws")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def reset(world: World, hooks=()):  # type: ignore[no-untyped-def]
+    return SnapshotService(ctx=world.ctx, restore_hooks=hooks).reset(name="ws", on_progress=world.progress.append,
+                                                                     cancel=CancelToken())
+
+
+def test_create_ends_with_a_clean_ram_snapshot(world: World) -> None:
+    record = make(world)
+    assert record.clean_snapshot == "clean-1" and record.clean_fallback == ""
+    [snap] = world.backend.list_snapshots(name=DOMAIN)
+    assert snap.name == "clean-1" and snap.with_memory
+    assert world.ctx.records.load(name="ws").clean_snapshot == "clean-1"
+
+
+def test_reset_powers_off_reverts_refreshes_and_runs_the_hooks(world: World) -> None:
+    make(world)
+    world.backend.calls.clear()
+    hooked = []
+    outcome = reset(world, hooks=[lambda record: hooked.append(record.name)])
+    assert outcome.path is RestorePath.SNAPSHOT and outcome.running and outcome.target == "clean"
+    calls = [c for c, _ in world.backend.calls if c in ("destroy", "revert_snapshot", "start")]
+    assert calls == ["destroy", "revert_snapshot"]  # no guest cooperation, no cold boot
+    assert world.guest.commands[-1] == list(REFRESH_ARGV)
+    assert len(world.guest.stdins[-1] or b"") == 8 + SEED_BYTES  # the host time, then the seed
+    assert abs(outcome.clock_skew_s or 99) < 1
+    assert hooked == ["ws"]
+    assert world.ctx.records.load(name="ws").last_reset
+    assert events(world)[-1]["event"] == "reset" and events(world)[-1]["details"]["path"] == "snapshot"
+
+
+def test_two_resets_send_different_seeds(world: World) -> None:
+    make(world)
+    reset(world)
+    reset(world)
+    seeds = [s[8:] for s in world.guest.stdins if s and len(s) == 8 + SEED_BYTES]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+
+
+def test_a_stopped_or_crashed_workspace_resets_to_running(world: World) -> None:
+    make(world)
+    for state in (DomainState.STOPPED, DomainState.CRASHED):
+        world.backend.set_state(DOMAIN, state)
+        assert reset(world).running
+        assert world.backend.get(name=DOMAIN).state is DomainState.RUNNING
+
+
+def test_without_ram_snapshots_reset_recreates_the_disk_and_cold_boots(world: World) -> None:
+    world.backend._capabilities = replace(DEFAULT_CAPABILITIES, ram_snapshots=False)
+    record = make(world)
+    assert record.clean_snapshot == "" and "cannot save" in record.clean_fallback
+    world.backend.calls.clear()
+    outcome = reset(world)
+    assert outcome.path is RestorePath.COLD_BOOT and "cannot save" in outcome.reason
+    calls = [c for c, _ in world.backend.calls if c in ("destroy", "delete_volume", "create_overlay", "start")]
+    assert calls == ["destroy", "delete_volume", "create_overlay", "start"]
+    assert world.guest.commands[-1][:2] == ["cloud-init", "status"]
+    assert events(world)[-1]["details"]["path"] == "cold-boot"
+
+
+def test_a_refused_snapshot_at_create_falls_back_and_says_why(world: World) -> None:
+    world.backend.fail_on.add("create_snapshot")
+    record = make(world)
+    assert record.clean_snapshot == "" and "injected failure" in record.clean_fallback
+    assert any("injected failure" in p.detail for p in world.progress)
+
+
+def test_checkpoints_save_list_restore_and_delete(world: World) -> None:
+    make(world)
+    service = SnapshotService(ctx=world.ctx)
+    saved = service.checkpoint(name="ws", label="before-upgrade")
+    assert saved.with_memory
+    assert [c.label for c in service.checkpoints(name="ws")] == ["before-upgrade"]  # clean is not listed
+    outcome = service.restore(name="ws", label="before-upgrade", on_progress=world.progress.append,
+                              cancel=CancelToken())
+    assert outcome.target == "before-upgrade" and outcome.running
+    service.delete_checkpoint(name="ws", label="before-upgrade")
+    assert service.checkpoints(name="ws") == ()
+    with pytest.raises(NotFound, match="no checkpoint"):
+        service.restore(name="ws", label="before-upgrade", on_progress=world.progress.append, cancel=CancelToken())
+    assert [e["event"] for e in events(world)][-3:] == ["checkpoint", "restore", "checkpoint.deleted"]
+
+
+def test_a_stopped_checkpoint_restores_stopped(world: World) -> None:
+    make(world)
+    world.backend.set_state(DOMAIN, DomainState.STOPPED)
+    service = SnapshotService(ctx=world.ctx)
+    assert not service.checkpoint(name="ws", label="cold").with_memory
+    world.backend.set_state(DOMAIN, DomainState.RUNNING)
+    assert not service.restore(name="ws", label="cold", on_progress=world.progress.append,
+                               cancel=CancelToken()).running
+
+
+@pytest.mark.parametrize("label", ["clean", "Bad_Label", "", "-x"])
+def test_the_clean_state_and_bad_labels_are_refused_as_checkpoints(world: World, label: str) -> None:
+    make(world)
+    service = SnapshotService(ctx=world.ctx)
+    with pytest.raises(InvalidInput):
+        service.checkpoint(name="ws", label=label)
+    with pytest.raises(InvalidInput):
+        service.delete_checkpoint(name="ws", label=label)
+    assert [s.name for s in world.backend.list_snapshots(name=DOMAIN)] == ["clean-1"]
+
+
+def test_a_running_checkpoint_needs_ram_snapshots(world: World) -> None:
+    world.backend._capabilities = replace(DEFAULT_CAPABILITIES, ram_snapshots=False)
+    make(world)
+    with pytest.raises(InvalidInput) as refused:
+        SnapshotService(ctx=world.ctx).checkpoint(name="ws", label="one")
+    assert "agentbox stop ws" in (refused.value.hint or "")
+
+
+def test_reclean_replaces_the_clean_state_only_once_the_new_one_exists(world: World) -> None:
+    make(world)
+    service = SnapshotService(ctx=world.ctx)
+    record = service.reclean(name="ws", on_progress=world.progress.append)
+    assert record.clean_snapshot == "clean-2"
+    assert [s.name for s in world.backend.list_snapshots(name=DOMAIN)] == ["clean-2"]
+    world.backend.fail_on.add("create_snapshot")
+    record = service.reclean(name="ws", on_progress=world.progress.append)
+    # The new snapshot failed: the workspace now cold boots on reset, and says why.
+    assert record.clean_snapshot == "" and "injected failure" in record.clean_fallback
+
+
+def test_reclean_needs_a_running_workspace(world: World) -> None:
+    make(world)
+    world.backend.set_state(DOMAIN, DomainState.STOPPED)
+    with pytest.raises(InvalidInput, match="must be running"):
+        SnapshotService(ctx=world.ctx).reclean(name="ws", on_progress=world.progress.append)
+    assert world.ctx.records.load(name="ws").clean_snapshot == "clean-1"
+
+
+def test_reset_of_a_busy_workspace_is_refused(world: World) -> None:
+    make(world)
+    with workspace_lock(paths=world.ctx.paths, name="ws"), pytest.raises(Busy):
+        reset(world)
+
+
+def test_reset_of_an_unknown_workspace_says_so(world: World) -> None:
+    with pytest.raises(NotFound, match="no workspace named 'nope'"):
+        SnapshotService(ctx=world.ctx).reset(name="nope", on_progress=world.progress.append, cancel=CancelToken())
+
+
+def test_fake_backend_snapshot_contract() -> None:
+    fake = FakeBackend(owner="o")
+    with pytest.raises(NotFound):
+        fake.list_snapshots(name="missing")
