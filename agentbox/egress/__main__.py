@@ -1,0 +1,41 @@
+"""`python -m agentbox.egress`: run one workspace's egress proxy (see daemon.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from agentbox.egress.daemon import DaemonOptions, run_daemon
+from agentbox.errors import AgentboxError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agentbox.egress", description=__doc__)
+    parser.add_argument("--proxy-socket", type=Path, required=True, help="Unix socket the proxy listens on")
+    parser.add_argument("--control-socket", type=Path, required=True, help="Unix socket for control requests")
+    parser.add_argument("--policy-file", type=Path, required=True, help="JSON policy, rewritten when it changes")
+    parser.add_argument("--log-file", type=Path, required=True, help="JSONL file the decisions are appended to")
+    parser.add_argument("--pid-file", type=Path, help="written once the sockets listen")
+    parser.add_argument("--tcp-port", type=int, help="also listen on 127.0.0.1:PORT (0: any free port)")
+    parser.add_argument("--approval-timeout", type=float, default=30.0, help="seconds a held connection waits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agentbox.egress %(levelname)s %(message)s")
+    options = DaemonOptions(
+        proxy_socket=args.proxy_socket, control_socket=args.control_socket, policy_file=args.policy_file,
+        log_file=args.log_file, pid_file=args.pid_file, tcp_port=args.tcp_port,
+        approval_timeout=args.approval_timeout,
+    )
+    try:
+        run_daemon(options=options)
+    except AgentboxError as exc:
+        print(f"agentbox egress: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

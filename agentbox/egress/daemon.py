@@ -1,0 +1,103 @@
+"""One workspace's egress proxy as a process: policy from a JSON file (written back when it
+changes, so a restart keeps it), decisions appended to a JSONL file, a control socket, and
+a clean exit on SIGTERM/SIGINT that removes its sockets and pid file.
+
+The pid file is written once both sockets listen, so a supervisor can wait for it as the
+sign that the proxy is ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentbox.egress.approvals import ApprovalBroker
+from agentbox.egress.control import EgressControlServer
+from agentbox.egress.proxy import EgressProxy, ProxyLimits
+from agentbox.egress.records import DecisionLog
+from agentbox.egress.wire import JsonlSink, policy_from_json, policy_to_json
+from agentbox.errors import EgressError, InvalidInput
+from agentbox.model.network import NetworkPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    proxy_socket: Path
+    control_socket: Path
+    policy_file: Path
+    log_file: Path
+    pid_file: Path | None = None
+    tcp_port: int | None = None  # also listen on 127.0.0.1 (tests and benchmarks)
+    approval_timeout: float = 30.0
+    limits: ProxyLimits = field(default_factory=ProxyLimits)
+
+
+def load_policy_file(*, path: Path) -> NetworkPolicy:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EgressError(f"policy file {path} does not exist",
+                          hint='write {"mode": "off", "allowlist": []} there first') from None
+    except (OSError, ValueError) as exc:
+        raise EgressError(f"cannot read policy file {path}: {exc}") from None
+    try:
+        return policy_from_json(data)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc.message}", hint=exc.hint) from None
+
+
+def save_policy_file(*, path: Path, policy: NetworkPolicy) -> None:
+    """Replace the file atomically (a crash leaves the old or the new policy, never half)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(policy_to_json(policy), handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then shut everything down."""
+    policy = load_policy_file(path=options.policy_file)
+    sink = JsonlSink(path=options.log_file)
+    proxy = EgressProxy(policy=policy, limits=options.limits, decisions=DecisionLog(sink=sink),
+                        approvals=ApprovalBroker(timeout=options.approval_timeout))
+    proxy.add_policy_listener(listener=lambda new: save_policy_file(path=options.policy_file, policy=new))
+    control = EgressControlServer(proxy=proxy)
+    try:
+        await proxy.start(unix_path=options.proxy_socket, tcp_port=options.tcp_port)
+        await control.start(path=options.control_socket)
+        if options.pid_file is not None:
+            options.pid_file.write_text(f"{os.getpid()}\n")
+        log.info("egress proxy %d serving %s (mode %s)", os.getpid(), options.proxy_socket, policy.mode)
+        await stop.wait()
+    finally:
+        await control.close()
+        await proxy.close()
+        sink.close()
+        if options.pid_file is not None:
+            with contextlib.suppress(OSError):
+                if options.pid_file.read_text().strip() == str(os.getpid()):
+                    options.pid_file.unlink()
+
+
+def run_daemon(*, options: DaemonOptions) -> None:
+    """Serve in this process until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(options=options, stop=stop)
+
+    asyncio.run(main())
