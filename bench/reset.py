@@ -13,7 +13,7 @@ import time
 
 from _env import bench_services
 
-from agentbox.model.progress import CancelToken
+from agentbox.model.progress import CancelToken, Progress
 from agentbox.services.create import CreateRequest, create_workspace
 
 CANARY = "/home/agent/bench-canary"
@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     boots: list[float] = []
     resets: list[float] = []
+    steps: dict[str, list[float]] = {}
     with bench_services(template=args.template) as services:
         for index in range(args.boots):
             started = time.monotonic()
@@ -43,10 +44,19 @@ def main() -> None:
             boots.append(time.monotonic() - started)
         for _ in range(args.resets):
             run(services, "boot0", "sh", "-c", f"echo dirty > {CANARY} && sync")
+            marks: list[tuple[str, float]] = []
+
+            def mark(progress: Progress, marks: list[tuple[str, float]] = marks) -> None:
+                marks.append((progress.step, time.monotonic()))
+
             started = time.monotonic()
-            services.snapshots.reset(name="boot0", on_progress=lambda _: None, cancel=CancelToken())
+            services.snapshots.reset(name="boot0", on_progress=mark, cancel=CancelToken())
+            marks.append(("verify", time.monotonic()))
             state = run(services, "boot0", "sh", "-c", f"test -e {CANARY} && echo dirty || echo clean")
             resets.append(time.monotonic() - started)
+            marks.append(("end", time.monotonic()))
+            for (step, at), (_, next_at) in zip(marks, marks[1:]):
+                steps.setdefault(step, []).append(next_at - at)
             if state.strip() != "clean":
                 raise SystemExit("the canary survived a reset: the clean state was NOT restored")
         accel = services.ctx.backend.capabilities.accel
@@ -56,6 +66,8 @@ def main() -> None:
     print(f"{'':<34}{'median s':>10}{'min s':>8}{'max s':>8}")
     print(f"{'cold boot to SSH-ready + cloud-init':<34}{boot:>10.2f}{min(boots):>8.2f}{max(boots):>8.2f}")
     print(f"{'reset to SSH-ready, verified':<34}{reset:>10.2f}{min(resets):>8.2f}{max(resets):>8.2f}")
+    for step, seconds in steps.items():
+        print(f"  reset step {step:<24}{statistics.median(seconds):>8.2f}")
     print(f"reset / cold boot = {reset / boot:.3f} (goal <= 0.100); reset under 10 s: {reset < 10}")
 
 

@@ -20,12 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", type=Path, help="written once the sockets listen")
     parser.add_argument("--tcp-port", type=int, help="also listen on 127.0.0.1:PORT (0: any free port)")
     parser.add_argument("--approval-timeout", type=float, default=30.0, help="seconds a held connection waits")
+    parser.add_argument("--audit-log", type=Path, help="the workspace's audit log: decisions are appended there too")
+    parser.add_argument("--pin", action="append", default=[], metavar="NAME=IP",
+                        help="take NAME as IP without looking it up (repeatable)")
     args = parser.parse_args(argv)
+    pins = tuple(pin.partition("=")[::2] for pin in args.pin)
+    if any(not name or not address for name, address in pins):
+        parser.error("--pin wants NAME=IP, e.g. --pin web.test=127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agentbox.egress %(levelname)s %(message)s")
     options = DaemonOptions(
         proxy_socket=args.proxy_socket, control_socket=args.control_socket, policy_file=args.policy_file,
         log_file=args.log_file, pid_file=args.pid_file, tcp_port=args.tcp_port,
-        approval_timeout=args.approval_timeout,
+        approval_timeout=args.approval_timeout, audit_log=args.audit_log,
+        pinned_hosts=pins,
     )
     try:
         run_daemon(options=options)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentbox.egress.approvals import ApprovalBroker
 from agentbox.egress.control import EgressControlServer
 from agentbox.egress.proxy import EgressProxy, ProxyLimits
-from agentbox.egress.records import DecisionLog
-from agentbox.egress.wire import JsonlSink, policy_from_json, policy_to_json
-from agentbox.errors import EgressError, InvalidInput
-from agentbox.model.network import NetworkPolicy
+from agentbox.audit import AuditLog
+from agentbox.egress.records import ConnectionRecord, DecisionLog
+from agentbox.egress.wire import JsonlSink, policy_from_json, policy_to_json, record_to_json
+from agentbox.errors import AgentboxError, EgressError, InvalidInput
+from agentbox.model.network import IPAddress, NetworkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ class DaemonOptions:
     tcp_port: int | None = None  # also listen on 127.0.0.1 (tests and benchmarks)
     approval_timeout: float = 30.0
     limits: ProxyLimits = field(default_factory=ProxyLimits)
+    audit_log: Path | None = None  # the workspace's hash-chained audit log: every decision goes there too
+    pinned_hosts: tuple[tuple[str, str], ...] = ()  # (name, address) the proxy never looks up
 
 
 def load_policy_file(*, path: Path) -> NetworkPolicy:
@@ -69,7 +75,10 @@ async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut everything down."""
     policy = load_policy_file(path=options.policy_file)
     sink = JsonlSink(path=options.log_file)
-    proxy = EgressProxy(policy=policy, limits=options.limits, decisions=DecisionLog(sink=sink),
+    audit = _AuditSink(path=options.audit_log) if options.audit_log else None
+    pinned = _pinned(options.pinned_hosts)
+    proxy = EgressProxy(policy=policy, limits=options.limits, pinned_hosts=pinned,
+                        decisions=DecisionLog(sink=_fan_out(sink, audit)),
                         approvals=ApprovalBroker(timeout=options.approval_timeout))
     proxy.add_policy_listener(listener=lambda new: save_policy_file(path=options.policy_file, policy=new))
     control = EgressControlServer(proxy=proxy)
@@ -84,6 +93,8 @@ async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
         await control.close()
         await proxy.close()
         sink.close()
+        if audit is not None:
+            audit.close()
         if options.pid_file is not None:
             with contextlib.suppress(OSError):
                 if options.pid_file.read_text().strip() == str(os.getpid()):
@@ -101,3 +112,39 @@ def run_daemon(*, options: DaemonOptions) -> None:
         await serve(options=options, stop=stop)
 
     asyncio.run(main())
+
+
+class _AuditSink:
+    """Appends each decision to the audit log on one worker thread: an append takes a file
+    lock and an fsync, which must not stall the event loop, and one thread keeps the order."""
+
+    def __init__(self, *, path: Path) -> None:
+        self._log = AuditLog(path=path)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+
+    def __call__(self, record: ConnectionRecord) -> None:
+        self._worker.submit(self._append, record)
+
+    def _append(self, record: ConnectionRecord) -> None:
+        try:
+            self._log.append(event="network.decision", details=record_to_json(record))
+        except AgentboxError as exc:  # the JSONL decision log still has it
+            log.error("cannot append to the audit log: %s", exc.message)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+
+
+def _fan_out(*sinks: Callable[[ConnectionRecord], None] | None) -> Callable[[ConnectionRecord], None]:
+    def write(record: ConnectionRecord) -> None:
+        for sink in sinks:
+            if sink is not None:
+                sink(record)
+    return write
+
+
+def _pinned(pairs: tuple[tuple[str, str], ...]) -> dict[str, IPAddress]:
+    try:
+        return {name: ipaddress.ip_address(address) for name, address in pairs}
+    except ValueError as exc:
+        raise InvalidInput(f"pinned host: {exc}", hint="use NAME=IP, e.g. web.test=127.0.0.1") from None

@@ -14,8 +14,8 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +28,7 @@ from agentbox.egress.request import ProxyRequest, RequestError, error_response, 
     read_request, response_head
 from agentbox.egress.sockets import BoundSocket, bind_unix_socket
 from agentbox.errors import EgressError
-from agentbox.model.network import AllowEntry, EntryKind, IPAddress, NetworkPolicy
+from agentbox.model.network import AllowEntry, EntryKind, IPAddress, NetworkPolicy, normalise_host
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,12 @@ class EgressProxy:
         limits: ProxyLimits = ProxyLimits(),
         decisions: DecisionLog | None = None,
         approvals: ApprovalBroker | None = None,
+        pinned_hosts: Mapping[str, IPAddress] | None = None,
     ) -> None:
         self._policy = policy
+        # Names the proxy never looks up: it takes them as this address (like /etc/hosts),
+        # so the policy judges the address, as for an IP literal. Logged as asked.
+        self._pinned = {normalise_host(host=name): address for name, address in (pinned_hosts or {}).items()}
         self._resolve = resolver
         self._connect = connector
         self.limits = limits
@@ -247,6 +251,9 @@ class EgressProxy:
             return None
         conn.host, conn.port = request.host, request.port
         conn.method = "CONNECT" if request.is_connect else "HTTP"
+        pinned = self._pinned.get(normalise_host(host=request.host))
+        if pinned is not None:
+            request = replace(request, host=str(pinned))
         try:
             addresses = await self._destinations(conn, request, may_hold=True)
             up_reader, conn.upstream = await self._open_upstream(conn, addresses)

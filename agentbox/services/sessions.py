@@ -123,12 +123,15 @@ class SessionService:
                 return None
             record = load_ready_record(ctx=ctx, name=name)
             now = ctx.clock()
-            ctx.records.files(name=name).session.unlink(missing_ok=True)
             if session.timer and session_id is None:
                 self._timer.disarm(handle=session.timer)
             outcome = None
-            if reset and record.reset_after_session:
-                outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)
+            try:
+                if reset and record.reset_after_session:
+                    outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)
+            finally:
+                # Only now: whoever sees the session gone also sees the workspace reset.
+                ctx.records.files(name=name).session.unlink(missing_ok=True)
             ended = SessionEnd(session=session, ended=_iso(now), reason=reason, reset=outcome,
                                duration_s=(now - datetime.fromisoformat(session.started)).total_seconds())
             ctx.audit(name=name).append(event="session.ended", details={

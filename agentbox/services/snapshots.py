@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from agentbox.backends.base import DomainState, SnapshotInfo
-from agentbox.errors import AgentboxError, BackendError, InvalidInput, NotFound
+from agentbox.errors import AgentboxError, BackendError, GuestError, HostKeyMismatch, InvalidInput, NotFound
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_label
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
@@ -189,18 +189,31 @@ class SnapshotService:
         """Clock and RNG; returns the guest's clock minus the host's, measured on return."""
         ctx = self._ctx
         target = ssh_target(record=record, files=ctx.records.files(name=record.name))
-        wait_for_guest(ctx=ctx, record=record, target=target, on_progress=lambda _: None, cancel=cancel)
         out, err = bytearray(), bytearray()
-        code = ctx.guest.run_command(target=target, argv=list(REFRESH_ARGV), stdin=refresh_input,
-                                     stdout=out.extend, stderr=err.extend, timeout_s=60, cancel=cancel)
+
+        def run() -> int:
+            out.clear()
+            err.clear()
+            return ctx.guest.run_command(target=target, argv=list(REFRESH_ARGV), stdin=refresh_input,
+                                         stdout=out.extend, stderr=err.extend, timeout_s=60, cancel=cancel)
+
+        try:
+            # A reverted guest's sshd is already listening: no separate readiness probe
+            # (each SSH handshake costs the TCG guest most of a second).
+            code = run()
+        except HostKeyMismatch:
+            raise
+        except GuestError:
+            wait_for_guest(ctx=ctx, record=record, target=target, on_progress=lambda _: None, cancel=cancel)
+            code = run()
         received = time.time()
         if code != 0:
             raise AgentboxError(f"could not set the clock and reseed the RNG of {record.name} (exit {code}): "
                                 f"{err.decode(errors='replace').strip()[-300:]}",
                                 hint="the workspace was reset; its clock may be behind until the next reset")
         try:
-            return float(out.decode().strip()) - received
-        except ValueError:
+            return float(out.decode().split()[-1]) - received
+        except (ValueError, IndexError):
             return float("nan")
 
     def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agentbox.bootstrap import Services, build_context, build_services
+from agentbox.errors import Busy
 from agentbox.config.paths import ROOT_ENV, SYSTEM_STORAGE_DIR, AppPaths
 from agentbox.model.progress import CancelToken, Progress
 from agentbox.services.create import CreateRequest, create_workspace
@@ -75,7 +77,15 @@ def cleanup_env(env: VmEnv) -> None:
     """Destroy whatever the session left (by our prefix only), then its storage."""
     services = env.services()
     for workspace in services.workspaces.list():
-        services.workspaces.destroy(name=workspace.name, on_progress=lambda _: None)
+        deadline = time.monotonic() + 120
+        while True:  # a session timer may still be resetting it
+            try:
+                services.workspaces.destroy(name=workspace.name, on_progress=lambda _: None)
+                break
+            except Busy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
     shutil.rmtree(env.storage, ignore_errors=True)
 
 
