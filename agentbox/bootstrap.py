@@ -11,8 +11,10 @@ from agentbox.config.settings import load_settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
 from agentbox.services.context import ServiceContext
+from agentbox.services.egress_runner import ProcessEgressRunner
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
+from agentbox.services.network import NetworkService
 from agentbox.services.sessions import SessionService
 from agentbox.session_timer import ProcessSessionTimer
 from agentbox.services.snapshots import SnapshotService
@@ -26,6 +28,7 @@ class Services:
     images: ImageService
     snapshots: SnapshotService
     sessions: SessionService
+    network: NetworkService
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -41,6 +44,7 @@ def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
         guest=SshGuestAccess(),
         fragments_dir=fragments_dir(),
         owner=owner,
+        egress=ProcessEgressRunner(settings=settings, paths=paths),
     )
 
 
@@ -51,4 +55,4 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots,
                               timer=ProcessSessionTimer(paths=ctx.paths))
     return Services(ctx=ctx, workspaces=workspaces, images=ImageService(ctx=ctx), snapshots=snapshots,
-                    sessions=sessions)
+                    sessions=sessions, network=NetworkService(ctx=ctx))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ from agentbox import __version__
 from agentbox.cli import commands
 from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.completion import add_completion_parser
+from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
@@ -23,10 +25,18 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def open_tui(args: argparse.Namespace) -> int:
+    # The entry point picks cli or tui (DESIGN.md §2: entry → cli | tui). Loaded by name and
+    # only here, so the CLI layer neither depends on Textual nor loads it for other commands.
+    return int(importlib.import_module("agentbox.tui.app").run_tui())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentbox", description="Disposable local VMs as safe workspaces for AI agents.")
     parser.add_argument("--version", action="version", version=f"agentbox {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("tui", help="open the full-screen interface (also: agentbox with no command)"
+                   ).set_defaults(handler=open_tui)
 
     create = sub.add_parser("create", help="create a workspace from a template and wait until it is ready")
     create.add_argument("name")
@@ -34,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--cpus", type=int, help="virtual CPUs")
     create.add_argument("--memory", type=int, metavar="MIB", help="memory in MiB")
     create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
+    create.add_argument("--network", choices=("off", "allowlist", "open"),
+                        help="network mode (default: the template's)")
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 
@@ -58,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_snapshot_parsers(sub)
     add_session_parsers(sub, _Parser)
+    add_net_parser(sub)
 
     ssh = sub.add_parser("ssh", help="open a shell (or run CMD) in a workspace with the system ssh")
     ssh.add_argument("name")
@@ -106,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if getattr(args, "handler", None) is None:
-        parser.print_help()
-        return 0
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            parser.print_help()  # a script or a pipe: no full-screen app
+            return 0
+        args.handler = open_tui
     try:
         return int(args.handler(args))
     except Cancelled as exc:

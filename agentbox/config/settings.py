@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -15,7 +16,8 @@ from agentbox.model.workspace import Accel
 DEFAULT_URI = "qemu:///system"
 URI_ENV = "AGENTBOX_LIBVIRT_URI"
 _KEYS = frozenset(
-    {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template"}
+    {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
+     "egress_hosts"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -29,6 +31,9 @@ class Settings:
     domain_prefix: str = "agentbox-"
     boot_timeout_s: int = 900  # a cold boot under TCG takes ~100 s; leave room for slow hosts
     default_template: str = "debian-12"
+    # Names the egress proxy takes as these addresses without looking them up (like
+    # /etc/hosts, for every workspace); the policy still judges the address.
+    egress_hosts: tuple[tuple[str, str], ...] = ()
 
 
 def is_system_uri(uri: str) -> bool:
@@ -57,6 +62,8 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
             values["boot_timeout_s"] = fields.integer("boot_timeout_s", default=900, minimum=10, maximum=7200)
         if fields.has("default_template"):
             values["default_template"] = fields.string("default_template")
+        if fields.has("egress_hosts"):
+            values["egress_hosts"] = _egress_hosts(fields)
     if env.get(URI_ENV):
         values["libvirt_uri"] = env[URI_ENV]
     uri = str(values.get("libvirt_uri", DEFAULT_URI))
@@ -82,3 +89,16 @@ def _absolute(fields: Fields, key: str) -> Path:
     if not path.is_absolute():
         raise fields.error(key, "must be an absolute path")
     return path
+
+
+def _egress_hosts(fields: Fields) -> tuple[tuple[str, str], ...]:
+    names = fields.sub("egress_hosts", allowed=frozenset(fields.value.get("egress_hosts") or {}))
+    pairs = []
+    for name in names.value:
+        address = names.string(name)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise names.error(name, f"{address!r} is not an IP address", hint="e.g. web.test: 127.0.0.1") from None
+        pairs.append((str(name).lower().rstrip("."), address))
+    return tuple(pairs)

@@ -238,6 +238,14 @@ def _exec(
         channel.close()
 
 
+def connect(*, target: SshTarget, timeout_s: float) -> paramiko.SSHClient:
+    """An authenticated client with the pinned host key; GuestError if it cannot be had."""
+    try:
+        return _connect(target=target, timeout_s=timeout_s)
+    except _SSH_ERRORS as exc:
+        raise _translate(exc, target=target).error from None
+
+
 def _connect(*, target: SshTarget, timeout_s: float) -> paramiko.SSHClient:
     pkey = _load_client_key(target.private_key)
     client = paramiko.SSHClient()

@@ -13,6 +13,7 @@ from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.config.templates import TemplateCatalogue
 from agentbox.images.store import ImageStore
+from agentbox.services.egress_runner import EgressRunner
 from agentbox.services.guest import GuestAccess
 from agentbox.services.records import RecordStore
 
@@ -27,6 +28,7 @@ class ServiceContext:
     guest: GuestAccess
     fragments_dir: Path
     owner: str  # this installation's tag in libvirt metadata
+    egress: EgressRunner  # the egress proxy and forward processes of running workspaces
     clock: Callable[[], datetime] = utc_now
 
     @property

@@ -16,6 +16,7 @@ from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, D
 from agentbox.errors import AgentboxError, AlreadyExists, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_workspace_name
+from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
@@ -23,10 +24,11 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.services.locks import workspace_lock
 from agentbox.services.records import Phase, WorkspaceRecord
+from agentbox.services.network import NetworkService
 from agentbox.services.snapshots import SnapshotService
 from agentbox.services.ssh_access import ssh_target, write_workspace_ssh_files
 
-STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "done")
+STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "network", "done")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class CreateRequest:
     vcpus: int | None = None
     memory_mib: int | None = None
     disk_gib: int | None = None
+    network: str | None = None  # off | allowlist | open; default: the template's
 
 
 class _Undo:
@@ -73,6 +76,7 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
     name = validate_workspace_name(request.name)
     template = ctx.catalogue.get(name=request.template or ctx.settings.default_template)
     resources = resolve_resources(template=template, request=request)
+    policy = NetworkService.template_policy(template=template, mode=request.network)  # refuses bad modes early
     with workspace_lock(paths=ctx.paths, name=name):
         _refuse_existing(ctx=ctx, name=name)
         report = _Reporter(on_progress)
@@ -81,7 +85,7 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         undo = _Undo()
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
-                          report=report, cancel=cancel, undo=undo)
+                          policy=policy, report=report, cancel=cancel, undo=undo)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()
@@ -89,7 +93,7 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
 
 
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
-           report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+           policy: NetworkPolicy, report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -102,6 +106,8 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     )
     undo.push(lambda: ctx.records.remove(name=name))
     ctx.records.save(record=record)
+    network = NetworkService(ctx=ctx)
+    network.write_policy(name=name, policy=policy)
     audit = ctx.audit(name=name)
     audit.append(event="create.started", details={"template": template.name, "image": image.image_id})
 
@@ -159,13 +165,18 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     report.step("clean", "saving the clean state")
     record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
+    # Only after the snapshot: a clean state must not hold a live forward (see network.py).
+    report.step("network", f"egress proxy and forward (network {policy.mode.value})")
+    undo.push(lambda: network.stop_processes(name=name))
+    ctx.egress.ensure_running(record=record, files=files)
     record = replace(record, phase=Phase.READY)
     ctx.records.save(record=record)
     audit.append(event="created", details={"template": template.name, "image": image.image_id,
                                            "ssh_port": record.ssh_port, "vcpus": resources.vcpus,
                                            "memory_mib": resources.memory_mib, "disk_gib": resources.disk_gib,
                                            "clean_snapshot": record.clean_snapshot,
-                                           "clean_fallback": record.clean_fallback})
+                                           "clean_fallback": record.clean_fallback,
+                                           "network": policy.mode.value, "allowlist": list(policy.render())})
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
 

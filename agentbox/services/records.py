@@ -71,6 +71,20 @@ class WorkspaceFiles:
         return self.directory / "ssh_config"
 
     @property
+    def policy(self) -> Path:
+        """The network policy; the egress proxy rewrites it when it changes live."""
+        return self.directory / "policy.json"
+
+    @property
+    def egress_dir(self) -> Path:
+        # Short names: a Unix socket path must stay under 108 bytes.
+        return self.directory / "net"
+
+    @property
+    def net_log(self) -> Path:
+        return self.directory / "net.jsonl"
+
+    @property
     def session(self) -> Path:
         return self.directory / "session.json"
 

@@ -10,7 +10,8 @@ reset recreates the overlay disk and cold boots instead, and says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -94,7 +95,8 @@ class SnapshotService:
             if info is None or info.state is not DomainState.RUNNING:
                 raise InvalidInput(f"workspace {name!r} must be running to save its state as the clean one",
                                    hint=f"agentbox start {name}")
-            updated = self.take_clean(record=record, on_progress=on_progress)
+            with self._without_forward(record=record, running=True):
+                updated = self.take_clean(record=record, on_progress=on_progress)
             if updated.clean_snapshot and record.clean_snapshot:
                 ctx.backend.delete_snapshot(name=record.domain, snapshot=record.clean_snapshot)
             ctx.records.save(record=updated)
@@ -153,6 +155,8 @@ class SnapshotService:
                                  index=3, total=4))
             skew = self._refresh(record=record, cancel=cancel)
             self._run_hooks(record=record, on_progress=on_progress)
+        else:
+            self._ctx.egress.stop(files=self._ctx.records.files(name=record.name))
         return RestoreOutcome(name=record.name, target=target, path=RestorePath.SNAPSHOT, reason="",
                               duration_s=time.monotonic() - started, running=running, clock_skew_s=skew)
 
@@ -217,6 +221,8 @@ class SnapshotService:
             return float("nan")
 
     def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> None:
+        # The forward reconnects by itself after a revert; this also revives dead helpers.
+        self._ctx.egress.ensure_running(record=record, files=self._ctx.records.files(name=record.name))
         for hook in self._hooks:
             hook(record)
         on_progress(Progress(step="ready", detail=f"{record.name} is back", index=4, total=4))
@@ -233,8 +239,9 @@ class SnapshotService:
             if running and not ctx.backend.capabilities.ram_snapshots:
                 raise InvalidInput("this backend cannot save a running guest's RAM",
                                    hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
-            snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
-                                               description=f"agentbox checkpoint {label} of {name}")
+            with self._without_forward(record=record, running=running):
+                snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
+                                                   description=f"agentbox checkpoint {label} of {name}")
             ctx.audit(name=name).append(event="checkpoint", details={"label": label, "with_memory": snap.with_memory})
             return _as_checkpoint(snap)
 
@@ -251,6 +258,19 @@ class SnapshotService:
             self._require_checkpoint(record=record, label=label)
             ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
             ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label})
+
+    @contextmanager
+    def _without_forward(self, *, record: WorkspaceRecord, running: bool) -> Iterator[None]:
+        """A RAM snapshot must not hold a live SSH forward: the restored guest would keep a
+        dead session bound to its port 3128, and no new forward could listen there."""
+        files = self._ctx.records.files(name=record.name)
+        if running:
+            self._ctx.egress.stop(files=files, forward_only=True)
+        try:
+            yield
+        finally:
+            if running:
+                self._ctx.egress.ensure_running(record=record, files=files)
 
     def _require_checkpoint(self, *, record: WorkspaceRecord, label: str) -> None:
         names = {s.name for s in self._ctx.backend.list_snapshots(name=record.domain)}

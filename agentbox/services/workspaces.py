@@ -98,6 +98,8 @@ class WorkspaceService:
             on_progress(Progress(step="ssh", detail="waiting for SSH (pinned host key)", index=2, total=2))
             target = ssh_target(record=record, files=ctx.records.files(name=name))
             wait_for_guest(ctx=ctx, record=record, target=target, on_progress=on_progress, cancel=cancel)
+            on_progress(Progress(step="network", detail="egress proxy and forward", index=2, total=2))
+            ctx.egress.ensure_running(record=record, files=ctx.records.files(name=name))
         return self.get(name=name)
 
     def stop(self, *, name: str, force: bool, on_progress: ProgressCallback, cancel: CancelToken,
@@ -108,6 +110,7 @@ class WorkspaceService:
             info = ctx.backend.get(name=record.domain)
             if info is None or info.state is DomainState.STOPPED:
                 raise InvalidInput(f"workspace {name!r} is not running")
+            ctx.egress.stop(files=ctx.records.files(name=name))  # no egress from a guest going down
             how = "forced"
             if not force:
                 on_progress(Progress(step="shutdown", detail=f"asking {name} to shut down", index=1, total=2))
@@ -149,6 +152,7 @@ class WorkspaceService:
             info = ctx.backend.get(name=domain)
             if info is None and name not in ctx.records.names():
                 raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
+            ctx.egress.stop(files=ctx.records.files(name=name))
             if info is not None:
                 on_progress(Progress(step="domain", detail=f"removing VM {domain}", index=1, total=3))
                 ctx.backend.destroy(name=domain)

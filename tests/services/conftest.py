@@ -15,7 +15,12 @@ from agentbox.backends.fake import FakeBackend
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
-from agentbox.errors import GuestError
+from agentbox.egress.client import PolicyChange
+from agentbox.egress.daemon import save_policy_file
+from agentbox.errors import EgressError, GuestError
+from agentbox.model.network import NetworkPolicy
+from agentbox.services.egress_runner import EgressHealth
+from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.images.store import ImageStore
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.provision.refresh import REFRESH_ARGV
@@ -64,12 +69,43 @@ class ScriptedGuest:
 
 
 @dataclass
+class RecordingEgress:
+    """Stands in for the proxy and forward processes (the vm tests run the real ones)."""
+
+    running: set[str] = field(default_factory=set)  # workspace names with live helpers
+    forward_stopped: list[str] = field(default_factory=list)
+    policies: list[NetworkPolicy] = field(default_factory=list)
+    fail_start: bool = False
+
+    def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
+        if self.fail_start:
+            raise EgressError("the egress proxy did not come up (injected)")
+        self.running.add(record.name)
+
+    def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
+        if forward_only:
+            self.forward_stopped.append(files.directory.name)
+        else:
+            self.running.discard(files.directory.name)
+
+    def health(self, *, files: WorkspaceFiles) -> EgressHealth:
+        up = files.directory.name in self.running
+        return EgressHealth(proxy_running=up, forward_connected=up)
+
+    def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
+        self.policies.append(policy)
+        save_policy_file(path=files.policy, policy=policy)  # as the real proxy does
+        return PolicyChange(policy=policy, cut=1 if policy.mode.value == "off" else 0)
+
+
+@dataclass
 class World:
     ctx: ServiceContext
     backend: FakeBackend
     guest: ScriptedGuest
     progress: list[Progress]
     storage: Path
+    egress: RecordingEgress
 
     def leftovers(self) -> list[Path]:
         found = [p for p in (self.storage / "workspaces").rglob("*")] if (self.storage / "workspaces").exists() else []
@@ -91,9 +127,10 @@ def world(tmp_path: Path) -> World:
                         default_template="tiny", boot_timeout_s=30)
     backend = FakeBackend(owner="test-owner")
     guest = ScriptedGuest()
+    egress = RecordingEgress()
     progress: list[Progress] = []
     ctx = ServiceContext(paths=paths, settings=settings, backend=backend,
                          catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(), user_dir=paths.user_templates_dir),
                          images=ImageStore(image_dir=settings.image_dir), guest=guest,
-                         fragments_dir=fragments_dir(), owner="test-owner")
-    return World(ctx=ctx, backend=backend, guest=guest, progress=progress, storage=storage)
+                         fragments_dir=fragments_dir(), owner="test-owner", egress=egress)
+    return World(ctx=ctx, backend=backend, guest=guest, progress=progress, storage=storage, egress=egress)

@@ -25,6 +25,7 @@ from agentbox.services.create import CreateRequest, create_workspace
 
 TEST_STORAGE_ROOT = Path("/var/lib/libvirt/images/agentbox-tests")
 SHARED_IMAGE_DIR = SYSTEM_STORAGE_DIR / "images"  # the cache, keyed by recipe hash
+EGRESS_TEST_HOST = "web.agentbox.test"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +54,9 @@ class VmEnv:
             f"image_dir: {SHARED_IMAGE_DIR}\n"
             f"domain_prefix: {prefix}\n"
             f"boot_timeout_s: {boot_timeout_s}\n"
+            # The egress tests' servers listen on the host's 127.0.0.1; the guest asks for them
+            # by this name (its own 127.0.0.1 bypasses the proxy through no_proxy).
+            f"egress_hosts:\n  {EGRESS_TEST_HOST}: 127.0.0.1\n"
         )
 
     def services(self) -> Services:

@@ -1,0 +1,164 @@
+"""A workspace's network: its policy, its egress proxy and the SSH forward into the guest.
+
+Both helper processes run while the workspace runs: started after create, start and every
+reset, stopped with the workspace, and restarted by the next command that finds them dead.
+While either is down the guest has no egress at all (fail closed). A policy change goes to
+the live proxy (it applies to the next connection and cuts tunnels the new policy forbids)
+or, while the proxy is down, straight to the policy file it will start from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agentbox.backends.base import DomainState
+from agentbox.egress.daemon import load_policy_file, save_policy_file
+from agentbox.egress.records import ConnectionRecord
+from agentbox.egress.wire import record_from_json
+from agentbox.errors import EgressError, InvalidInput
+from agentbox.model.network import NetworkMode, NetworkPolicy, parse_allow_entry, parse_policy
+from agentbox.model.progress import CancelToken
+from agentbox.model.template import Template
+from agentbox.services.context import ServiceContext
+from agentbox.services.lookup import load_ready_record
+from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
+
+
+
+@dataclass(frozen=True)
+class NetworkStatus:
+    name: str
+    mode: NetworkMode
+    allowlist: tuple[str, ...]
+    proxy_running: bool
+    forward_connected: bool
+    egress: str  # in plain words: what the guest can reach right now, and why
+
+
+@dataclass(frozen=True)
+class PolicyUpdate:
+    policy: NetworkPolicy
+    live: bool  # applied to the running proxy (else only to the file it starts from)
+    cut: int  # open connections the change closed
+
+
+class NetworkService:
+    def __init__(self, *, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    # -- policy ---------------------------------------------------------------------------
+
+    @staticmethod
+    def template_policy(*, template: Template, mode: str | None) -> NetworkPolicy:
+        return parse_policy(mode=mode or template.policy.network.value, allowlist=template.policy.allowlist)
+
+    def write_policy(self, *, name: str, policy: NetworkPolicy) -> None:
+        files = self._files(name)
+        files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        save_policy_file(path=files.policy, policy=policy)
+
+    def policy(self, *, name: str) -> NetworkPolicy:
+        return load_policy_file(path=self._files(name).policy)
+
+    def set_mode(self, *, name: str, mode: str) -> PolicyUpdate:
+        current = self.policy(name=name)
+        return self._apply(name=name, policy=parse_policy(mode=mode, allowlist=current.render()))
+
+    def allow(self, *, name: str, entry: str) -> PolicyUpdate:
+        current = self.policy(name=name)
+        return self._apply(name=name, policy=current.with_entry(entry=parse_allow_entry(text=entry)))
+
+    def deny(self, *, name: str, entry: str) -> PolicyUpdate:
+        current = self.policy(name=name)
+        wanted = parse_allow_entry(text=entry).render()
+        kept = tuple(e for e in current.allowlist if e.render() != wanted)
+        if len(kept) == len(current.allowlist):
+            raise InvalidInput(f"{wanted} is not on the allowlist of {name!r}",
+                               hint=f"agentbox net show {name} lists it")
+        return self._apply(name=name, policy=NetworkPolicy(mode=current.mode, allowlist=kept))
+
+    def _apply(self, *, name: str, policy: NetworkPolicy) -> PolicyUpdate:
+        record = load_ready_record(ctx=self._ctx, name=name)
+        files = self._files(name)
+        live, cut = False, 0
+        if self._running(record):
+            self.ensure_running(record=record)
+            change = self._ctx.egress.set_policy(files=files, policy=policy)  # the proxy persists it
+            live, cut, policy = True, change.cut, change.policy
+        else:
+            save_policy_file(path=files.policy, policy=policy)
+        self._ctx.audit(name=name).append(event="network.policy", details={
+            "mode": policy.mode.value, "allowlist": list(policy.render()), "live": live, "cut": cut})
+        return PolicyUpdate(policy=policy, live=live, cut=cut)
+
+    # -- helper processes -------------------------------------------------------------------
+
+    def ensure_running(self, *, record: WorkspaceRecord) -> None:
+        self._ctx.egress.ensure_running(record=record, files=self._files(record.name))
+
+    def stop_processes(self, *, name: str) -> None:
+        self._ctx.egress.stop(files=self._files(name))
+
+    def stop_forward(self, *, name: str) -> None:
+        """Before a snapshot: it must not hold a live forward, or the restored guest keeps a
+        dead session bound to port 3128 and a new forward cannot listen there."""
+        self._ctx.egress.stop(files=self._files(name), forward_only=True)
+
+    # -- looking -------------------------------------------------------------------------
+
+    def show(self, *, name: str) -> NetworkStatus:
+        """The policy and whether egress works; restarts dead helpers of a running workspace."""
+        record = load_ready_record(ctx=self._ctx, name=name)
+        policy = self.policy(name=name)
+        running = self._running(record)
+        problem = ""
+        if running:
+            try:
+                self.ensure_running(record=record)
+            except EgressError as exc:
+                problem = exc.message
+        health = self._ctx.egress.health(files=self._files(name))
+        proxy, forward = health.proxy_running, health.forward_connected
+        if not running:
+            words = "none: the workspace is not running"
+        elif not (proxy and forward):
+            words = "none (fail closed): " + (problem or ("the egress proxy is down" if not proxy
+                                                          else "the SSH forward is down"))
+        else:
+            words = {NetworkMode.OFF: "none: network mode is off",
+                     NetworkMode.ALLOWLIST: "only the allowlist, through the egress proxy",
+                     NetworkMode.OPEN: "any public address, through the egress proxy"}[policy.mode]
+        return NetworkStatus(name=name, mode=policy.mode, allowlist=policy.render(), proxy_running=proxy,
+                             forward_connected=forward, egress=words)
+
+    def records(self, *, name: str, follow: bool = False,
+                cancel: CancelToken | None = None) -> Iterator[ConnectionRecord]:
+        """The proxy's decisions, oldest first; with `follow`, then new ones as they come."""
+        load_ready_record(ctx=self._ctx, name=name)
+        path = self._files(name).net_log
+        offset = 0
+        cancel = cancel or CancelToken()
+        while True:
+            try:
+                with path.open("rb") as log:
+                    log.seek(offset)
+                    for line in log:
+                        if not line.endswith(b"\n"):
+                            break  # being written: read it whole next time
+                        offset += len(line)
+                        yield record_from_json(json.loads(line))
+            except FileNotFoundError:
+                pass
+            if not follow:
+                return
+            cancel.wait(0.5)
+
+    def _running(self, record: WorkspaceRecord) -> bool:
+        info = self._ctx.backend.get(name=record.domain)
+        return info is not None and info.state is DomainState.RUNNING
+
+    def _files(self, name: str) -> WorkspaceFiles:
+        return self._ctx.records.files(name=name)
+
