@@ -15,6 +15,8 @@ from agentbox.services.egress_runner import ProcessEgressRunner
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
+from agentbox.services.outbox import OutboxService
+from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
 from agentbox.session_timer import ProcessSessionTimer
 from agentbox.services.snapshots import SnapshotService
@@ -29,6 +31,8 @@ class Services:
     snapshots: SnapshotService
     sessions: SessionService
     network: NetworkService
+    shares: ShareService
+    outbox: OutboxService
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -55,4 +59,5 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots,
                               timer=ProcessSessionTimer(paths=ctx.paths))
     return Services(ctx=ctx, workspaces=workspaces, images=ImageService(ctx=ctx), snapshots=snapshots,
-                    sessions=sessions, network=NetworkService(ctx=ctx))
+                    sessions=sessions, network=NetworkService(ctx=ctx), shares=ShareService(ctx=ctx),
+                    outbox=OutboxService(ctx=ctx))

@@ -34,6 +34,7 @@ class Capabilities:
     hotplug: bool
     accel: Accel  # the accelerator new domains will use (never AUTO here)
     uri: str
+    libvirt_version: int = 0  # e.g. 9000000; 0 when unknown
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,17 @@ class DiskSpec:
     format: str  # "qcow2" | "raw"
     readonly: bool = False
     serial: str = ""
+
+
+@dataclass(frozen=True)
+class FilesystemSpec:
+    """A host folder exported into the guest (virtiofs or 9p), attached to a running VM."""
+
+    tag: str  # the guest mounts it by this name
+    source: Path
+    driver: str  # "virtiofs" | "9p"
+    readonly: bool  # the hypervisor enforces read-only (virtiofs on libvirt >= 11, or 9p)
+    virtiofsd: str = ""  # the daemon's path, for virtiofs
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,20 @@ class Backend(Protocol):
 
     def delete_snapshot(self, *, name: str, snapshot: str) -> None:
         """NotFound if it is missing."""
+
+    def attach_filesystem(self, *, name: str, fs: FilesystemSpec) -> None:
+        """Hot-plug into the running domain only: gone when QEMU restarts (revert, start)."""
+
+    def detach_filesystem(self, *, name: str, tag: str) -> None:
+        """NotFound if no such filesystem is attached."""
+
+    def attach_disk(self, *, name: str, disk: DiskSpec) -> None:
+        """Hot-plug a disk (identified by its serial) into the running domain only."""
+
+    def detach_disk(self, *, name: str, serial: str) -> None: ...
+
+    def attached(self, *, name: str) -> tuple[frozenset[str], frozenset[str]]:
+        """Live filesystem tags and disk serials of the running domain."""
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         """A new qcow2 disk at `path` whose reads fall through to `backing` (never written)."""

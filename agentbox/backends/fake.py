@@ -20,7 +20,9 @@ from agentbox.backends.base import (
     DomainInfo,
     DomainMetadata,
     DomainSpec,
+    DiskSpec,
     DomainState,
+    FilesystemSpec,
     SnapshotInfo,
     check_domain_spec,
     check_overlay_args,
@@ -38,6 +40,14 @@ class _Domain:
     metadata: DomainMetadata | None  # None: not made by agentbox at all
     spec: DomainSpec | None  # None for foreign domains
     snapshots: dict[str, SnapshotInfo] = field(default_factory=dict)
+    filesystems: dict[str, FilesystemSpec] = field(default_factory=dict)  # live only, by tag
+    disks: dict[str, DiskSpec] = field(default_factory=dict)  # live only, by serial
+
+    def power_cycle(self, state: DomainState) -> None:
+        """A new QEMU (or none): hot-plugged devices are gone, as on libvirt."""
+        self.state = state
+        self.filesystems.clear()
+        self.disks.clear()
 
 
 class FakeBackend:
@@ -109,7 +119,7 @@ class FakeBackend:
             domain = self._ours(name, action="start")
             if domain.state in _ACTIVE:
                 raise BackendError(f"start domain {name!r}: domain is already running")
-            domain.state = DomainState.RUNNING
+            domain.power_cycle(DomainState.RUNNING)
 
     def shutdown(self, *, name: str) -> None:
         self._enter("shutdown", name)
@@ -123,7 +133,7 @@ class FakeBackend:
     def destroy(self, *, name: str) -> None:
         self._enter("destroy", name)
         with self._lock:
-            self._ours(name, action="destroy").state = DomainState.STOPPED
+            self._ours(name, action="destroy").power_cycle(DomainState.STOPPED)
 
     def undefine(self, *, name: str) -> None:
         self._enter("undefine", name)
@@ -153,6 +163,8 @@ class FakeBackend:
             running = domain.state in _ACTIVE
             if running and not self._capabilities.ram_snapshots:
                 raise BackendError(f"snapshot domain {name!r}: this backend cannot save a running guest's RAM")
+            if running and any(fs.driver == "virtiofs" for fs in domain.filesystems.values()):
+                raise BackendError(f"snapshot domain {name!r}: migration is disallowed by a non-migratable device")
             info = SnapshotInfo(name=snapshot, created=datetime.now(UTC).isoformat(timespec="seconds"),
                                 with_memory=running, description=description)
             domain.snapshots[snapshot] = info
@@ -164,7 +176,7 @@ class FakeBackend:
             domain = self._ours(name, action="revert")
             if snapshot not in domain.snapshots:
                 raise NotFound(f"domain {name!r} has no snapshot {snapshot!r}")
-            domain.state = DomainState.RUNNING if domain.snapshots[snapshot].with_memory else DomainState.STOPPED
+            domain.power_cycle(DomainState.RUNNING if domain.snapshots[snapshot].with_memory else DomainState.STOPPED)
 
     def list_snapshots(self, *, name: str) -> tuple[SnapshotInfo, ...]:
         self._enter("list_snapshots", name)
@@ -177,6 +189,48 @@ class FakeBackend:
             domain = self._ours(name, action="delete a snapshot of")
             if domain.snapshots.pop(snapshot, None) is None:
                 raise NotFound(f"domain {name!r} has no snapshot {snapshot!r}")
+
+    def attach_filesystem(self, *, name: str, fs: FilesystemSpec) -> None:
+        self._enter("attach_filesystem", name)
+        with self._lock:
+            domain = self._running(name, action=f"attach share {fs.tag!r}")
+            if fs.tag in domain.filesystems:
+                raise AlreadyExists(f"a share {fs.tag!r} is already attached to {name!r}")
+            domain.filesystems[fs.tag] = fs
+
+    def detach_filesystem(self, *, name: str, tag: str) -> None:
+        self._enter("detach_filesystem", name)
+        with self._lock:
+            if self._ours(name, action="detach a share from").filesystems.pop(tag, None) is None:
+                raise NotFound(f"no share {tag!r} is attached to {name!r}")
+
+    def attach_disk(self, *, name: str, disk: DiskSpec) -> None:
+        self._enter("attach_disk", name)
+        with self._lock:
+            domain = self._running(name, action=f"attach disk {disk.serial!r}")
+            domain.disks[disk.serial] = disk
+
+    def detach_disk(self, *, name: str, serial: str) -> None:
+        self._enter("detach_disk", name)
+        with self._lock:
+            if self._ours(name, action="detach a disk from").disks.pop(serial, None) is None:
+                raise NotFound(f"no disk {serial!r} is attached to {name!r}")
+
+    def attached(self, *, name: str) -> tuple[frozenset[str], frozenset[str]]:
+        with self._lock:
+            domain = self._ours(name, action="list the devices of")
+            return frozenset(domain.filesystems), frozenset(domain.disks)
+
+    def attached_filesystem(self, name: str, tag: str) -> FilesystemSpec:
+        """Test helper: the spec a share was attached with."""
+        with self._lock:
+            return self._ours(name, action="read").filesystems[tag]
+
+    def _running(self, name: str, *, action: str) -> _Domain:
+        domain = self._ours(name, action=action)
+        if domain.state not in _ACTIVE:
+            raise BackendError(f"cannot {action}: domain {name!r} is not running")
+        return domain
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         self._enter("create_overlay", str(path))

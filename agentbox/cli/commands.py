@@ -29,7 +29,8 @@ def create(args: argparse.Namespace) -> int:
     record = create_workspace(
         ctx=services.ctx,
         request=CreateRequest(name=args.name, template=args.template, vcpus=args.cpus,
-                              memory_mib=args.memory, disk_gib=args.disk, network=args.network),
+                              memory_mib=args.memory, disk_gib=args.disk, network=args.network,
+                              shares=tuple(args.share)),
         on_progress=ProgressPrinter(), cancel=CancelToken())
     workspace = services.workspaces.get(name=record.name)
     if args.json:

@@ -12,6 +12,7 @@ from agentbox.cli import commands
 from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
+from agentbox.cli.share_commands import add_share_parsers
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
     create.add_argument("--network", choices=("off", "allowlist", "open"),
                         help="network mode (default: the template's)")
+    create.add_argument("--share", action="append", default=[], metavar="DIR[:TAG]",
+                        help="share DIR read-only at /mnt/shares/TAG (repeatable)")
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 
@@ -71,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_snapshot_parsers(sub)
     add_session_parsers(sub, _Parser)
     add_net_parser(sub)
+    add_share_parsers(sub, _Parser)
 
     ssh = sub.add_parser("ssh", help="open a shell (or run CMD) in a workspace with the system ssh")
     ssh.add_argument("name")

@@ -25,10 +25,14 @@ from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.services.locks import workspace_lock
 from agentbox.services.records import Phase, WorkspaceRecord
 from agentbox.services.network import NetworkService
+from agentbox.services.share_paths import default_tag, parse_share_spec, validate_share_source, validate_tag
+from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
+from agentbox.services.storage import remove_storage
 from agentbox.services.ssh_access import ssh_target, write_workspace_ssh_files
 
-STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "network", "done")
+STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "network", "shares",
+         "done")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class CreateRequest:
     memory_mib: int | None = None
     disk_gib: int | None = None
     network: str | None = None  # off | allowlist | open; default: the template's
+    shares: tuple[str, ...] = ()  # "DIR[:TAG]", shared read-only
 
 
 class _Undo:
@@ -77,6 +82,11 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
     template = ctx.catalogue.get(name=request.template or ctx.settings.default_template)
     resources = resolve_resources(template=template, request=request)
     policy = NetworkService.template_policy(template=template, mode=request.network)  # refuses bad modes early
+    share_specs = [parse_share_spec(spec) for spec in request.shares]
+    for source, tag in share_specs:  # refuse bad folders and tags before anything is made
+        path = validate_share_source(source=source, home=Path.home(),
+                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+        validate_tag(tag or default_tag(path))
     with workspace_lock(paths=ctx.paths, name=name):
         _refuse_existing(ctx=ctx, name=name)
         report = _Reporter(on_progress)
@@ -85,7 +95,7 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         undo = _Undo()
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
-                          policy=policy, report=report, cancel=cancel, undo=undo)
+                          policy=policy, share_specs=share_specs, report=report, cancel=cancel, undo=undo)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()
@@ -93,7 +103,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
 
 
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
-           policy: NetworkPolicy, report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+           policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], report: _Reporter,
+           cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -119,7 +130,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     cancel.raise_if_cancelled()
     report.step("disk", f"{resources.disk_gib} GiB overlay on {image.image_id}")
-    undo.push(lambda: _remove_storage(ctx=ctx, storage=storage))
+    undo.push(lambda: remove_storage(ctx=ctx, storage=storage))
     storage.mkdir(parents=True, exist_ok=True, mode=0o711)
     storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
     disk = storage / "disk.qcow2"
@@ -169,6 +180,12 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     report.step("network", f"egress proxy and forward (network {policy.mode.value})")
     undo.push(lambda: network.stop_processes(name=name))
     ctx.egress.ensure_running(record=record, files=files)
+    report.step("shares", f"outbox and {len(share_specs)} read-only share(s)")
+    shares = ShareService(ctx=ctx)
+    undo.push(lambda: shares.release_all(record=record, remove_outbox=True))
+    shares.attach_all(record=record)
+    for source, tag in share_specs:
+        shares.add_locked(record=record, source=source, tag=tag)
     record = replace(record, phase=Phase.READY)
     ctx.records.save(record=record)
     audit.append(event="created", details={"template": template.name, "image": image.image_id,
@@ -204,13 +221,6 @@ def _free_port(*, ctx: ServiceContext) -> int:
         if port not in taken:
             return port
     raise AgentboxError("could not find a free port on 127.0.0.1 for SSH")
-
-
-def _remove_storage(*, ctx: ServiceContext, storage: Path) -> None:
-    for path in sorted(storage.glob("*")) if storage.is_dir() else ():
-        ctx.backend.delete_volume(path=path)
-    if storage.is_dir():
-        storage.rmdir()
 
 
 def _short(exc: BaseException) -> str:

@@ -11,10 +11,11 @@ from pathlib import Path
 from agentbox.backends.accel import detect_accel, resolve_accel
 from agentbox.errors import AgentboxError
 from agentbox.model.workspace import Accel
+from agentbox.backends.base import DomainState
 from agentbox.services.context import ServiceContext
+from agentbox.services.shares import ShareService
 
 MIN_FREE_GIB = 5
-VIRTIOFSD_PATHS = (Path("/usr/libexec/virtiofsd"), Path("/usr/lib/qemu/virtiofsd"))
 
 
 class CheckStatus(StrEnum):
@@ -43,9 +44,9 @@ class DoctorReport:
 def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
     return DoctorReport(checks=(
         _libvirt(ctx), _accel(ctx), _tool("qemu-img", "qemu-utils", required=True),
-        _tool("qemu-system-x86_64", "qemu-system-x86", required=True), _virtiofsd(),
+        _tool("qemu-system-x86_64", "qemu-system-x86", required=True), _shares(ctx), _egress(ctx),
         _tool("debootstrap", "debootstrap", required=False, why="builds the debian-12 image"),
-        _tool("mkfs.ext4", "e2fsprogs", required=False, why="builds the debian-12 image"),
+        _tool("mkfs.ext4", "e2fsprogs", required=False, why="builds the debian-12 image and copy shares"),
         _tool("ssh", "openssh-client", required=True), _build_privilege(),
         _writable("data dir", ctx.paths.data_dir), _writable("storage dir", ctx.settings.storage_dir),
         _writable("image dir", ctx.settings.image_dir), _free_space(ctx.settings.storage_dir),
@@ -83,12 +84,33 @@ def _tool(program: str, package: str, *, required: bool, why: str = "") -> Check
                  f"sudo apt-get install {package}")
 
 
-def _virtiofsd() -> Check:
-    for path in VIRTIOFSD_PATHS:
-        if path.exists():
-            return Check("virtiofsd", CheckStatus.OK, str(path))
-    return Check("virtiofsd", CheckStatus.WARN, "virtiofsd not found (needed for live folder shares)",
-                 "sudo apt-get install virtiofsd (or qemu-system-common on Debian 12)")
+def _shares(ctx: ServiceContext) -> Check:
+    try:
+        choices = ShareService(ctx=ctx).mechanisms()
+    except AgentboxError as exc:
+        return Check("shares", CheckStatus.WARN, f"cannot probe: {exc.message}", exc.hint or "")
+    usable = [c for c in choices if c.available]
+    others = "; ".join(f"{c.mechanism.value}: {c.reason}" for c in choices if not c.available)
+    if not usable:
+        return Check("shares", CheckStatus.WARN, f"no folder can be shared read-only here ({others})",
+                     "sudo apt-get install e2fsprogs qemu-system-common (virtiofsd), and run as root for live shares")
+    best = usable[0]
+    detail = f"read-only shares use {best.mechanism.value} ({best.reason})" + (f"; not here: {others}" if others else "")
+    return Check("shares", CheckStatus.OK, detail)
+
+
+def _egress(ctx: ServiceContext) -> Check:
+    try:
+        running = [i for i in ctx.backend.list_domains() if i.state is DomainState.RUNNING]
+    except AgentboxError as exc:
+        return Check("egress", CheckStatus.WARN, f"cannot list workspaces: {exc.message}")
+    down = [i.metadata.workspace for i in running
+            if not ctx.egress.health(files=ctx.records.files(name=i.metadata.workspace)).forward_connected]
+    if down:
+        return Check("egress", CheckStatus.WARN,
+                     f"no egress (fail closed) in: {', '.join(down)}: its proxy or forward is down",
+                     f"agentbox net show {down[0]} restarts them")
+    return Check("egress", CheckStatus.OK, f"proxy and forward up for {len(running)} running workspace(s)")
 
 
 def _build_privilege() -> Check:

@@ -76,6 +76,10 @@ class WorkspaceFiles:
         return self.directory / "policy.json"
 
     @property
+    def shares(self) -> Path:
+        return self.directory / "shares.json"
+
+    @property
     def egress_dir(self) -> Path:
         # Short names: a Unix socket path must stay under 108 bytes.
         return self.directory / "net"

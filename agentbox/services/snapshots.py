@@ -27,6 +27,7 @@ from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.services.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.records import WorkspaceRecord
+from agentbox.services.shares import ShareService
 from agentbox.services.ssh_access import ssh_target
 
 CLEAN_PREFIX = "clean-"
@@ -76,6 +77,7 @@ class SnapshotService:
             return replace(record, clean_snapshot="", clean_fallback=reason)
         snapshot = _next_clean_name(existing=ctx.backend.list_snapshots(name=record.domain))
         on_progress(Progress(step="snapshot", detail=f"saving the clean state (disk and RAM) as {snapshot}"))
+        self._sync(record)
         try:
             ctx.backend.create_snapshot(name=record.domain, snapshot=snapshot,
                                         description=f"agentbox clean state of {record.name}")
@@ -223,6 +225,7 @@ class SnapshotService:
     def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> None:
         # The forward reconnects by itself after a revert; this also revives dead helpers.
         self._ctx.egress.ensure_running(record=record, files=self._ctx.records.files(name=record.name))
+        ShareService(ctx=self._ctx).attach_all(record=record)
         for hook in self._hooks:
             hook(record)
         on_progress(Progress(step="ready", detail=f"{record.name} is back", index=4, total=4))
@@ -239,6 +242,8 @@ class SnapshotService:
             if running and not ctx.backend.capabilities.ram_snapshots:
                 raise InvalidInput("this backend cannot save a running guest's RAM",
                                    hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
+            if running:
+                self._sync(record)
             with self._without_forward(record=record, running=running):
                 snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
                                                    description=f"agentbox checkpoint {label} of {name}")
@@ -259,15 +264,27 @@ class SnapshotService:
             ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
             ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label})
 
+    def _sync(self, record: WorkspaceRecord) -> None:
+        """Flush the guest's page cache first. A RAM snapshot holds dirty pages that the
+        disk does not: after a revert, a forced power-off before they are written back
+        would leave files (cloud-init's SSH host keys, say) empty on the next cold boot."""
+        target = ssh_target(record=record, files=self._ctx.records.files(name=record.name))
+        try:
+            self._ctx.guest.run_command(target=target, argv=["sync"], stdout=lambda _: None,
+                                        stderr=lambda _: None, timeout_s=120)
+        except GuestError:
+            pass  # an unreachable guest still gets its snapshot; only the flush is lost
+
     @contextmanager
     def _without_forward(self, *, record: WorkspaceRecord, running: bool) -> Iterator[None]:
-        """A RAM snapshot must not hold a live SSH forward: the restored guest would keep a
-        dead session bound to its port 3128, and no new forward could listen there."""
+        """A RAM snapshot must not hold a live SSH forward (the restored guest would keep a
+        dead session bound to its port 3128) nor virtiofs devices (they cannot be saved)."""
         files = self._ctx.records.files(name=record.name)
         if running:
             self._ctx.egress.stop(files=files, forward_only=True)
         try:
-            yield
+            with ShareService(ctx=self._ctx).detached_for_snapshot(record=record):
+                yield
         finally:
             if running:
                 self._ctx.egress.ensure_running(record=record, files=files)

@@ -17,6 +17,8 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
 from agentbox.services.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
+from agentbox.services.shares import ShareService
+from agentbox.services.storage import remove_storage
 from agentbox.services.records import Phase, WorkspaceRecord
 from agentbox.services.ssh_access import (
     ManagedSshConfig,
@@ -44,11 +46,13 @@ class ExecResult:
 class WorkspaceService:
     def __init__(self, *, ctx: ServiceContext) -> None:
         self._ctx = ctx
+        self._shares = ShareService(ctx=ctx)
 
     # -- looking up -------------------------------------------------------------------
 
     def list(self) -> tuple[Workspace, ...]:
         ctx = self._ctx
+        self._shares.clean_leftovers()  # read-only binds a crash left behind
         domains = {info.metadata.workspace: info for info in ctx.backend.list_domains()}
         names = sorted(set(domains) | set(ctx.records.names()))
         return tuple(self._describe(name=n, domain=domains.get(n)) for n in names)
@@ -100,6 +104,7 @@ class WorkspaceService:
             wait_for_guest(ctx=ctx, record=record, target=target, on_progress=on_progress, cancel=cancel)
             on_progress(Progress(step="network", detail="egress proxy and forward", index=2, total=2))
             ctx.egress.ensure_running(record=record, files=ctx.records.files(name=name))
+            self._shares.attach_all(record=record)
         return self.get(name=name)
 
     def stop(self, *, name: str, force: bool, on_progress: ProgressCallback, cancel: CancelToken,
@@ -122,6 +127,7 @@ class WorkspaceService:
                                          index=2, total=2))
             if how == "forced":
                 ctx.backend.destroy(name=record.domain)
+            self._shares.release_all(record=record)
             ctx.audit(name=name).append(event="stopped", details={"how": how})
         return self.get(name=name)
 
@@ -159,10 +165,9 @@ class WorkspaceService:
                 ctx.backend.undefine(name=domain)
             on_progress(Progress(step="disks", detail="removing disks and seed", index=2, total=3))
             storage = Path(record.storage_dir) if record else ctx.workspace_storage(name=name)
-            if storage.is_dir():
-                for path in storage.iterdir():
-                    ctx.backend.delete_volume(path=path)
-                storage.rmdir()
+            if record is not None:
+                self._shares.release_all(record=record, remove_outbox=True)
+            remove_storage(ctx=ctx, storage=storage)
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)
             if purge:

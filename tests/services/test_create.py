@@ -31,7 +31,7 @@ def test_create_defines_boots_and_records_a_ready_workspace(world: World) -> Non
     assert spec.disks[1].readonly and spec.disks[1].path.name == "seed.img"
     assert spec.metadata.workspace == "ws" and spec.metadata.owner == "test-owner"
     assert world.backend.get(name="agentbox-ws").state is DomainState.RUNNING
-    assert world.guest.commands == [["cloud-init", "status", "--wait", "--long"]]
+    assert world.guest.commands[0] == ["cloud-init", "status", "--wait", "--long"]
     [workspace] = WorkspaceService(ctx=world.ctx).list()
     assert (workspace.name, workspace.state, workspace.ssh_port) == ("ws", WorkspaceState.RUNNING, record.ssh_port)
     files = world.ctx.records.files(name="ws")

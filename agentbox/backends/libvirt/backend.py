@@ -21,14 +21,17 @@ from agentbox.backends.base import (
     Capabilities,
     DomainInfo,
     DomainSpec,
+    DiskSpec,
     DomainState,
+    FilesystemSpec,
     SnapshotInfo,
     check_overlay_args,
 )
-from agentbox.backends.libvirt import snapshots
+from agentbox.backends.libvirt import devices, snapshots
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
 from agentbox.backends.libvirt.errors import translate
 from agentbox.errors import (
+    AgentboxError,
     AlreadyExists,
     BackendError,
     ImageError,
@@ -99,8 +102,15 @@ class LibvirtBackend:
     def capabilities(self) -> Capabilities:
         # The test driver keeps snapshots (with "RAM") but cannot hot-plug devices.
         return Capabilities(
-            ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri
+            ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri,
+            libvirt_version=self._lib_version(),
         )
+
+    def _lib_version(self) -> int:
+        try:
+            return int(self._connection().getLibVersion())
+        except (libvirt.libvirtError, AgentboxError):
+            return 0  # unknown: callers then assume the oldest behaviour
 
     @property
     def domain_type(self) -> str:
@@ -208,6 +218,23 @@ class LibvirtBackend:
 
     def delete_snapshot(self, *, name: str, snapshot: str) -> None:
         snapshots.delete(self._require(name, action="delete a snapshot of"), snapshot=snapshot)
+
+    # --- hot-plugged devices ---------------------------------------------------------------
+
+    def attach_filesystem(self, *, name: str, fs: FilesystemSpec) -> None:
+        devices.attach_filesystem(self._require(name, action="attach a share to"), fs=fs)
+
+    def detach_filesystem(self, *, name: str, tag: str) -> None:
+        devices.detach_filesystem(self._require(name, action="detach a share from"), tag=tag)
+
+    def attach_disk(self, *, name: str, disk: DiskSpec) -> None:
+        devices.attach_disk(self._require(name, action="attach a disk to"), disk=disk)
+
+    def detach_disk(self, *, name: str, serial: str) -> None:
+        devices.detach_disk(self._require(name, action="detach a disk from"), serial=serial)
+
+    def attached(self, *, name: str) -> tuple[frozenset[str], frozenset[str]]:
+        return devices.attached(self._require(name, action="list the devices of"))
 
     # --- disks -------------------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""share add/rm/list and outbox: read-only folders in, results out."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agentbox import bootstrap
+from agentbox.cli.output import print_json, print_table
+from agentbox.errors import InvalidInput
+from agentbox.model.shares import ShareMechanism
+from agentbox.services.outbox import DEFAULT_EXPORT_LIMIT
+from agentbox.services.shares import GUEST_OUTBOX, GUEST_SHARES
+
+
+def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> None:  # type: ignore[type-arg]
+    share = sub.add_parser("share", help="folders shared read-only into a workspace").add_subparsers(
+        dest="share_command", metavar="ACTION", parser_class=parser_class, required=True)
+    add = share.add_parser("add", help=f"share DIR read-only at {GUEST_SHARES}/TAG (live on a running workspace)")
+    add.add_argument("name")
+    add.add_argument("dir")
+    add.add_argument("--tag", help="the name in the guest (default: the folder's name)")
+    add.add_argument("--mechanism", choices=[m.value for m in ShareMechanism],
+                     help="how read-only is enforced (default: the best this host offers)")
+    add.set_defaults(handler=share_add)
+    rm = share.add_parser("rm", help="stop sharing a folder")
+    rm.add_argument("name")
+    rm.add_argument("tag")
+    rm.set_defaults(handler=share_rm)
+    lst = share.add_parser("list", help="the workspace's shares and how each is enforced")
+    lst.add_argument("name")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=share_list)
+
+    outbox = sub.add_parser("outbox", help=f"the workspace's writable {GUEST_OUTBOX}: list, export, clear")
+    outbox.add_argument("name")
+    outbox.add_argument("--json", action="store_true")
+    outbox.add_argument("--export", metavar="DEST", type=Path, help="copy its regular files into DEST")
+    outbox.add_argument("--max-mib", type=int, default=DEFAULT_EXPORT_LIMIT >> 20, help="export size limit")
+    outbox.add_argument("--clear", action="store_true", help="empty it")
+    outbox.set_defaults(handler=outbox_command)
+
+
+def share_add(args: argparse.Namespace) -> int:
+    share = bootstrap.build_services().shares.add(name=args.name, source=args.dir, tag=args.tag,
+                                                             mechanism=args.mechanism)
+    kind = "live" if share.mechanism.live else "a copy made now (host changes will not show)"
+    print(f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {args.name} "
+          f"({share.mechanism.value}: {kind})")
+    return 0
+
+
+def share_rm(args: argparse.Namespace) -> int:
+    share = bootstrap.build_services().shares.remove(name=args.name, tag=args.tag)
+    print(f"{share.source} is no longer shared into {args.name}")
+    return 0
+
+
+def share_list(args: argparse.Namespace) -> int:
+    statuses = bootstrap.build_services().shares.list(name=args.name)
+    if args.json:
+        print_json([{**asdict(s.share), "attached": s.attached, "live": s.live} for s in statuses])
+    elif not statuses:
+        print(f"{args.name} has no shares: agentbox share add {args.name} DIR")
+    else:
+        print_table(("TAG", "FOLDER", "MECHANISM", "LIVE", "ATTACHED"),
+                    [(s.share.tag, s.share.source, s.share.mechanism.value, "live" if s.live else "copy",
+                      "yes" if s.attached else "no") for s in statuses])
+    return 0
+
+
+def outbox_command(args: argparse.Namespace) -> int:
+    outbox = bootstrap.build_services().outbox
+    if args.export and args.clear:
+        raise InvalidInput("--export and --clear are separate steps", hint="export first, then clear")
+    if args.clear:
+        print(f"outbox of {args.name} emptied ({outbox.clear(name=args.name)} file(s) removed)")
+        return 0
+    if args.export:
+        result = outbox.export(name=args.name, dest=args.export, limit_bytes=args.max_mib << 20)
+        if args.json:
+            print_json(asdict(result))
+        else:
+            print(f"exported {len(result.copied)} file(s), {result.bytes} bytes, to {args.export}")
+            for path, why in result.skipped:
+                print(f"  skipped {path}: {why}")
+        return 0
+    entries = outbox.list(name=args.name)
+    if args.json:
+        print_json([asdict(e) for e in entries])
+    elif not entries:
+        print(f"the outbox of {args.name} is empty (the guest writes to {GUEST_OUTBOX})")
+    else:
+        print_table(("PATH", "KIND", "SIZE", "MODIFIED"),
+                    [(e.path, e.kind, str(e.size), datetime.fromtimestamp(e.modified, UTC).isoformat(
+                        timespec="seconds")) for e in entries])
+    return 0

@@ -1,0 +1,304 @@
+"""Shares and the outbox of a workspace: kept in its policy (shares.json), attached live to
+the running VM, re-attached after every start and reset, and mounted by the guest at
+/mnt/shares/TAG (read-only there too, for clarity; the boundary is on the host) and
+/mnt/outbox. Nothing here is ever part of a snapshot: vhost-user-fs cannot be saved with
+the RAM, and a share belongs to the host's present, not to the clean state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from agentbox.backends.base import DiskSpec, DomainState, FilesystemSpec
+from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
+from agentbox.model.shares import MechanismChoice, Share, ShareMechanism, rank_mechanisms
+from agentbox.services import share_host
+from agentbox.services.context import ServiceContext
+from agentbox.services.locks import workspace_lock
+from agentbox.services.lookup import load_ready_record
+from agentbox.services.records import WorkspaceRecord
+from agentbox.services.share_paths import OUTBOX_TAG, default_tag, validate_share_source, validate_tag
+from agentbox.services.ssh_access import ssh_target
+from agentbox.services.storage import remove_untrusted_contents
+
+GUEST_SHARES = "/mnt/shares"
+GUEST_OUTBOX = "/mnt/outbox"
+GUEST_UID = 1000  # the first user cloud-init creates: the agent
+
+
+@dataclass(frozen=True)
+class ShareStatus:
+    share: Share
+    attached: bool  # live in the running VM right now
+    live: bool  # host changes show in the guest (else a point-in-time copy)
+
+
+class ShareService:
+    def __init__(self, *, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    # -- what this host can do ------------------------------------------------------------
+
+    def mechanisms(self) -> tuple[MechanismChoice, ...]:
+        caps = self._ctx.backend.capabilities
+        facts = share_host.probe_facts(libvirt_version=caps.libvirt_version,
+                                       local=not urlsplit(caps.uri).netloc, guest_9p=False)
+        return rank_mechanisms(facts=facts)
+
+    def _choose(self, requested: str | None) -> ShareMechanism:
+        choices = self.mechanisms()
+        if requested:
+            try:
+                wanted = ShareMechanism(requested)
+            except ValueError:
+                names = ", ".join(m.value for m in ShareMechanism)
+                raise InvalidInput(f"unknown share mechanism {requested!r}", hint=f"one of: {names}") from None
+            [choice] = [c for c in choices if c.mechanism is wanted]
+            if not choice.available:
+                raise InvalidInput(f"{wanted.value} cannot be used here: {choice.reason}")
+            return wanted
+        for choice in choices:
+            if choice.available:
+                return choice.mechanism
+        reasons = "; ".join(f"{c.mechanism.value}: {c.reason}" for c in choices)
+        raise AgentboxError(f"no way to share a folder read-only on this host ({reasons})",
+                            hint="agentbox never shares writable; agentbox doctor says what to install")
+
+    # -- the policy ------------------------------------------------------------------------
+
+    def list(self, *, name: str) -> tuple[ShareStatus, ...]:
+        record = load_ready_record(ctx=self._ctx, name=name)
+        tags, serials = self._attached(record)
+        return tuple(ShareStatus(share=s, live=s.mechanism.live,
+                                 attached=(s.tag in tags) if s.mechanism is not ShareMechanism.COPY_DISK
+                                 else _serial(s.tag) in serials)
+                     for s in self._load(name))
+
+    def add(self, *, name: str, source: str, tag: str | None = None, mechanism: str | None = None) -> Share:
+        with workspace_lock(paths=self._ctx.paths, name=name):
+            return self.add_locked(record=load_ready_record(ctx=self._ctx, name=name), source=source, tag=tag,
+                                   mechanism=mechanism)
+
+    def add_locked(self, *, record: WorkspaceRecord, source: str, tag: str | None = None,
+                   mechanism: str | None = None) -> Share:
+        """add() for callers that hold the workspace lock (create)."""
+        name = record.name
+        share = self._new_share(record=record, source=source, tag=tag, mechanism=mechanism)
+        try:
+            if share.mechanism is ShareMechanism.COPY_DISK:
+                share_host.make_copy_disk(source=Path(share.source), image=self._copy_image(record, share.tag),
+                                          label=share.tag)
+            self._save(name, (*self._load(name), share))
+            if self._running(record):
+                self._attach(record, share)
+        except BaseException:
+            self._save(name, tuple(s for s in self._load(name) if s.tag != share.tag))
+            self._release_host(record, share)
+            self._copy_image(record, share.tag).unlink(missing_ok=True)
+            raise
+        self._ctx.audit(name=name).append(event="share.added",
+                                          details={**asdict(share), "live": share.mechanism.live})
+        return share
+
+    def _new_share(self, *, record: WorkspaceRecord, source: str, tag: str | None, mechanism: str | None) -> Share:
+        ctx = self._ctx
+        path = validate_share_source(source=source, home=Path.home(),
+                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+        tag = validate_tag(tag or default_tag(path))
+        if any(s.tag == tag for s in self._load(record.name)):
+            raise InvalidInput(f"workspace {record.name!r} already has a share {tag!r}",
+                               hint=f"pick another --tag, or agentbox share rm {record.name} {tag}")
+        return Share(tag=tag, source=str(path), mechanism=self._choose(mechanism),
+                     added=ctx.clock().isoformat(timespec="seconds"))
+
+    def remove(self, *, name: str, tag: str) -> Share:
+        ctx = self._ctx
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = load_ready_record(ctx=ctx, name=name)
+            shares = self._load(name)
+            found = [s for s in shares if s.tag == tag]
+            if not found:
+                raise NotFound(f"workspace {name!r} has no share {tag!r}", hint=f"agentbox share list {name}")
+            if self._running(record):
+                self._detach(record, found[0])
+            self._release_host(record, found[0])
+            if found[0].mechanism is ShareMechanism.COPY_DISK:
+                self._copy_image(record, tag).unlink(missing_ok=True)
+            self._save(name, tuple(s for s in shares if s.tag != tag))
+            ctx.audit(name=name).append(event="share.removed", details=asdict(found[0]))
+            return found[0]
+
+    # -- following the VM's life -------------------------------------------------------------
+
+    def attach_all(self, *, record: WorkspaceRecord) -> None:
+        """After boot or revert: the outbox and every share, mounted in the guest."""
+        self._attach_outbox(record)
+        for share in self._load(record.name):
+            self._attach(record, share)
+
+    def release_all(self, *, record: WorkspaceRecord, remove_outbox: bool = False) -> None:
+        """After the VM stopped (or before destroy): host-side mounts go."""
+        for share in self._load(record.name):
+            self._release_host(record, share)
+        if remove_outbox:
+            _remove_tree(self.outbox_dir(record))
+
+    @contextmanager
+    def detached_for_snapshot(self, *, record: WorkspaceRecord) -> Iterator[None]:
+        """A RAM snapshot cannot hold virtiofs devices: unmount and unplug them around it."""
+        running = self._running(record)
+        if running:
+            for share in self._load(record.name):
+                self._detach(record, share)
+            self._detach_outbox(record)
+        try:
+            yield
+        finally:
+            if running:
+                self.attach_all(record=record)
+
+    def clean_leftovers(self) -> list[Path]:
+        """Unmount read-only binds whose VM is not running (after a crash); returns them."""
+        root = self._ctx.settings.storage_dir / "workspaces"
+        if not root.is_dir():
+            return []
+        keep = []
+        for info in self._ctx.backend.list_domains():
+            if info.state is DomainState.RUNNING:
+                keep += [p for p in (root / info.name / "shares").glob("*")]
+        stale = share_host.leftover_mounts(under=root, keep=keep)
+        for mountpoint in stale:
+            share_host.unmount(mountpoint)
+        return stale
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    def outbox_dir(self, record: WorkspaceRecord) -> Path:
+        return Path(record.storage_dir) / "outbox"
+
+    def _attach_outbox(self, record: WorkspaceRecord) -> None:
+        virtiofsd = share_host.find_virtiofsd()
+        if not virtiofsd or not self._ctx.backend.capabilities.hotplug:
+            return  # no virtiofs here: the workspace has no outbox (doctor says why)
+        outbox = self.outbox_dir(record)
+        outbox.mkdir(mode=0o770, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(outbox, GUEST_UID, GUEST_UID)  # the guest's agent writes as itself
+        self._ctx.backend.attach_filesystem(name=record.domain, fs=FilesystemSpec(
+            tag=OUTBOX_TAG, source=outbox, driver="virtiofs", readonly=False, virtiofsd=virtiofsd))
+        self._guest(record, f"mkdir -p {GUEST_OUTBOX} && " + _retry_mount(
+            f"mount -t virtiofs -o nodev,nosuid {OUTBOX_TAG} {GUEST_OUTBOX}"))
+
+    def _detach_outbox(self, record: WorkspaceRecord) -> None:
+        tags, _ = self._attached(record)
+        if OUTBOX_TAG in tags:
+            self._guest(record, f"umount -l {GUEST_OUTBOX} || true")
+            self._ctx.backend.detach_filesystem(name=record.domain, tag=OUTBOX_TAG)
+
+    # -- one share ----------------------------------------------------------------------
+
+    def _attach(self, record: WorkspaceRecord, share: Share) -> None:
+        backend, guest_dir = self._ctx.backend, shlex.quote(f"{GUEST_SHARES}/{share.tag}")
+        if share.mechanism is ShareMechanism.COPY_DISK:
+            serial = _serial(share.tag)
+            backend.attach_disk(name=record.domain, disk=DiskSpec(path=self._copy_image(record, share.tag),
+                                                                  format="raw", readonly=True, serial=serial))
+            device = f"/dev/disk/by-id/virtio-{serial}"
+            self._guest(record, f"mkdir -p {guest_dir} && " + _retry_mount(
+                f"mount -o ro,noload,nodev,nosuid {device} {guest_dir}"))
+            return
+        source = Path(share.source)
+        if share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND:
+            source = self._bind_point(record, share.tag)
+            share_host.mount_readonly_bind(source=Path(share.source), mountpoint=source)
+        virtiofsd = share_host.find_virtiofsd()
+        backend.attach_filesystem(name=record.domain, fs=FilesystemSpec(
+            tag=share.tag, source=source, driver="9p" if share.mechanism is ShareMechanism.NINEP_READONLY
+            else "virtiofs", readonly=share.mechanism is not ShareMechanism.VIRTIOFS_RO_BIND, virtiofsd=virtiofsd))
+        fstype = "9p -o trans=virtio,version=9p2000.L," if share.mechanism is ShareMechanism.NINEP_READONLY \
+            else "virtiofs -o "
+        self._guest(record, f"mkdir -p {guest_dir} && " + _retry_mount(
+            f"mount -t {fstype}ro,nodev,nosuid {share.tag} {guest_dir}"))
+
+    def _detach(self, record: WorkspaceRecord, share: Share) -> None:
+        tags, serials = self._attached(record)
+        try:
+            self._guest(record, f"umount -l {shlex.quote(f'{GUEST_SHARES}/{share.tag}')} || true")
+        except GuestError:
+            pass  # an unreachable guest must not keep a share attached
+        if share.mechanism is ShareMechanism.COPY_DISK:
+            if _serial(share.tag) in serials:
+                self._ctx.backend.detach_disk(name=record.domain, serial=_serial(share.tag))
+        elif share.tag in tags:
+            self._ctx.backend.detach_filesystem(name=record.domain, tag=share.tag)
+
+    def _release_host(self, record: WorkspaceRecord, share: Share) -> None:
+        if share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND:
+            share_host.unmount(self._bind_point(record, share.tag))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _guest(self, record: WorkspaceRecord, script: str) -> None:
+        err = bytearray()
+        code = self._ctx.guest.run_command(target=ssh_target(record=record, files=self._ctx.records.files(
+            name=record.name)), argv=["sudo", "-n", "sh", "-c", script], stdout=lambda _: None,
+            stderr=err.extend, timeout_s=60)
+        if code != 0:
+            raise GuestError(f"the guest of {record.name} could not mount its shares: "
+                             f"{err.decode(errors='replace').strip()[-300:]}",
+                             hint="the shares are attached on the host; mount them by hand or reset")
+
+    def _attached(self, record: WorkspaceRecord) -> tuple[frozenset[str], frozenset[str]]:
+        if not self._running(record):
+            return frozenset(), frozenset()
+        return self._ctx.backend.attached(name=record.domain)
+
+    def _running(self, record: WorkspaceRecord) -> bool:
+        info = self._ctx.backend.get(name=record.domain)
+        return info is not None and info.state is DomainState.RUNNING
+
+    def _bind_point(self, record: WorkspaceRecord, tag: str) -> Path:
+        return Path(record.storage_dir) / "shares" / tag
+
+    def _copy_image(self, record: WorkspaceRecord, tag: str) -> Path:
+        return Path(record.storage_dir) / f"share-{tag}.img"
+
+    def _load(self, name: str) -> tuple[Share, ...]:
+        path = self._ctx.records.files(name=name).shares
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return ()
+        except (OSError, ValueError) as exc:
+            raise AgentboxError(f"{path}: unreadable share list ({exc})") from None
+        return tuple(Share(**{**item, "mechanism": ShareMechanism(item["mechanism"])}) for item in raw)
+
+    def _save(self, name: str, shares: tuple[Share, ...]) -> None:
+        path = self._ctx.records.files(name=name).shares
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(s) for s in shares], indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def _serial(tag: str) -> str:
+    # virtio-blk serials hold at most 20 bytes; tags are up to 63.
+    return "abshare-" + hashlib.sha256(tag.encode()).hexdigest()[:12]
+
+
+def _retry_mount(command: str) -> str:
+    # A hot-plugged device takes a moment to appear in the guest.
+    return f"for i in $(seq 50); do {command} 2>/dev/null && exit 0; sleep 0.2; done; {command}"
+
+
+def _remove_tree(root: Path) -> None:
+    if root.is_dir() and not root.is_symlink():
+        remove_untrusted_contents(root)
+        root.rmdir()

@@ -1,0 +1,148 @@
+"""Shares and the outbox on the Fake backend, with real copy disks and real read-only bind
+mounts (the tests run as root, as CI does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentbox.backends.base import DomainState
+from agentbox.errors import InvalidInput, NotFound
+from agentbox.model.progress import CancelToken
+from agentbox.model.shares import ShareMechanism
+from agentbox.services import share_host
+from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.outbox import OutboxService
+from agentbox.services.shares import ShareService
+from agentbox.services.snapshots import SnapshotService
+from agentbox.services.workspaces import WorkspaceService
+
+from .conftest import World
+
+DOMAIN = "agentbox-ws"
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "readme.md").write_text("hello\n")
+    return folder
+
+
+def make(world: World, **kwargs: object) -> None:
+    create_workspace(ctx=world.ctx, request=CreateRequest(name="ws", **kwargs),  # type: ignore[arg-type]
+                     on_progress=world.progress.append, cancel=CancelToken())
+
+
+def audit_events(world: World) -> list[str]:
+    return [json.loads(line)["event"] for line in world.ctx.paths.audit_log("ws").read_text().splitlines()]
+
+
+def test_a_copy_share_is_a_read_only_disk_mounted_by_the_guest(world: World, project: Path) -> None:
+    make(world)
+    share = ShareService(ctx=world.ctx).add(name="ws", source=str(project), mechanism="copy-disk")
+    assert share.tag == "project" and not share.mechanism.live
+    _, serials = world.backend.attached(name=DOMAIN)
+    [serial] = serials
+    image = Path(world.ctx.records.load(name="ws").storage_dir) / "share-project.img"
+    assert image.stat().st_mode & 0o222 == 0  # never writable
+    assert subprocess.run(["debugfs", "-R", "cat /readme.md", str(image)], capture_output=True, text=True,
+                          check=True).stdout == "hello\n"
+    assert any(f"virtio-{serial}" in " ".join(c) for c in world.guest.commands)
+    assert "share.added" in audit_events(world)
+    [status] = ShareService(ctx=world.ctx).list(name="ws")
+    assert status.attached and not status.live
+
+
+def test_a_read_only_bind_share_cannot_be_written_on_the_host_side(world: World, project: Path) -> None:
+    make(world)
+    ShareService(ctx=world.ctx).add(name="ws", source=str(project), tag="code", mechanism="virtiofs-ro-bind")
+    fs = world.backend.attached_filesystem(DOMAIN, "code")
+    assert fs.driver == "virtiofs" and fs.source != project
+    assert share_host.is_readonly_mount(fs.source)
+    with pytest.raises(OSError):  # what virtiofsd would meet for the guest
+        (fs.source / "new").write_text("x")
+    ShareService(ctx=world.ctx).remove(name="ws", tag="code")
+    assert not share_host.is_mounted(fs.source) and not fs.source.exists()
+    assert (project / "readme.md").read_text() == "hello\n"
+
+
+def test_shares_follow_start_stop_reset_and_checkpoints(world: World, project: Path) -> None:
+    make(world, shares=(f"{project}:code",))
+    shares, workspaces = ShareService(ctx=world.ctx), WorkspaceService(ctx=world.ctx)
+    assert "code" in world.backend.attached(name=DOMAIN)[0]
+    fs = world.backend.attached_filesystem(DOMAIN, "code")
+    workspaces.stop(name="ws", force=True, on_progress=world.progress.append, cancel=CancelToken())
+    assert not share_host.is_mounted(fs.source)  # released with the VM
+    workspaces.start(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert "code" in world.backend.attached(name=DOMAIN)[0]
+    SnapshotService(ctx=world.ctx).reset(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert {"code", "agentbox-outbox"} <= world.backend.attached(name=DOMAIN)[0]
+    # The Fake, like QEMU, refuses a RAM snapshot with virtiofs attached: agentbox unplugs first.
+    SnapshotService(ctx=world.ctx).checkpoint(name="ws", label="one")
+    assert "code" in world.backend.attached(name=DOMAIN)[0]
+    assert [s.share.tag for s in shares.list(name="ws")] == ["code"]
+    workspaces.destroy(name="ws", on_progress=world.progress.append)
+    assert not share_host.is_mounted(fs.source) and world.leftovers() == []
+
+
+def test_a_share_added_to_a_stopped_workspace_waits_for_its_start(world: World, project: Path) -> None:
+    make(world)
+    world.backend.set_state(DOMAIN, DomainState.STOPPED)
+    ShareService(ctx=world.ctx).add(name="ws", source=str(project), mechanism="copy-disk")
+    [status] = ShareService(ctx=world.ctx).list(name="ws")
+    assert not status.attached
+
+
+def test_duplicate_tags_unknown_shares_and_bad_mechanisms_are_refused(world: World, project: Path) -> None:
+    make(world)
+    shares = ShareService(ctx=world.ctx)
+    shares.add(name="ws", source=str(project), mechanism="copy-disk")
+    with pytest.raises(InvalidInput, match="already has a share"):
+        shares.add(name="ws", source=str(project), mechanism="copy-disk")
+    with pytest.raises(NotFound):
+        shares.remove(name="ws", tag="nope")
+    with pytest.raises(InvalidInput, match="unknown share mechanism"):
+        shares.add(name="ws", source=str(project), tag="x", mechanism="writable")
+    with pytest.raises(InvalidInput, match="cannot be used here"):
+        shares.add(name="ws", source=str(project), tag="y", mechanism="9p-readonly")
+
+
+def test_create_refuses_a_bad_share_before_making_anything(world: World, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no such folder"):
+        make(world, shares=(str(tmp_path / "missing"),))
+    assert world.backend.calls == [] and world.leftovers() == []
+
+
+def test_leftover_bind_mounts_of_stopped_workspaces_are_cleaned(world: World, project: Path) -> None:
+    make(world)
+    ShareService(ctx=world.ctx).add(name="ws", source=str(project), tag="code", mechanism="virtiofs-ro-bind")
+    fs = world.backend.attached_filesystem(DOMAIN, "code")
+    world.backend.set_state(DOMAIN, DomainState.STOPPED)  # the VM died; agentbox never saw it stop
+    assert share_host.is_mounted(fs.source)
+    WorkspaceService(ctx=world.ctx).list()  # the next command notices
+    assert not share_host.is_mounted(fs.source)
+
+
+def test_outbox_export_copies_regular_files_only(world: World, tmp_path: Path) -> None:
+    make(world)
+    outbox = OutboxService(ctx=world.ctx)
+    box = outbox.directory(name="ws")
+    (box / "sub").mkdir()
+    (box / "sub" / "result.txt").write_text("42\n")
+    (box / "passwd").symlink_to("/etc/passwd")
+    os.mkfifo(box / "pipe")
+    result = outbox.export(name="ws", dest=tmp_path / "out")
+    assert result.copied == ("sub/result.txt",)
+    assert sorted(p for p, _ in result.skipped) == ["passwd", "pipe"]
+    assert (tmp_path / "out" / "sub" / "result.txt").read_text() == "42\n"
+    assert not (tmp_path / "out" / "passwd").exists()
+    with pytest.raises(InvalidInput, match="export limit"):
+        outbox.export(name="ws", dest=tmp_path / "again", limit_bytes=1)
+    assert outbox.clear(name="ws") == 3 and outbox.list(name="ws") == ()
+    assert audit_events(world)[-1] == "outbox.cleared"
