@@ -1,3 +1,3 @@
-from agentbox.cli.main import entry
+from agentbox.entry import run
 
-entry()
+run()

@@ -3,6 +3,7 @@ domain prefix, so it never sees or touches anyone's workspaces; removed afterwar
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -11,20 +12,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agentbox.bootstrap import Services, build_context, build_services
-from agentbox.config.paths import SYSTEM_STORAGE_DIR, AppPaths
+from agentbox.config.paths import ROOT_ENV, SYSTEM_STORAGE_DIR, AppPaths
 from agentbox.model.progress import CancelToken
 
 
 @contextmanager
-def bench_services(*, template: str) -> Iterator[Services]:
+def bench_services(*, template: str, egress_hosts: dict[str, str] | None = None) -> Iterator[Services]:
     """Services on qemu:///system with the template's image ready (pulled untimed)."""
     run = uuid.uuid4().hex[:6]
     root = Path(tempfile.mkdtemp(prefix="agentbox-bench-"))
     storage = Path("/var/lib/libvirt/images/agentbox-tests") / f"bench-{run}"
     paths = AppPaths.under(root=root)
     paths.config_dir.mkdir(parents=True)
+    hosts = "".join(f"  {name}: {address}\n" for name, address in (egress_hosts or {}).items())
     paths.settings_file.write_text(f"storage_dir: {storage}\nimage_dir: {SYSTEM_STORAGE_DIR / 'images'}\n"
-                                   f"domain_prefix: abbench-{run}-\n")
+                                   f"domain_prefix: abbench-{run}-\n" + (f"egress_hosts:\n{hosts}" if hosts else ""))
+    os.environ[ROOT_ENV] = str(root)  # for commands run through the CLI's main()
     services = build_services(ctx=build_context(paths=paths))
     try:
         services.images.pull(template=template, on_progress=lambda _: None, cancel=CancelToken())

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentbox import __version__
 from agentbox.cli import commands
@@ -26,18 +25,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def open_tui(args: argparse.Namespace) -> int:
-    # The entry point picks cli or tui (DESIGN.md §2: entry → cli | tui). Loaded by name and
-    # only here, so the CLI layer neither depends on Textual nor loads it for other commands.
-    return int(importlib.import_module("agentbox.tui.app").run_tui())
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentbox", description="Disposable local VMs as safe workspaces for AI agents.")
     parser.add_argument("--version", action="version", version=f"agentbox {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("tui", help="open the full-screen interface (also: agentbox with no command)"
-                   ).set_defaults(handler=open_tui)
+                   ).set_defaults(handler=None, tui=True)
 
     create = sub.add_parser("create", help="create a workspace from a template and wait until it is ready")
     create.add_argument("name")
@@ -119,14 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, open_tui: Callable[[], int] | None = None) -> int:
+    """Run one command. `open_tui` is how the entry point opens the full-screen interface
+    (the CLI layer cannot import it); without it, `agentbox tui` says where to find it."""
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if getattr(args, "handler", None) is None:
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if not getattr(args, "tui", False) and not (sys.stdin.isatty() and sys.stdout.isatty()):
             parser.print_help()  # a script or a pipe: no full-screen app
             return 0
-        args.handler = open_tui
+        args.handler = lambda _: _tui(open_tui)
     try:
         return int(args.handler(args))
     except Cancelled as exc:
@@ -142,5 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
 
 
-def entry() -> None:
-    sys.exit(main())
+def _tui(open_tui: Callable[[], int] | None) -> int:
+    if open_tui is None:
+        raise AgentboxError("the full-screen interface is opened by the agentbox command itself",
+                            hint="run: agentbox tui")
+    return open_tui()

@@ -1,0 +1,64 @@
+"""The dashboard's actions in one table: key, footer label, button, palette help, and when
+each applies. Bindings, buttons and command-palette entries are all built from it, so a new
+action (network, shares, outbox, ...) is one row here plus its `action_*` method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from agentbox.model.workspace import WorkspaceState
+from agentbox.tui.views import WorkspaceDetails
+
+
+class Needs(Enum):
+    NOTHING = "nothing"  # no workspace needed
+    ANY = "any"  # any selected workspace, even a broken one
+    READY = "ready"  # a complete workspace, running or not
+    RUNNING = "running"
+    STOPPED = "stopped"
+    SESSION = "session"  # a workspace in a session
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    action: str  # the screen's `action_<action>` method
+    key: str
+    label: str  # footer and button text
+    help: str  # command-palette help
+    needs: Needs
+    button: bool = True  # also a button in the details pane
+
+
+DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("new", "n", "New", "Create a workspace (name, template, resources)", Needs.NOTHING, button=False),
+    ActionSpec("start", "s", "Start", "Start the workspace and wait for SSH", Needs.STOPPED),
+    ActionSpec("stop", "x", "Stop", "Shut the workspace down", Needs.RUNNING),
+    ActionSpec("shell", "o", "Shell", "Open a shell in the workspace (returns when it exits)", Needs.RUNNING),
+    ActionSpec("reset", "r", "Reset", "Return the workspace to its clean state (asks first)", Needs.READY),
+    ActionSpec("end_session", "e", "End session", "End the session; the workspace is reset", Needs.SESSION),
+    ActionSpec("copy_ssh", "c", "Copy SSH", "Copy the SSH command to the clipboard", Needs.RUNNING),
+    ActionSpec("checkpoints", "k", "Checkpoints", "Save, restore and delete checkpoints", Needs.READY),
+    ActionSpec("audit", "a", "Audit", "The workspace's audit log, live", Needs.ANY),
+    ActionSpec("destroy", "d", "Destroy", "Remove the workspace (type its name to confirm)", Needs.ANY),
+)
+BY_ACTION = {spec.action: spec for spec in DASHBOARD_ACTIONS}
+
+
+def applies(spec: ActionSpec, details: WorkspaceDetails | None) -> bool:
+    if spec.needs is Needs.NOTHING:
+        return True
+    if details is None:
+        return False
+    match spec.needs:
+        case Needs.ANY:
+            return True
+        case Needs.READY:
+            return details.ready
+        case Needs.RUNNING:
+            return details.state is WorkspaceState.RUNNING
+        case Needs.STOPPED:
+            return details.state is WorkspaceState.STOPPED
+        case Needs.SESSION:
+            return details.ready and details.in_session
+    return False

@@ -1,0 +1,85 @@
+"""Messages worker threads post back to their screen (the only way they touch the UI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual.message import Message
+
+from agentbox.audit import AuditRecord
+from agentbox.model.progress import Progress
+from agentbox.model.template import Template
+from agentbox.services.doctor import DoctorReport
+from agentbox.services.snapshots import Checkpoint
+from agentbox.tui.operations import ErrorInfo, OperationResult
+from agentbox.tui.views import DashboardData
+
+
+class DashboardLoaded(Message):
+    def __init__(self, data: DashboardData) -> None:
+        super().__init__()
+        self.data = data
+
+
+class LoadFailed(Message):
+    """Listing failed; `unavailable` when the hypervisor itself cannot be reached."""
+
+    def __init__(self, error: ErrorInfo, *, unavailable: bool) -> None:
+        super().__init__()
+        self.error = error
+        self.unavailable = unavailable
+
+
+class ActionFailed(Message):
+    """A quick action (no progress screen) failed: shown as an error dialog."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__()
+        self.error = error
+
+
+class SshCommandReady(Message):
+    def __init__(self, *, name: str, argv: Sequence[str], purpose: str) -> None:
+        super().__init__()
+        self.name = name
+        self.argv = tuple(argv)
+        self.purpose = purpose  # "shell" or "copy"
+
+
+class OperationProgressed(Message):
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+
+class OperationFinished(Message):
+    def __init__(self, result: OperationResult) -> None:
+        super().__init__()
+        self.result = result
+
+
+class DoctorDone(Message):
+    def __init__(self, report: DoctorReport | None, error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.report = report
+        self.error = error
+
+
+class CheckpointsLoaded(Message):
+    def __init__(self, checkpoints: Sequence[Checkpoint] | None, error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.checkpoints = tuple(checkpoints or ())
+        self.error = error
+
+
+class AuditArrived(Message):
+    def __init__(self, records: Sequence[AuditRecord]) -> None:
+        super().__init__()
+        self.records = tuple(records)
+
+
+class TemplatesLoaded(Message):
+    def __init__(self, templates: Sequence[Template], error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.templates = tuple(templates)
+        self.error = error

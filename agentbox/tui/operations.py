@@ -1,0 +1,147 @@
+"""Long operations the TUI runs in a worker thread, as data: what to call and how to say it.
+
+Each factory closes over the services and returns an `Operation`; the progress screen runs
+it off the UI thread and turns the outcome into an `OperationResult`. No Textual here, so
+new actions (network, shares, outbox) add a factory without touching the screens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agentbox.bootstrap import Services
+from agentbox.errors import AgentboxError, Cancelled
+from agentbox.model.progress import CancelToken, ProgressCallback
+from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.snapshots import RestoreOutcome, RestorePath
+
+SESSION_END_REASON = "ended in the TUI"
+
+Run = Callable[[ProgressCallback, CancelToken], str]  # returns the one-line summary
+
+
+@dataclass(frozen=True)
+class Operation:
+    title: str  # "Resetting demo"
+    workspace: str
+    run: Run
+    cancellable: bool = True  # whether the service stops on a CancelToken
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    title: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    workspace: str
+    summary: str = ""
+    error: ErrorInfo | None = None
+    cancelled: bool = False
+
+
+def error_info(*, title: str, exc: BaseException) -> ErrorInfo:
+    """A service error as the user should read it; anything else without a traceback."""
+    if isinstance(exc, AgentboxError):
+        return ErrorInfo(title=title, message=exc.message, hint=exc.hint or "")
+    return ErrorInfo(title=title, message=f"unexpected {type(exc).__name__}: {exc}",
+                     hint="this is a bug in agentbox; the same command on the command line shows more")
+
+
+def perform(*, operation: Operation, on_progress: ProgressCallback, cancel: CancelToken) -> OperationResult:
+    """Run it and never raise: the worker only has to post the result."""
+    try:
+        summary = operation.run(on_progress, cancel)
+    except Cancelled:
+        return OperationResult(workspace=operation.workspace, cancelled=True,
+                               summary=f"{operation.title}: cancelled")
+    except Exception as exc:  # noqa: BLE001 - the boundary: shown as a message, never a traceback
+        return OperationResult(workspace=operation.workspace,
+                               error=error_info(title=f"{operation.title} failed", exc=exc))
+    return OperationResult(workspace=operation.workspace, summary=summary)
+
+
+# -- the operations -------------------------------------------------------------------------
+
+
+def create(*, services: Services, request: CreateRequest) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        started = time.monotonic()
+        create_workspace(ctx=services.ctx, request=request, on_progress=on_progress, cancel=cancel)
+        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}): press o for a shell"
+    return Operation(title=f"Creating {request.name}", workspace=request.name, run=run)
+
+
+def start(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        started = time.monotonic()
+        services.workspaces.start(name=name, on_progress=on_progress, cancel=cancel)
+        return f"{name} started in {_seconds(time.monotonic() - started)}"
+    return Operation(title=f"Starting {name}", workspace=name, run=run)
+
+
+def stop(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        started = time.monotonic()
+        services.workspaces.stop(name=name, force=False, on_progress=on_progress, cancel=cancel)
+        return f"{name} stopped in {_seconds(time.monotonic() - started)}"
+    return Operation(title=f"Stopping {name}", workspace=name, run=run)
+
+
+def reset(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        return describe_restore(services.snapshots.reset(name=name, on_progress=on_progress, cancel=cancel))
+    return Operation(title=f"Resetting {name}", workspace=name, run=run)
+
+
+def end_session(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        end = services.sessions.end(name=name, reason=SESSION_END_REASON, on_progress=on_progress, cancel=cancel)
+        if end is None:
+            return f"the session of {name} had already ended"
+        after = describe_restore(end.reset) if end.reset else f"{name} kept its state (the template says so)"
+        return f"session ended after {_seconds(end.duration_s)}; {after}"
+    return Operation(title=f"Ending the session of {name}", workspace=name, run=run)
+
+
+def destroy(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        services.workspaces.destroy(name=name, on_progress=on_progress)
+        return f"{name} destroyed (its audit log is kept)"
+    return Operation(title=f"Destroying {name}", workspace=name, run=run, cancellable=False)
+
+
+def checkpoint(*, services: Services, name: str, label: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        saved = services.snapshots.checkpoint(name=name, label=label)
+        return f"checkpoint {saved.label} of {name} saved" + (" (disk and RAM)" if saved.with_memory else " (disk)")
+    return Operation(title=f"Saving checkpoint {label}", workspace=name, run=run, cancellable=False)
+
+
+def restore(*, services: Services, name: str, label: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        return describe_restore(services.snapshots.restore(name=name, label=label, on_progress=on_progress,
+                                                           cancel=cancel))
+    return Operation(title=f"Restoring {name} to {label}", workspace=name, run=run)
+
+
+def delete_checkpoint(*, services: Services, name: str, label: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        services.snapshots.delete_checkpoint(name=name, label=label)
+        return f"checkpoint {label} of {name} deleted"
+    return Operation(title=f"Deleting checkpoint {label}", workspace=name, run=run, cancellable=False)
+
+
+def describe_restore(outcome: RestoreOutcome) -> str:
+    target = "its clean state" if outcome.target == "clean" else f"checkpoint {outcome.target}"
+    how = "from the snapshot" if outcome.path is RestorePath.SNAPSHOT else f"by a cold boot ({outcome.reason})"
+    return f"{outcome.name} back to {target} in {_seconds(outcome.duration_s)}, {how}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"

@@ -1,0 +1,213 @@
+"""What the screens show, gathered from the services in a worker thread.
+
+Plain frozen data and formatting, no Textual: the loaders run off the UI thread (they read
+records, audit logs and ask the backend), and widgets only ever receive these values.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from agentbox.audit import AuditRecord, read_records
+from agentbox.bootstrap import Services
+from agentbox.errors import AgentboxError
+from agentbox.model.template import NetworkMode, Template
+from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.services.ssh_access import alias
+
+RECENT_EVENTS = 5
+RECENT_KEYS = ("target", "label", "path", "how", "reason")
+NEVER = "never"
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class WorkspaceRow:
+    name: str
+    state: WorkspaceState
+    template: str
+    network: str  # off | allowlist | open
+    last_reset: str
+    created: str
+
+
+@dataclass(frozen=True)
+class WorkspaceDetails:
+    name: str
+    state: WorkspaceState
+    problem: str
+    resources: str
+    ssh_commands: tuple[str, ...]
+    clean_state: str
+    session: str
+    in_session: bool
+    checkpoints: tuple[str, ...]
+    recent_events: tuple[str, ...]
+
+    @property
+    def ready(self) -> bool:
+        """Whether lifecycle actions apply (a broken or half-made workspace can only be destroyed)."""
+        return self.state in (WorkspaceState.RUNNING, WorkspaceState.STOPPED, WorkspaceState.PAUSED)
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    rows: tuple[WorkspaceRow, ...]
+    details: WorkspaceDetails | None
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    seq: int
+    time: str
+    event: str
+    details: str
+
+
+def load_dashboard(*, services: Services, selected: str | None) -> DashboardData:
+    """All rows, plus the details of `selected` (or of the first workspace)."""
+    workspaces = services.workspaces.list()
+    templates = _templates(services)
+    now = services.ctx.clock()
+    rows = tuple(_row(services=services, workspace=w, templates=templates, now=now) for w in workspaces)
+    names = [w.name for w in workspaces]
+    chosen = selected if selected in names else (names[0] if names else None)
+    by_name = {w.name: w for w in workspaces}
+    details = load_details(services=services, workspace=by_name[chosen]) if chosen else None
+    return DashboardData(rows=rows, details=details)
+
+
+def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetails:
+    name = workspace.name
+    record = _quietly(lambda: services.ctx.records.load(name=name), None)
+    if record is None:
+        clean = "unknown"
+    elif record.clean_snapshot:
+        clean = f"{record.clean_snapshot} (disk and RAM): a reset takes seconds"
+    else:
+        clean = record.clean_fallback or "none: a reset recreates the disk and cold boots"
+    session = _quietly(lambda: services.sessions.current(name=name), None)
+    ready = workspace.state in (WorkspaceState.RUNNING, WorkspaceState.STOPPED, WorkspaceState.PAUSED)
+    checkpoints = _quietly(lambda: tuple(c.label for c in services.snapshots.checkpoints(name=name)), ()) \
+        if ready else ()
+    res = workspace.resources
+    return WorkspaceDetails(
+        name=name, state=workspace.state, problem=workspace.problem,
+        resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk",
+        ssh_commands=(f"agentbox ssh {name}", f"ssh {alias(name)}"),
+        clean_state=clean,
+        session=_session_text(session.started, session.deadline) if session else "none",
+        in_session=session is not None,
+        checkpoints=checkpoints,
+        recent_events=tuple(_event_text(rec) for rec in recent_records(services=services, name=name)),
+    )
+
+
+def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS) -> tuple[AuditRecord, ...]:
+    path = services.ctx.paths.audit_log(name)
+    if not path.exists():
+        return ()
+    return tuple(_quietly(lambda: deque(read_records(path=path), maxlen=limit), ()))
+
+
+def audit_line(record: AuditRecord) -> AuditLine:
+    return AuditLine(seq=record.seq, time=_local(record.ts).strftime("%Y-%m-%d %H:%M:%S"), event=record.event,
+                     details=summarize_details(record.details))
+
+
+def summarize_details(details: Mapping[str, Any], *, width: int = 80) -> str:
+    text = " ".join(f"{key}={_value(value)}" for key, value in details.items() if value not in (None, "", [], {}))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def relative_time(iso: str, *, now: datetime) -> str:
+    """'never', 'just now', '5 min ago', '3 h ago', '2 d ago' (falls back to the raw text)."""
+    if not iso:
+        return NEVER
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    age = now - then
+    if age < timedelta(minutes=1):
+        return "just now"
+    if age < timedelta(hours=1):
+        return f"{int(age.total_seconds() // 60)} min ago"
+    if age < timedelta(days=1):
+        return f"{int(age.total_seconds() // 3600)} h ago"
+    return f"{age.days} d ago"
+
+
+def short_time(iso: str) -> str:
+    try:
+        return _local(datetime.fromisoformat(iso)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso or "-"
+
+
+def short_date(iso: str) -> str:
+    try:
+        return _local(datetime.fromisoformat(iso)).strftime("%Y-%m-%d")
+    except ValueError:
+        return iso or "-"
+
+
+def _row(*, services: Services, workspace: Workspace, templates: Mapping[str, Template],
+         now: datetime) -> WorkspaceRow:
+    record = _quietly(lambda: services.ctx.records.load(name=workspace.name), None)
+    # The workspace's own policy (what its proxy enforces); else what its template starts with.
+    policy = _quietly(lambda: services.network.policy(name=workspace.name), None)
+    template = templates.get(workspace.template)
+    mode = policy.mode if policy else (template.policy.network if template else NetworkMode.OFF)
+    return WorkspaceRow(name=workspace.name, state=workspace.state, template=workspace.template,
+                        network=mode.value,
+                        last_reset=relative_time(record.last_reset if record else "", now=now),
+                        created=short_date(workspace.created))
+
+
+def _templates(services: Services) -> dict[str, Template]:
+    # A broken user template must not take the whole dashboard down: rows just say "off".
+    return {t.name: t for t in _quietly(services.images.templates, ())}
+
+
+def _session_text(started: str, deadline: str) -> str:
+    since = _clock_time(started)
+    return f"since {since}, ends {_clock_time(deadline)}" if deadline else f"since {since}, no time limit"
+
+
+def _clock_time(iso: str) -> str:
+    try:
+        return _local(datetime.fromisoformat(iso)).strftime("%H:%M")
+    except ValueError:
+        return iso
+
+
+def _event_text(record: AuditRecord) -> str:
+    # The few details that say what happened; the audit screen shows all of them.
+    summary = summarize_details({k: record.details[k] for k in RECENT_KEYS if k in record.details}, width=40)
+    return f"{_local(record.ts).strftime('%H:%M')} {record.event}" + (f" {summary}" if summary else "")
+
+
+def _local(moment: datetime) -> datetime:
+    return moment.astimezone() if moment.tzinfo else moment
+
+
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _quietly(read: Callable[[], T], default: D) -> T | D:
+    """A detail that cannot be read (a damaged file) is shown as missing, not as a crash."""
+    try:
+        return read()
+    except (AgentboxError, OSError):
+        return default

@@ -1,0 +1,269 @@
+"""The TUI on the Fake backend: real files, real image store, a scripted guest, a fixed clock.
+
+Adapted from tests/services/conftest.py (not shared: that one belongs to the services tests),
+plus what the TUI needs: `Services` wired over those fakes, a terminal that records instead of
+running ssh, and helpers that drive the app with Pilot until its workers are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.worker import WorkerState
+
+from agentbox.backends.base import DomainState
+from agentbox.backends.fake import FakeBackend
+from agentbox.bootstrap import Services, build_services
+from agentbox.config.paths import AppPaths
+from agentbox.config.settings import Settings
+from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
+from agentbox.egress.client import PolicyChange
+from agentbox.egress.daemon import save_policy_file
+from agentbox.errors import BackendUnavailable, GuestError
+from agentbox.images.store import ImageStore
+from agentbox.model.network import NetworkPolicy
+from agentbox.model.progress import CancelToken, ProgressCallback, ignore_progress
+from agentbox.provision.refresh import REFRESH_ARGV
+from agentbox.remote.ssh import SshTarget
+from agentbox.services.context import ServiceContext
+from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.egress_runner import EgressHealth
+from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.services.sessions import SessionService
+from agentbox.tui.app import AgentboxApp
+from agentbox.tui.audit_screen import FOLLOW_GROUP
+from agentbox.tui.terminal import TuiOptions
+
+FIXED_NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
+# Tests reload explicitly (actions reload when they finish): no interval refresh in between.
+TEST_OPTIONS = TuiOptions(refresh_s=3600, follow_poll_s=0.02)
+
+
+@dataclass
+class ScriptedGuest:
+    """Stands in for the guest's SSH server. `hold` keeps it from answering until released
+    (or the operation is cancelled), to catch an operation half-way."""
+
+    answers: bool = True
+    hold: threading.Event | None = None
+    waiting: threading.Event = field(default_factory=threading.Event)
+    commands: list[list[str]] = field(default_factory=list)
+
+    def wait_until_ready(self, *, target: SshTarget, timeout_s: float, cancel: CancelToken,
+                         on_progress: ProgressCallback, check_alive: Callable[[], None] | None = None) -> None:
+        self.waiting.set()
+        while self.hold is not None and not self.hold.is_set():
+            cancel.wait(0.01)
+        if check_alive:
+            check_alive()
+        if not self.answers:
+            raise GuestError(f"the guest did not answer SSH within {timeout_s:.0f} s")
+
+    def run_command(self, *, target: SshTarget, argv: Sequence[str], stdout: Callable[[bytes], None],
+                    stderr: Callable[[bytes], None], stdin: bytes | Callable[[], bytes] | None = None,
+                    timeout_s: float | None = None, cancel: CancelToken | None = None) -> int:
+        self.commands.append(list(argv))
+        if argv[:2] == ["cloud-init", "status"]:
+            stdout(b"status: done\n")
+            return 0
+        if tuple(argv) == REFRESH_ARGV:
+            stdout(f"{time.time():.6f}\n".encode())
+            return 0
+        stdout(b"ran\n")
+        return 0
+
+
+class FlakyBackend(FakeBackend):
+    """A backend whose hypervisor is unreachable until `reachable` is set."""
+
+    reachable = True
+
+    def list_domains(self):  # type: ignore[no-untyped-def]
+        if not self.reachable:
+            raise BackendUnavailable("cannot connect to test:///nowhere: no libvirt daemon",
+                                     hint="start libvirtd (sudo libvirtd -d), then retry")
+        return super().list_domains()
+
+
+@dataclass
+class StandInEgress:
+    """Stands in for the egress proxy and forward processes (none run in these tests)."""
+
+    running: set[str] = field(default_factory=set)
+
+    def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
+        self.running.add(record.name)
+
+    def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
+        if not forward_only:
+            self.running.discard(files.directory.name)
+
+    def health(self, *, files: WorkspaceFiles) -> EgressHealth:
+        up = files.directory.name in self.running
+        return EgressHealth(proxy_running=up, forward_connected=up)
+
+    def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
+        save_policy_file(path=files.policy, policy=policy)  # as the real proxy does
+        return PolicyChange(policy=policy, cut=0)
+
+
+@dataclass
+class RecordingTimer:
+    def arm(self, *, name: str, session_id: str) -> int:
+        return 4242
+
+    def disarm(self, *, handle: int) -> None:
+        pass
+
+
+@dataclass
+class RecordingTerminal:
+    """Records what the app would have run in the real terminal."""
+
+    ran: list[list[str]] = field(default_factory=list)
+    exit_code: int = 0
+
+    def hand_over(self, *, app: Any, argv: Sequence[str]) -> int:
+        self.ran.append(list(argv))
+        return self.exit_code
+
+
+@dataclass
+class TuiWorld:
+    services: Services
+    backend: FlakyBackend
+    guest: ScriptedGuest
+    terminal: RecordingTerminal
+
+    def app(self, *, terminal: Any = None) -> AgentboxApp:
+        return AgentboxApp(services=self.services, options=TEST_OPTIONS,
+                           terminal=self.terminal if terminal is None else terminal)
+
+    def run(self, scenario: Callable[[Pilot[Any]], Awaitable[None]], *, app: AgentboxApp | None = None,
+            size: tuple[int, int] = (120, 40)) -> None:
+        """Drive the app (this world's, unless given) through `scenario`."""
+        def release() -> None:
+            if self.guest.hold is not None:
+                self.guest.hold.set()
+        drive(app or self.app(), scenario, size=size, finally_=release)
+
+    def make(self, name: str, *, running: bool = True) -> None:
+        create_workspace(ctx=self.services.ctx, request=CreateRequest(name=name), on_progress=ignore_progress,
+                         cancel=CancelToken())
+        if not running:
+            self.backend.set_state(self.domain(name), DomainState.STOPPED)
+
+    def domain(self, name: str) -> str:
+        return self.services.ctx.domain_name(name=name)
+
+    def state(self, name: str) -> DomainState | None:
+        info = self.backend.get(name=self.domain(name))
+        return None if info is None else info.state
+
+    def events(self, name: str) -> list[str]:
+        path = self.services.ctx.paths.audit_log(name)
+        return [json.loads(line)["event"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Times are shown in local time: make that UTC, so screens look the same everywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture(scope="session")
+def base_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    disk = tmp_path_factory.mktemp("base") / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    return disk, hashlib.sha256(disk.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def world(tmp_path: Path, base_image: tuple[Path, str]) -> TuiWorld:
+    disk, digest = base_image
+    paths = AppPaths.under(root=tmp_path / "root")
+    paths.user_templates_dir.mkdir(parents=True)
+    (paths.user_templates_dir / "tiny.yaml").write_text(
+        f"name: tiny\ndescription: a tiny test image\nimage:\n  url: file://{disk}\n  sha256: {digest}\n"
+        "cloud_init:\n  fragments: [base.yaml]\n")
+    settings = Settings(libvirt_uri="fake:///", storage_dir=tmp_path / "storage", image_dir=tmp_path / "images",
+                        default_template="tiny", boot_timeout_s=30)
+    backend = FlakyBackend(owner="test-owner")
+    guest = ScriptedGuest()
+    ctx = ServiceContext(paths=paths, settings=settings, backend=backend,
+                         catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(),
+                                                     user_dir=paths.user_templates_dir),
+                         images=ImageStore(image_dir=settings.image_dir), guest=guest,
+                         fragments_dir=fragments_dir(), owner="test-owner", egress=StandInEgress(),
+                         clock=lambda: FIXED_NOW)
+    # The real wiring over the fake collaborators, except the session timer: the real one
+    # starts a detached process per time-limited session.
+    built = build_services(ctx=ctx)
+    services = replace(built, sessions=SessionService(ctx=ctx, workspaces=built.workspaces,
+                                                      snapshots=built.snapshots, timer=RecordingTimer()))
+    return TuiWorld(services=services, backend=backend, guest=guest, terminal=RecordingTerminal())
+
+
+# -- driving the app ----------------------------------------------------------------------------
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Wait until every worker but a live follower has finished and its messages are handled."""
+    app = pilot.app
+    for _ in range(100):
+        await pilot.pause()
+        busy = [w for w in app.workers if w.group != FOLLOW_GROUP
+                and w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
+        if not busy:
+            await pilot.pause()
+            return
+        await app.workers.wait_for_complete(busy)
+    raise AssertionError(f"workers still busy: {[w.name for w in app.workers]}")
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], bool], *, what: str) -> None:
+    """Let the app run until `condition` holds (for work paced by a thread, e.g. following a log)."""
+    for _ in range(500):
+        if condition():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def drive(app: AgentboxApp, scenario: Callable[[Pilot[Any]], Awaitable[None]], *,
+          size: tuple[int, int] = (120, 40), finally_: Callable[[], None] = lambda: None) -> None:
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            try:
+                await settle(pilot)
+                await scenario(pilot)
+            finally:
+                finally_()  # e.g. let a held worker thread go, or the app could not exit
+    asyncio.run(main())
+
+
+def os_env_without_tmux() -> dict[str, str]:
+    """The environment for a child tmux server: no inherited TMUX, so it never attaches to ours."""
+    return {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+
+
+def screen_text(pilot: Pilot[Any]) -> str:
+    """The active screen as plain text, as a person would read it."""
+    return "\n".join(strip.text for strip in pilot.app.screen._compositor.render_strips())

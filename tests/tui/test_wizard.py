@@ -1,0 +1,152 @@
+"""The New workspace wizard and the create it starts: live checks, templates, progress, cancel."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from textual.widgets import Button, Input, ProgressBar, Select
+
+from agentbox.backends.base import DomainState
+from agentbox.services.create import STEPS
+from agentbox.tui.progress_screen import ProgressScreen
+from agentbox.tui.wizard import NewWorkspaceScreen
+
+from .conftest import TuiWorld, screen_text, settle, until
+
+
+async def open_wizard(pilot) -> NewWorkspaceScreen:  # type: ignore[no-untyped-def]
+    await pilot.press("n")
+    await settle(pilot)
+    wizard = pilot.app.screen
+    assert isinstance(wizard, NewWorkspaceScreen)
+    return wizard
+
+
+def test_the_name_is_checked_as_it_is_typed(world: TuiWorld) -> None:
+    world.make("demo")
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        create = wizard.query_one("#create", Button)
+        await pilot.press(*"My")
+        assert "✗ invalid workspace name 'My'" in screen_text(pilot)
+        assert create.disabled
+        wizard.query_one("#name", Input).value = ""
+        await pilot.press(*"demo")
+        await pilot.pause()
+        assert "✗ a workspace named demo already exists" in screen_text(pilot)
+        assert create.disabled
+        await pilot.press(*"-2")
+        await pilot.pause()
+        assert "✓ demo-2 is a good name" in screen_text(pilot)
+        assert not create.disabled
+
+    world.run(scenario)
+
+
+def test_templates_come_from_the_catalogue_and_fill_in_their_resources(world: TuiWorld) -> None:
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        select = wizard.query_one("#template", Select)
+        assert select.value == "tiny"  # the settings' default template
+        assert [wizard.query_one(f"#{f}", Input).value for f in ("cpus", "memory", "disk")] == ["2", "1024", "8"]
+        assert "a tiny test image" in screen_text(pilot)
+        select.focus()
+        await pilot.press("enter")  # open the list: every template is offered
+        await pilot.pause()
+        text = screen_text(pilot)
+        assert all(name in text for name in ("debian-12", "tiny", "ubuntu-24.04"))
+        await pilot.press("down", "enter")  # tiny → ubuntu-24.04
+        await pilot.pause()
+        assert select.value == "ubuntu-24.04"
+        assert [wizard.query_one(f"#{f}", Input).value for f in ("cpus", "memory", "disk")] == ["2", "2048", "12"]
+        assert "Ubuntu 24.04 LTS (noble) official cloud image" in screen_text(pilot)
+
+    world.run(scenario)
+
+
+def test_resources_out_of_the_services_range_are_refused_in_the_wizard(world: TuiWorld) -> None:
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        await pilot.press(*"big")
+        wizard.query_one("#cpus", Input).value = "99"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert pilot.app.screen is wizard
+        assert "✗ --cpus 99 is out of range 1..64" in screen_text(pilot)
+        assert world.services.ctx.records.names() == ()
+
+    world.run(scenario)
+
+
+def test_create_shows_each_step_then_selects_the_ready_workspace(world: TuiWorld) -> None:
+    world.guest.hold = threading.Event()  # stop at "waiting for SSH" to look at the progress
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        await pilot.press(*"fresh")
+        wizard.query_one("#cpus", Input).value = "3"
+        await pilot.click("#create")
+        await until(pilot, world.guest.waiting.is_set, what="the create reaches the SSH wait")
+        progress = pilot.app.screen
+        assert isinstance(progress, ProgressScreen)
+        await until(pilot, lambda: "ssh: waiting for SSH" in screen_text(pilot), what="the step is shown")
+        step, total = STEPS.index("ssh") + 1, len(STEPS)
+        text = screen_text(pilot)
+        assert "Creating fresh" in text and f"[{step}/{total}] ssh: waiting for SSH on 127.0.0.1:" in text
+        assert "Esc cancels" in text
+        bar = progress.query_one(ProgressBar)
+        assert (bar.progress, bar.total) == (step - 1, total)  # the steps before this one are done
+        world.guest.hold.set()
+        await settle(pilot)
+        record = world.services.ctx.records.load(name="fresh")
+        assert record is not None and record.resources.vcpus == 3
+        assert world.state("fresh") is DomainState.RUNNING
+        assert world.events("fresh")[-1] == "created"
+        text = screen_text(pilot)
+        assert re.search(r"▏ fresh +● running", text)  # selected, details shown
+        assert re.search(r"fresh is ready \(\d+\.\d s\): press o for a shell", text)
+
+    world.run(scenario)
+
+
+def test_escape_cancels_a_create_half_way_and_leaves_nothing(world: TuiWorld) -> None:
+    world.guest.hold = threading.Event()  # never released: only the cancel ends the wait
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_wizard(pilot)
+        await pilot.press(*"doomed", "enter")
+        await until(pilot, world.guest.waiting.is_set, what="the create reaches the SSH wait")
+        assert world.state("doomed") is DomainState.RUNNING  # it got that far
+        await pilot.press("escape")
+        await settle(pilot)
+        assert world.state("doomed") is None
+        assert world.services.ctx.records.names() == ()
+        assert not list((world.services.ctx.settings.storage_dir / "workspaces").glob("*"))
+        text = screen_text(pilot)
+        assert "Creating doomed: cancelled" in text
+        assert "No workspaces yet" in text
+
+    world.run(scenario)
+
+
+def test_escape_closes_the_wizard_without_creating_anything(world: TuiWorld) -> None:
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_wizard(pilot)
+        await pilot.press(*"later", "escape")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, NewWorkspaceScreen)
+        assert world.services.ctx.records.names() == ()
+        assert world.backend.calls == [("list_domains", "")] * len(world.backend.calls)  # only looked
+
+    world.run(scenario)
+
+
+def test_the_empty_dashboards_button_opens_the_wizard(world: TuiWorld) -> None:
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.click("#do-new")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, NewWorkspaceScreen)
+
+    world.run(scenario)
