@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything agentbox needs on Debian/Ubuntu, idempotently, then either starts
 # agentbox with the default template (`run`) or runs the whole test suite (`test`).
-#   scripts/setup.sh run      install, then create (if needed) and enter the workspace "workspace"
+#   scripts/setup.sh run      install, create the workspace "workspace" (default template) if needed, open the TUI
 #   scripts/setup.sh test     install, then run every test, real-VM tests included
 set -euo pipefail
 
@@ -13,7 +13,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config debootstrap
-          e2fsprogs openssh-client openssh-server python3-venv python3-dev gcc tmux)
+          e2fsprogs openssh-client openssh-server python3-venv python3-dev gcc tmux
+          dpkg-dev zsh fish)  # packaging tests: .deb build (dpkg-shlibdeps), completion in each shell
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -74,9 +75,9 @@ case "$mode" in
       'import json,sys; print(next((w["state"] for w in json.load(sys.stdin) if w["name"] == "workspace"), "absent"))')"
     case "$state" in
       absent) .venv/bin/agentbox create workspace ;;
-      stopped) .venv/bin/agentbox start workspace ;;
     esac
-    exec .venv/bin/agentbox ssh workspace
+    # The full-screen interface, with the workspace ready (Enter opens a shell in it).
+    exec .venv/bin/agentbox tui
     ;;
   test)
     exec .venv/bin/pytest -m "" -p no:cacheprovider tests

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import bootstrap
-from agentbox.cli.output import print_json, print_table
+from agentbox.cli.output import confirmed, print_json, print_table
 from agentbox.cli.progress import ProgressPrinter
 from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
@@ -71,14 +71,11 @@ def stop(args: argparse.Namespace) -> int:
 def destroy(args: argparse.Namespace) -> int:
     services = _services()
     services.workspaces.get(name=args.name)  # NotFound before asking anything
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(f"destroying {args.name!r} needs confirmation",
-                               hint=f"agentbox destroy {args.name} --yes")
-        answer = input(f"Destroy workspace {args.name!r} and everything in it? Type its name to confirm: ")
-        if answer.strip() != args.name:
-            print("not destroyed")
-            return 1
+    if not args.yes and not confirmed(
+            question=f"Destroy workspace {args.name!r} and everything in it? Type its name to confirm: ",
+            expected=(args.name,), what=f"destroying {args.name!r}", hint=f"agentbox destroy {args.name} --yes"):
+        print("not destroyed")
+        return 1
     services.workspaces.destroy(name=args.name, on_progress=ProgressPrinter(), purge=args.purge)
     print(f"{args.name} destroyed" + ("" if args.purge else f" (audit log kept: agentbox audit {args.name})"))
     return 0

@@ -27,7 +27,7 @@ def add_completion_parser(sub: argparse._SubParsersAction, root: argparse.Argume
     """Register `completion SHELL`; `root` is read when the command runs, so it is complete by then."""
     parser = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
                             epilog=_INSTALL_HINT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("shell", choices=SHELLS)
+    parser.add_argument("shell", choices=SHELLS, help="the shell to print the script for")
     parser.set_defaults(handler=lambda args: _print_script(root, args.shell))
 
 

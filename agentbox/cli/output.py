@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from agentbox.errors import InvalidInput
+
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -17,3 +19,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in (headers, *rows):
         line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
         sys.stdout.write(line.rstrip() + "\n")
+
+
+def confirmed(*, question: str, expected: tuple[str, ...], what: str, hint: str) -> bool:
+    """Ask on the terminal; without one, refuse (scripts pass --yes instead)."""
+    if not sys.stdin.isatty():
+        raise InvalidInput(f"{what} needs confirmation", hint=hint)
+    return input(question).strip().lower() in expected

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict
 
 from agentbox import bootstrap
-from agentbox.cli.output import print_json, print_table
+from agentbox.cli.output import confirmed, print_json, print_table
 from agentbox.cli.progress import ProgressPrinter
-from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
 from agentbox.services.snapshots import RestoreOutcome, RestorePath
 
@@ -67,14 +65,12 @@ def reset_workspace(args: argparse.Namespace) -> int:
 def reclean_workspace(args: argparse.Namespace) -> int:
     services = bootstrap.build_services()
     services.workspaces.get(name=args.name)  # NotFound before asking anything
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(f"replacing the clean state of {args.name!r} needs confirmation",
-                               hint=f"agentbox reclean {args.name} --yes")
-        answer = input(f"Every reset of {args.name!r} will return to its state as it is NOW. Continue? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("clean state unchanged")
-            return 1
+    if not args.yes and not confirmed(
+            question=f"Every reset of {args.name!r} will return to its state as it is NOW. Continue? [y/N] ",
+            expected=("y", "yes"), what=f"replacing the clean state of {args.name!r}",
+            hint=f"agentbox reclean {args.name} --yes"):
+        print("clean state unchanged")
+        return 1
     record = services.snapshots.reclean(name=args.name, on_progress=ProgressPrinter())
     if record.clean_snapshot:
         print(f"the current state of {args.name} is now its clean state ({record.clean_snapshot})")

@@ -31,6 +31,9 @@ KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro"  # the backend adds console=
 DEFAULT_PACKAGES: tuple[str, ...] = (
     "linux-image-cloud-amd64",
     "systemd-sysv",
+    # systemd-logind turns the ACPI power button into a clean shutdown, and needs D-Bus:
+    # without it `agentbox stop` waits out its timeout and then pulls the plug.
+    "dbus",
     "udev",
     "kmod",
     "e2fsprogs",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from agentbox.backends.base import DiskSpec, FilesystemSpec
-from agentbox.backends.libvirt.domain_xml import disk_target
+from agentbox.backends.libvirt.domain_xml import disk_element, disk_target
 
 
 def filesystem_xml(fs: FilesystemSpec) -> str:
@@ -30,15 +30,7 @@ def hotplug_disk_xml(disk: DiskSpec, *, used_targets: set[str]) -> str:
     index = 0
     while disk_target(index) in used_targets:
         index += 1
-    element = ET.Element("disk", {"type": "file", "device": "disk"})
-    ET.SubElement(element, "driver", {"name": "qemu", "type": disk.format})
-    ET.SubElement(element, "source", {"file": str(disk.path)})
-    ET.SubElement(element, "target", {"dev": disk_target(index), "bus": "virtio"})
-    if disk.readonly:
-        ET.SubElement(element, "readonly")
-    if disk.serial:
-        ET.SubElement(element, "serial").text = disk.serial
-    return ET.tostring(element, encoding="unicode")
+    return ET.tostring(disk_element(disk, target=disk_target(index)), encoding="unicode")
 
 
 def find_filesystem(domain_xml: str, *, tag: str) -> str | None:

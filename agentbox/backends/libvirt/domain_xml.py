@@ -134,15 +134,21 @@ def _memory_backing(root: ET.Element) -> None:
 
 
 def _disk(devices: ET.Element, disk: DiskSpec, index: int) -> None:
-    # Always virtio: the Debian cloud kernel has no AHCI, so SATA/cdrom disks are invisible.
-    element = ET.SubElement(devices, "disk", {"type": "file", "device": "disk"})
+    devices.append(disk_element(disk, target=disk_target(index)))
+
+
+def disk_element(disk: DiskSpec, *, target: str) -> ET.Element:
+    """A <disk> on the virtio bus: the Debian cloud kernel has no AHCI, so SATA/cdrom disks
+    are invisible to it (also used for hot-plugged copy disks)."""
+    element = ET.Element("disk", {"type": "file", "device": "disk"})
     ET.SubElement(element, "driver", {"name": "qemu", "type": disk.format})
     ET.SubElement(element, "source", {"file": str(disk.path)})
-    ET.SubElement(element, "target", {"dev": disk_target(index), "bus": "virtio"})
+    ET.SubElement(element, "target", {"dev": target, "bus": "virtio"})
     if disk.readonly:
         ET.SubElement(element, "readonly")
     if disk.serial:
         _text(element, "serial", disk.serial)
+    return element
 
 
 def _console(devices: ET.Element, spec: DomainSpec) -> None:
