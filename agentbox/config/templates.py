@@ -8,7 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
-from agentbox.errors import ConfigError, NotFound
+from agentbox.errors import ConfigError, InvalidInput, NotFound
+from agentbox.model.network import parse_allow_entry
 from agentbox.model.template import (
     BuildRecipe,
     CloudInitSpec,
@@ -136,8 +137,14 @@ def _policy(fields: Fields) -> PolicyDefaults:
         mode = NetworkMode(raw)
     except ValueError:
         raise fields.error("network", f"{raw!r} is not one of off, allowlist, open") from None
+    allowlist = fields.strings("allowlist")
+    for entry in allowlist:  # refused here, with the file and line, not at the first create
+        try:
+            parse_allow_entry(text=entry)
+        except InvalidInput as exc:
+            raise fields.error("allowlist", exc.message, hint=exc.hint) from None
     return PolicyDefaults(
         network=mode,
-        allowlist=fields.strings("allowlist"),
+        allowlist=allowlist,
         reset_after_session=fields.boolean("reset_after_session", default=True),
     )

@@ -145,3 +145,11 @@ def test_usage_errors_exit_2_with_a_hint(capsys) -> None:
         main(["create"])
     assert exit_info.value.code == 2
     assert "hint:" in capsys.readouterr().err
+
+
+def test_template_with_a_bad_allowlist_entry_names_line_and_field(agentbox_root: Path, capsys) -> None:
+    path = user_template(agentbox_root, "leaky", "name: leaky\nimage: {build: debian-12}\npolicy:\n"
+                                                  "  network: allowlist\n  allowlist: [pypi.org, 'http://x/y']\n")
+    code, _, err = run(["template", "show", "leaky"], capsys)
+    assert code == 3
+    assert f"{path}:5: policy.allowlist:" in err and "http://x/y" in err
