@@ -10,6 +10,7 @@ from typing import Any
 from agentbox import bootstrap
 from agentbox.cli.output import print_json
 from agentbox.cli.progress import ProgressPrinter
+from agentbox.cli.receipt_commands import SESSION_END_FILES, format_receipt
 from agentbox.cli.snapshot_commands import describe_outcome
 from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
@@ -52,6 +53,13 @@ def _end_text(end: SessionEnd) -> str:
     return f"session of {end.session.name} ended after {minutes:.1f} min ({end.reason}); {what}"
 
 
+def _receipt_text(end: SessionEnd) -> str:
+    if end.receipt is None:
+        return f"no receipt was stored for this session: {end.receipt_error}"
+    return (format_receipt(end.receipt, max_files=SESSION_END_FILES)
+            + f"\n\nthis receipt again: agentbox receipt {end.session.name} {end.receipt.id}")
+
+
 def session_start(args: argparse.Namespace) -> int:
     session = bootstrap.build_services().sessions.start(name=args.name, max_minutes=args.max_minutes,
                                                         on_progress=ProgressPrinter(), cancel=CancelToken())
@@ -70,7 +78,7 @@ def session_end(args: argparse.Namespace) -> int:
     if args.json:
         print_json(asdict(end))
     else:
-        print(_end_text(end))
+        print(_receipt_text(end) + "\n\n" + _end_text(end))
     return 0
 
 
@@ -92,7 +100,7 @@ def session_expire(args: argparse.Namespace) -> int:
     end = bootstrap.build_services().sessions.expire(name=args.name, session_id=args.id,
                                                      on_progress=ProgressPrinter(quiet=True), cancel=CancelToken())
     if end is not None:
-        sys.stderr.write(_end_text(end) + "\n")
+        sys.stderr.write(_receipt_text(end) + "\n\n" + _end_text(end) + "\n")
     return 0
 
 
@@ -114,6 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
         cancel=CancelToken())
     if outcome.timed_out:
         sys.stderr.write(f"time limit of {args.max_minutes:g} min reached: the command was stopped\n")
+    sys.stderr.write(_receipt_text(outcome.end) + "\n\n")
     sys.stderr.write(_end_text(outcome.end) + ("; the throw-away workspace was destroyed" if outcome.temporary
                                                else "") + "\n")
     return outcome.exit_code

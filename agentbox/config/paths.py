@@ -73,6 +73,14 @@ class AppPaths:
     def audit_log(self, name: str) -> Path:
         return self.audit_dir / f"{name}.jsonl"
 
+    @property
+    def receipts_dir(self) -> Path:
+        # Beside the audit logs, for the same reason: receipts outlive reset and destroy.
+        return self.data_dir / "receipts"
+
+    def workspace_receipts(self, name: str) -> Path:
+        return self.receipts_dir / name
+
     def own_dirs(self) -> tuple[Path, ...]:
         """Directories that are agentbox's own (never shareable into a guest)."""
         return (self.config_dir, self.data_dir, self.cache_dir)

@@ -22,6 +22,7 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
+from agentbox.services.receipts import Receipt, ReceiptService
 from agentbox.services.snapshots import RestoreOutcome, SnapshotService
 from agentbox.services.workspaces import WorkspaceService
 
@@ -55,6 +56,8 @@ class SessionEnd:
     duration_s: float
     reason: str
     reset: RestoreOutcome | None  # None when the policy keeps the state (or it was a throw-away)
+    receipt: Receipt | None = None  # None only when it could not be stored (receipt_error says why)
+    receipt_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class SessionService:
         self._workspaces = workspaces
         self._snapshots = snapshots
         self._timer = timer
+        self._receipts = ReceiptService(ctx=ctx)
 
     def current(self, *, name: str) -> Session | None:
         path = self._ctx.records.files(name=name).session
@@ -101,6 +105,7 @@ class SessionService:
             session = Session(id=secrets.token_hex(6), name=name, started=_iso(now),
                               deadline=_iso(now + timedelta(minutes=max_minutes)) if max_minutes else "")
             self._save(session)
+            self._receipts.begin(name=name, session_id=session.id)
             if max_minutes and arm_timer:
                 session = Session(**{**asdict(session), "timer": self._timer.arm(name=name, session_id=session.id)})
                 self._save(session)
@@ -125,6 +130,12 @@ class SessionService:
             now = ctx.clock()
             if session.timer and session_id is None:
                 self._timer.disarm(handle=session.timer)
+            receipt, receipt_error = None, ""
+            try:  # before the reset wipes what it describes
+                receipt = self._receipts.finish(record=record, session_id=session.id, started=session.started,
+                                                ended=now, reason=reason)
+            except Exception as exc:  # whatever goes wrong with the receipt, the reset must still happen
+                receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
             try:
                 if reset and record.reset_after_session:
@@ -132,7 +143,8 @@ class SessionService:
             finally:
                 # Only now: whoever sees the session gone also sees the workspace reset.
                 ctx.records.files(name=name).session.unlink(missing_ok=True)
-            ended = SessionEnd(session=session, ended=_iso(now), reason=reason, reset=outcome,
+            ended = SessionEnd(session=session, ended=_iso(now), reason=reason, reset=outcome, receipt=receipt,
+                               receipt_error=receipt_error,
                                duration_s=(now - datetime.fromisoformat(session.started)).total_seconds())
             ctx.audit(name=name).append(event="session.ended", details={
                 "session": session.id, "reason": reason, "duration_s": round(ended.duration_s, 3),

@@ -21,6 +21,7 @@ from agentbox.errors import AgentboxError, BackendError, GuestError, HostKeyMism
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_label
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import REFRESH_ARGV, refresh_input
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
@@ -77,7 +78,7 @@ class SnapshotService:
             return replace(record, clean_snapshot="", clean_fallback=reason)
         snapshot = _next_clean_name(existing=ctx.backend.list_snapshots(name=record.domain))
         on_progress(Progress(step="snapshot", detail=f"saving the clean state (disk and RAM) as {snapshot}"))
-        self._sync(record)
+        self._sync(record, mark_clean=True)
         try:
             ctx.backend.create_snapshot(name=record.domain, snapshot=snapshot,
                                         description=f"agentbox clean state of {record.name}")
@@ -264,14 +265,16 @@ class SnapshotService:
             ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
             ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label})
 
-    def _sync(self, record: WorkspaceRecord) -> None:
+    def _sync(self, record: WorkspaceRecord, *, mark_clean: bool = False) -> None:
         """Flush the guest's page cache first. A RAM snapshot holds dirty pages that the
         disk does not: after a revert, a forced power-off before they are written back
-        would leave files (cloud-init's SSH host keys, say) empty on the next cold boot."""
+        would leave files (cloud-init's SSH host keys, say) empty on the next cold boot.
+        `mark_clean` (the clean snapshot only): also leave the marker that session receipts
+        compare the guest's files against."""
         target = ssh_target(record=record, files=self._ctx.records.files(name=record.name))
         try:
-            self._ctx.guest.run_command(target=target, argv=["sync"], stdout=lambda _: None,
-                                        stderr=lambda _: None, timeout_s=120)
+            self._ctx.guest.run_command(target=target, argv=list(MARK_CLEAN_ARGV) if mark_clean else ["sync"],
+                                        stdout=lambda _: None, stderr=lambda _: None, timeout_s=120)
         except GuestError:
             pass  # an unreachable guest still gets its snapshot; only the flush is lost
 

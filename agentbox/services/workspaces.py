@@ -17,6 +17,7 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
 from agentbox.services.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
+from agentbox.services.receipts import ReceiptStore
 from agentbox.services.shares import ShareService
 from agentbox.services.storage import remove_storage
 from agentbox.services.records import Phase, WorkspaceRecord
@@ -143,8 +144,8 @@ class WorkspaceService:
     def destroy(self, *, name: str, on_progress: ProgressCallback, purge: bool = False) -> None:
         """Remove everything of a workspace, broken or not: domain, snapshots, disks, keys, files.
 
-        The audit log is kept (ending with a `destroyed` record; a later create of the same
-        name continues it) unless `purge` is true.
+        The audit log and the session receipts are kept (the log ending with a `destroyed`
+        record; a later create of the same name continues it) unless `purge` is true.
         """
         ctx = self._ctx
         validate_workspace_name(name)
@@ -172,6 +173,7 @@ class WorkspaceService:
             ctx.records.remove(name=name)
             if purge:
                 ctx.paths.audit_log(name).unlink(missing_ok=True)
+                ReceiptStore(paths=ctx.paths).purge(name=name)
             else:
                 ctx.audit(name=name).append(event="destroyed", details={"domain": domain})
             (ctx.paths.locks_dir / f"{name}.lock").unlink(missing_ok=True)

@@ -55,7 +55,7 @@ def test_a_session_ends_with_a_reset(world: World) -> None:
                        cancel=CancelToken())
     assert end is not None and end.reset is not None and end.reset.path is RestorePath.SNAPSHOT
     assert sessions.current(name="ws") is None
-    assert events(world)[-3:] == ["session.started", "reset", "session.ended"]
+    assert events(world)[-4:] == ["session.started", "session.receipt", "reset", "session.ended"]
 
 
 def test_a_session_starts_a_stopped_workspace(world: World) -> None:

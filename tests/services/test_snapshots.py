@@ -11,6 +11,7 @@ from agentbox.backends.base import DomainState
 from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
 from agentbox.errors import Busy, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
+from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import REFRESH_ARGV, SEED_BYTES
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.locks import workspace_lock
@@ -42,7 +43,8 @@ def test_create_ends_with_a_clean_ram_snapshot(world: World) -> None:
     assert record.clean_snapshot == "clean-1" and record.clean_fallback == ""
     [snap] = world.backend.list_snapshots(name=DOMAIN)
     assert snap.name == "clean-1" and snap.with_memory
-    assert ["sync"] in world.guest.commands  # dirty pages reach the disk before the RAM is saved
+    # Dirty pages reach the disk before the RAM is saved, with the marker receipts compare against.
+    assert list(MARK_CLEAN_ARGV) in world.guest.commands and MARK_CLEAN_ARGV[-1].endswith("; sync")
     assert world.ctx.records.load(name="ws").clean_snapshot == "clean-1"
 
 
