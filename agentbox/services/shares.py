@@ -98,7 +98,7 @@ class ShareService:
                                           label=share.tag)
             self._save(name, (*self._load(name), share))
             if self._running(record):
-                self._attach(record, share)
+                self._guest(record, self._attach(record, share))
         except BaseException:
             self._save(name, tuple(s for s in self._load(name) if s.tag != share.tag))
             self._release_host(record, share)
@@ -139,10 +139,16 @@ class ShareService:
     # -- following the VM's life -------------------------------------------------------------
 
     def attach_all(self, *, record: WorkspaceRecord) -> None:
-        """After boot or revert: the outbox and every share, mounted in the guest."""
-        self._attach_outbox(record)
-        for share in self._load(record.name):
-            self._attach(record, share)
+        """After boot: the outbox and every share, mounted in the guest."""
+        script = self.attach_devices(record=record)
+        if script:
+            self._guest(record, script)
+
+    def attach_devices(self, *, record: WorkspaceRecord) -> str:
+        """Plug the outbox and every share into the VM; returns the guest's mount script
+        (for a caller that has a guest command to run anyway: one SSH round trip less)."""
+        scripts = [self._attach_outbox(record)] + [self._attach(record, s) for s in self._load(record.name)]
+        return " && ".join(script for script in scripts if script)
 
     def release_all(self, *, record: WorkspaceRecord, remove_outbox: bool = False) -> None:
         """After the VM stopped (or before destroy): host-side mounts go."""
@@ -184,18 +190,18 @@ class ShareService:
     def outbox_dir(self, record: WorkspaceRecord) -> Path:
         return Path(record.storage_dir) / "outbox"
 
-    def _attach_outbox(self, record: WorkspaceRecord) -> None:
+    def _attach_outbox(self, record: WorkspaceRecord) -> str:
         virtiofsd = share_host.find_virtiofsd()
         if not virtiofsd or not self._ctx.backend.capabilities.hotplug:
-            return  # no virtiofs here: the workspace has no outbox (doctor says why)
+            return ""  # no virtiofs here: the workspace has no outbox (doctor says why)
         outbox = self.outbox_dir(record)
         outbox.mkdir(mode=0o770, exist_ok=True)
         if os.geteuid() == 0:
             os.chown(outbox, GUEST_UID, GUEST_UID)  # the guest's agent writes as itself
         self._ctx.backend.attach_filesystem(name=record.domain, fs=FilesystemSpec(
             tag=OUTBOX_TAG, source=outbox, driver="virtiofs", readonly=False, virtiofsd=virtiofsd))
-        self._guest(record, f"mkdir -p {GUEST_OUTBOX} && " + _retry_mount(
-            f"mount -t virtiofs -o nodev,nosuid {OUTBOX_TAG} {GUEST_OUTBOX}"))
+        return f"mkdir -p {GUEST_OUTBOX} && " + _retry_mount(
+            f"mount -t virtiofs -o nodev,nosuid {OUTBOX_TAG} {GUEST_OUTBOX}")
 
     def _detach_outbox(self, record: WorkspaceRecord) -> None:
         tags, _ = self._attached(record)
@@ -205,16 +211,15 @@ class ShareService:
 
     # -- one share ----------------------------------------------------------------------
 
-    def _attach(self, record: WorkspaceRecord, share: Share) -> None:
+    def _attach(self, record: WorkspaceRecord, share: Share) -> str:
+        """Plug one share in; returns the guest's mount command for it."""
         backend, guest_dir = self._ctx.backend, shlex.quote(f"{GUEST_SHARES}/{share.tag}")
         if share.mechanism is ShareMechanism.COPY_DISK:
             serial = _serial(share.tag)
             backend.attach_disk(name=record.domain, disk=DiskSpec(path=self._copy_image(record, share.tag),
                                                                   format="raw", readonly=True, serial=serial))
             device = f"/dev/disk/by-id/virtio-{serial}"
-            self._guest(record, f"mkdir -p {guest_dir} && " + _retry_mount(
-                f"mount -o ro,noload,nodev,nosuid {device} {guest_dir}"))
-            return
+            return f"mkdir -p {guest_dir} && " + _retry_mount(f"mount -o ro,noload,nodev,nosuid {device} {guest_dir}")
         source = Path(share.source)
         if share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND:
             source = self._bind_point(record, share.tag)
@@ -225,8 +230,7 @@ class ShareService:
             else "virtiofs", readonly=share.mechanism is not ShareMechanism.VIRTIOFS_RO_BIND, virtiofsd=virtiofsd))
         fstype = "9p -o trans=virtio,version=9p2000.L," if share.mechanism is ShareMechanism.NINEP_READONLY \
             else "virtiofs -o "
-        self._guest(record, f"mkdir -p {guest_dir} && " + _retry_mount(
-            f"mount -t {fstype}ro,nodev,nosuid {share.tag} {guest_dir}"))
+        return f"mkdir -p {guest_dir} && " + _retry_mount(f"mount -t {fstype}ro,nodev,nosuid {share.tag} {guest_dir}")
 
     def _detach(self, record: WorkspaceRecord, share: Share) -> None:
         tags, serials = self._attached(record)
@@ -294,8 +298,9 @@ def _serial(tag: str) -> str:
 
 
 def _retry_mount(command: str) -> str:
-    # A hot-plugged device takes a moment to appear in the guest.
-    return f"for i in $(seq 50); do {command} 2>/dev/null && exit 0; sleep 0.2; done; {command}"
+    # A hot-plugged device takes a moment to appear in the guest. A subshell, so that
+    # several mounts chain in one script.
+    return f"(for i in $(seq 50); do {command} 2>/dev/null && exit 0; sleep 0.2; done; {command})"
 
 
 def _remove_tree(root: Path) -> None:

@@ -22,7 +22,7 @@ from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_label
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
-from agentbox.provision.refresh import REFRESH_ARGV, refresh_input
+from agentbox.provision.refresh import refresh_argv, refresh_input
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.services.locks import workspace_lock
@@ -156,8 +156,9 @@ class SnapshotService:
         if running:
             on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG",
                                  index=3, total=4))
-            skew = self._refresh(record=record, cancel=cancel)
-            self._run_hooks(record=record, on_progress=on_progress)
+            mounts = ShareService(ctx=ctx).attach_devices(record=record)
+            skew = self._refresh(record=record, cancel=cancel, then=mounts)
+            self._run_hooks(record=record, on_progress=on_progress, shares_attached=True)
         else:
             self._ctx.egress.stop(files=self._ctx.records.files(name=record.name))
         return RestoreOutcome(name=record.name, target=target, path=RestorePath.SNAPSHOT, reason="",
@@ -192,7 +193,7 @@ class SnapshotService:
         raise NotFound(f"the base image {record.image_id} of workspace {record.name!r} is gone",
                        hint=f"agentbox image pull {record.template}, or destroy and re-create the workspace")
 
-    def _refresh(self, *, record: WorkspaceRecord, cancel: CancelToken) -> float:
+    def _refresh(self, *, record: WorkspaceRecord, cancel: CancelToken, then: str = "") -> float:
         """Clock and RNG; returns the guest's clock minus the host's, measured on return."""
         ctx = self._ctx
         target = ssh_target(record=record, files=ctx.records.files(name=record.name))
@@ -201,7 +202,7 @@ class SnapshotService:
         def run() -> int:
             out.clear()
             err.clear()
-            return ctx.guest.run_command(target=target, argv=list(REFRESH_ARGV), stdin=refresh_input,
+            return ctx.guest.run_command(target=target, argv=list(refresh_argv(then=then)), stdin=refresh_input,
                                          stdout=out.extend, stderr=err.extend, timeout_s=60, cancel=cancel)
 
         try:
@@ -215,18 +216,20 @@ class SnapshotService:
             code = run()
         received = time.time()
         if code != 0:
-            raise AgentboxError(f"could not set the clock and reseed the RNG of {record.name} (exit {code}): "
-                                f"{err.decode(errors='replace').strip()[-300:]}",
-                                hint="the workspace was reset; its clock may be behind until the next reset")
+            raise AgentboxError(f"{record.name} was reset, but setting its clock, reseeding its RNG or mounting its"
+                                f" shares failed (exit {code}): {err.decode(errors='replace').strip()[-300:]}",
+                                hint=f"reset again (agentbox reset {record.name}); if it persists, see agentbox doctor")
         try:
             return float(out.decode().split()[-1]) - received
         except (ValueError, IndexError):
             return float("nan")
 
-    def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> None:
+    def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback,
+                   shares_attached: bool = False) -> None:
         # The forward reconnects by itself after a revert; this also revives dead helpers.
         self._ctx.egress.ensure_running(record=record, files=self._ctx.records.files(name=record.name))
-        ShareService(ctx=self._ctx).attach_all(record=record)
+        if not shares_attached:
+            ShareService(ctx=self._ctx).attach_all(record=record)
         for hook in self._hooks:
             hook(record)
         on_progress(Progress(step="ready", detail=f"{record.name} is back", index=4, total=4))

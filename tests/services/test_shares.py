@@ -13,7 +13,6 @@ import pytest
 from agentbox.backends.base import DomainState
 from agentbox.errors import InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
-from agentbox.model.shares import ShareMechanism
 from agentbox.services import share_host
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.outbox import OutboxService

@@ -12,7 +12,7 @@ from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
 from agentbox.errors import Busy, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
-from agentbox.provision.refresh import REFRESH_ARGV, SEED_BYTES
+from agentbox.provision.refresh import SEED_BYTES, is_refresh
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.locks import workspace_lock
 from agentbox.services.records import WorkspaceRecord
@@ -56,7 +56,7 @@ def test_reset_powers_off_reverts_refreshes_and_runs_the_hooks(world: World) -> 
     assert outcome.path is RestorePath.SNAPSHOT and outcome.running and outcome.target == "clean"
     calls = [c for c, _ in world.backend.calls if c in ("destroy", "revert_snapshot", "start")]
     assert calls == ["destroy", "revert_snapshot"]  # no guest cooperation, no cold boot
-    refresh = world.guest.commands.index(list(REFRESH_ARGV))
+    [refresh] = [i for i, argv in enumerate(world.guest.commands) if is_refresh(argv)]
     assert len(world.guest.stdins[refresh] or b"") == 8 + SEED_BYTES  # the host time, then the seed
     assert abs(outcome.clock_skew_s or 99) < 1
     assert hooked == ["ws"]
