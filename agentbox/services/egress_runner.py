@@ -17,7 +17,7 @@ from typing import Protocol
 
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
-from agentbox.egress.client import EgressControlClient, PolicyChange
+from agentbox.egress.client import ApprovalStream, EgressControlClient, PolicyChange
 from agentbox.errors import EgressError
 from agentbox.model.network import NetworkPolicy
 from agentbox.remote.forward import read_state
@@ -46,6 +46,9 @@ class EgressRunner(Protocol):
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
         """Swap the running proxy's policy (it persists it); returns what it cut."""
+
+    def approvals(self, *, files: WorkspaceFiles) -> ApprovalStream:
+        """Become an approver of the running proxy: its held connections arrive to be answered."""
 
 
 class ProcessEgressRunner:
@@ -83,6 +86,9 @@ class ProcessEgressRunner:
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
         return EgressControlClient(socket_path=files.egress_dir / "control.sock").set_policy(policy=policy)
+
+    def approvals(self, *, files: WorkspaceFiles) -> ApprovalStream:
+        return EgressControlClient(socket_path=files.egress_dir / "control.sock").approvals()
 
     def _start_proxy(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         egress = files.egress_dir

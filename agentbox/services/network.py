@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agentbox.backends.base import DomainState
+from agentbox.egress.client import ApprovalStream
 from agentbox.egress.daemon import load_policy_file, save_policy_file
 from agentbox.egress.records import ConnectionRecord
 from agentbox.egress.wire import record_from_json
@@ -154,6 +155,13 @@ class NetworkService:
             if not follow:
                 return
             cancel.wait(0.5)
+
+    def approval_requests(self, *, name: str) -> ApprovalStream:
+        """Become an approver for the workspace's proxy: in allowlist mode it holds connections
+        to unlisted destinations while an approver is listening, and they arrive on this stream
+        to be answered (close it to stop; what it leaves unanswered is then denied)."""
+        load_ready_record(ctx=self._ctx, name=name)
+        return self._ctx.egress.approvals(files=self._files(name))
 
     def _running(self, record: WorkspaceRecord) -> bool:
         info = self._ctx.backend.get(name=record.domain)

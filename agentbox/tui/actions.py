@@ -1,6 +1,9 @@
 """The dashboard's actions in one table: key, footer label, button, palette help, and when
 each applies. Bindings, buttons and command-palette entries are all built from it, so a new
-action (network, shares, outbox, ...) is one row here plus its `action_*` method."""
+action is one row here plus its `action_*` method.
+
+Not every action fits an 80-column footer: the footer shows the everyday ones (`footer`);
+every action is also a button labelled with its key, a palette entry, and listed by `?`."""
 
 from __future__ import annotations
 
@@ -28,19 +31,31 @@ class ActionSpec:
     help: str  # command-palette help
     needs: Needs
     button: bool = True  # also a button in the details pane
+    footer: bool = True  # shown in the footer (keep those that apply at once within 80 columns)
 
 
 DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
-    ActionSpec("new", "n", "New", "Create a workspace (name, template, resources)", Needs.NOTHING, button=False),
+    ActionSpec("new", "n", "New", "Create a workspace (name, template, resources, folders, network)",
+               Needs.NOTHING, button=False),
     ActionSpec("start", "s", "Start", "Start the workspace and wait for SSH", Needs.STOPPED),
     ActionSpec("stop", "x", "Stop", "Shut the workspace down", Needs.RUNNING),
     ActionSpec("shell", "o", "Shell", "Open a shell in the workspace (returns when it exits)", Needs.RUNNING),
     ActionSpec("reset", "r", "Reset", "Return the workspace to its clean state (asks first)", Needs.READY),
     ActionSpec("end_session", "e", "End session", "End the session; the workspace is reset", Needs.SESSION),
-    ActionSpec("copy_ssh", "c", "Copy SSH", "Copy the SSH command to the clipboard", Needs.RUNNING),
-    ActionSpec("checkpoints", "k", "Checkpoints", "Save, restore and delete checkpoints", Needs.READY),
-    ActionSpec("audit", "a", "Audit", "The workspace's audit log, live", Needs.ANY),
-    ActionSpec("destroy", "d", "Destroy", "Remove the workspace (type its name to confirm)", Needs.ANY),
+    ActionSpec("network", "w", "Network", "Switch the network: off → allowlist → open → off", Needs.READY),
+    ActionSpec("allowlist", "l", "Allowlist", "Edit the destinations allowed in allowlist mode", Needs.READY,
+               footer=False),
+    ActionSpec("net_log", "g", "Net log", "Every connection the agent tried, live", Needs.READY, footer=False),
+    ActionSpec("shares", "f", "Shares", "Folders shared read-only into the workspace: add, remove", Needs.READY,
+               footer=False),
+    ActionSpec("outbox", "b", "Outbox", "Files the agent left in /mnt/outbox: list, export, clear", Needs.READY,
+               footer=False),
+    ActionSpec("copy_ssh", "c", "Copy SSH", "Copy the SSH command to the clipboard", Needs.RUNNING, footer=False),
+    ActionSpec("checkpoints", "k", "Checkpoints", "Save, restore and delete checkpoints", Needs.READY,
+               footer=False),
+    ActionSpec("audit", "a", "Audit", "The workspace's audit log, live", Needs.ANY, footer=False),
+    ActionSpec("destroy", "d", "Destroy", "Remove the workspace (type its name to confirm)", Needs.ANY,
+               footer=False),
 )
 BY_ACTION = {spec.action: spec for spec in DASHBOARD_ACTIONS}
 

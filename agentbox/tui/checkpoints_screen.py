@@ -12,19 +12,19 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from agentbox.bootstrap import Services
 from agentbox.model.names import validate_label
 from agentbox.tui import operations
-from agentbox.tui.dialogs import AskScreen, ConfirmScreen, ErrorScreen
+from agentbox.tui.dialogs import AskScreen, ConfirmScreen, ErrorScreen, GoesBack
 from agentbox.tui.messages import CheckpointsLoaded
 from agentbox.tui.operations import Operation, OperationResult, error_info
 from agentbox.tui.progress_screen import ProgressScreen
 from agentbox.tui.views import short_time
 
 
-class CheckpointsScreen(Screen[None]):
+class CheckpointsScreen(GoesBack, Screen[None]):
     BINDINGS = [
         Binding("c", "create", "Save new"),
         Binding("r", "restore", "Restore"),
         Binding("d", "delete", "Delete"),
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
     ]
 
     def __init__(self, *, services: Services, name: str) -> None:
@@ -85,7 +85,7 @@ class CheckpointsScreen(Screen[None]):
     async def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         if event.button.id == "back":
-            self.app.pop_screen()
+            self.action_back()
         else:
             await self.run_action(event.button.id or "")
 

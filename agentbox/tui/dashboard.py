@@ -2,8 +2,9 @@
 actions of actions.py as keys, buttons and palette entries.
 
 A background worker reloads everything on an interval (and after each action); long
-actions run on a ProgressScreen; quick look-ups (the SSH command) run in a worker too, so
-the UI thread never waits on libvirt or the disk.
+actions run on a ProgressScreen; quick ones (the SSH command, a network switch) run in a
+worker too, so the UI thread never waits on libvirt or the disk. The approval desk watches
+every running workspace's proxy for connections waiting for a person's answer.
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from agentbox.bootstrap import Services
 from agentbox.errors import BackendUnavailable
-from agentbox.services.create import CreateRequest
+from agentbox.model.workspace import WorkspaceState
 from agentbox.tui import operations
 from agentbox.tui.actions import BY_ACTION, DASHBOARD_ACTIONS, applies
+from agentbox.tui.approval_screen import ApprovalDesk
 from agentbox.tui.audit_screen import AuditScreen
 from agentbox.tui.checkpoints_screen import CheckpointsScreen
 from agentbox.tui.commands import PaletteCommand, ScreenCommands
 from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, TypeNameScreen
 from agentbox.tui.doctor_screen import DoctorScreen
-from agentbox.tui.messages import ActionFailed, DashboardLoaded, LoadFailed, SshCommandReady
+from agentbox.tui.messages import (ActionFailed, ApprovalAnswered, ApprovalRequested, DashboardLoaded, LoadFailed,
+                                   QuickActionDone, SshCommandReady)
+from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen
 from agentbox.tui.operations import ErrorInfo, Operation, OperationResult, error_info
+from agentbox.tui.outbox_screen import OutboxScreen
+from agentbox.tui.shares_screen import SharesScreen
 from agentbox.tui.terminal import Terminal, TuiOptions
 from agentbox.tui.progress_screen import ProgressScreen
 from agentbox.tui.views import DashboardData, WorkspaceDetails, WorkspaceRow, load_dashboard
-from agentbox.tui.widgets import BUTTON_PREFIX, DetailsPanel, WorkspaceTable, state_text
-from agentbox.tui.wizard import NewWorkspaceScreen
+from agentbox.tui.widgets import BUTTON_PREFIX, DetailsPanel, WorkspaceTable, network_text, state_text
+from agentbox.tui.wizard import NewWorkspace, NewWorkspaceScreen
 
 EMPTY_TEXT = "No workspaces yet. Press n to create your first one."
 COLUMNS = ("name", "state", "template", "network", "last reset", "created")
@@ -44,7 +50,8 @@ COLUMNS = ("name", "state", "template", "network", "last reset", "created")
 class DashboardScreen(Screen[None]):
     BINDINGS = [
         Binding("q", "app.quit", "Quit"),  # first: the one key everybody needs to find
-        *(Binding(spec.key, spec.action, spec.label) for spec in DASHBOARD_ACTIONS),
+        *(Binding(spec.key, spec.action, spec.label, show=spec.footer) for spec in DASHBOARD_ACTIONS),
+        Binding("question_mark", "keys", "All keys", show=False),
         Binding("f5", "reload", "Refresh", show=False),
     ]
     COMMANDS = {ScreenCommands}
@@ -64,6 +71,7 @@ class DashboardScreen(Screen[None]):
         # it with a newer one each time would never show anything. Asks meanwhile queue one.
         self._loading = False
         self._load_again = False
+        self._desk = ApprovalDesk(screen=self, services=services, report=self._report)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,6 +90,9 @@ class DashboardScreen(Screen[None]):
         self.query_one("#empty").display = False
         self.set_interval(self._options.refresh_s, self.reload)
         self.reload()
+
+    def on_unmount(self) -> None:
+        self._desk.stop_all()  # each watch ends within one poll; the proxies then deny what is left
 
     # -- loading -----------------------------------------------------------------------
 
@@ -114,7 +125,7 @@ class DashboardScreen(Screen[None]):
     def on_dashboard_loaded(self, message: DashboardLoaded) -> None:
         self._loaded()
         if self._doctor is not None:  # the hypervisor is back
-            self._doctor.dismiss(False)
+            self._doctor.dismiss_on_top(False)
         if self._last_load_error:
             self._last_load_error = ""
             self._status("workspaces listed again")
@@ -148,8 +159,8 @@ class DashboardScreen(Screen[None]):
             with self.prevent(DataTable.RowHighlighted):
                 table.clear()
                 for row in data.rows:
-                    table.add_row(row.name, state_text(row.state), row.template, row.network, row.last_reset,
-                                  row.created, key=row.name)
+                    table.add_row(row.name, state_text(row.state), row.template, network_text(row.network),
+                                  row.last_reset, row.created, key=row.name)
                 if self._selected in names:
                     table.move_cursor(row=names.index(self._selected))
             self._rows = data.rows
@@ -162,6 +173,7 @@ class DashboardScreen(Screen[None]):
             self.query_one(DetailsPanel).show(data.details)
         if first:
             self._status(f"{len(data.rows)} workspace(s)" if data.rows else "")
+        self._desk.track(row.name for row in data.rows if row.state is WorkspaceState.RUNNING)
         self.refresh_bindings()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -208,10 +220,10 @@ class DashboardScreen(Screen[None]):
     def action_new(self) -> None:
         taken = frozenset(row.name for row in self._rows or ())
 
-        def chosen(request: CreateRequest | None) -> None:
-            if request is not None:
-                self._selected = request.name
-                self._run(operations.create(services=self._services, request=request))
+        def chosen(new: NewWorkspace | None) -> None:
+            if new is not None:
+                self._selected = new.request.name
+                self._run(operations.create(services=self._services, request=new.request, allow=new.allow))
 
         self.app.push_screen(NewWorkspaceScreen(services=self._services, taken=taken), chosen)
 
@@ -257,6 +269,45 @@ class DashboardScreen(Screen[None]):
         if name := self._target("checkpoints"):
             self.app.push_screen(CheckpointsScreen(services=self._services, name=name), lambda _: self.reload())
 
+    def action_network(self) -> None:
+        if name := self._target("network"):
+            self._switch_network(self._services, name)
+
+    def action_allowlist(self) -> None:
+        if name := self._target("allowlist"):
+            self.app.push_screen(AllowlistScreen(services=self._services, name=name), lambda _: self.reload())
+
+    def action_net_log(self) -> None:
+        if name := self._target("net_log"):
+            self.app.push_screen(NetLogScreen(services=self._services, name=name))
+
+    def action_shares(self) -> None:
+        if name := self._target("shares"):
+            self.app.push_screen(SharesScreen(services=self._services, name=name), lambda _: self.reload())
+
+    def action_outbox(self) -> None:
+        if name := self._target("outbox"):
+            self.app.push_screen(OutboxScreen(services=self._services, name=name), lambda _: self.reload())
+
+    def action_keys(self) -> None:
+        if self.query("HelpPanel"):
+            self.app.action_hide_help_panel()
+        else:
+            self.app.action_show_help_panel()
+
+    # -- approvals (see approval_screen.py) ------------------------------------------------
+
+    def on_approval_requested(self, message: ApprovalRequested) -> None:
+        self._desk.requested(message.held)
+
+    def on_approval_answered(self, message: ApprovalAnswered) -> None:
+        self._desk.answered(message.outcome)
+        self.reload()  # "always" changed the allowlist
+
+    def _report(self, text: str, severity: str) -> None:
+        self._status(text)
+        self.notify(text, severity=severity)  # type: ignore[arg-type]
+
     # -- running things ------------------------------------------------------------------
 
     def _confirm(self, *, title: str, body: str, confirm: str, then: Callable[[], None]) -> None:
@@ -275,6 +326,20 @@ class DashboardScreen(Screen[None]):
         else:
             self._status(result.summary)
             self.notify(result.summary, severity="warning" if result.cancelled else "information")
+        self.reload()
+
+    @work(thread=True, group="quick", exit_on_error=False)
+    def _switch_network(self, services: Services, name: str) -> None:
+        try:
+            update = operations.cycle_network(services=services, name=name)
+        except Exception as exc:  # noqa: BLE001 - shown as a dialog
+            self.post_message(ActionFailed(error_info(title=f"Could not switch the network of {name}", exc=exc)))
+        else:
+            self.post_message(QuickActionDone(operations.describe_update(name=name, update=update)))
+
+    def on_quick_action_done(self, message: QuickActionDone) -> None:
+        self._status(message.summary)
+        self.notify(message.summary)
         self.reload()
 
     @work(thread=True, group="quick", exit_on_error=False)

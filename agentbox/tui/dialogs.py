@@ -1,17 +1,47 @@
-"""Small modal dialogs: an error with its hint, a yes/no confirm, type-the-name, ask a label."""
+"""Small modal dialogs: an error with its hint, a yes/no confirm, type-the-name, ask a label;
+and DismissOnTop for screens that finish by themselves."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, Static
 
 from agentbox.errors import AgentboxError
 from agentbox.tui.operations import ErrorInfo
+
+
+class DismissOnTop:
+    """For a screen that may finish while another is pushed over it (an approval prompt can
+    appear at any moment): dismissing would pop that other screen, so wait until on top."""
+
+    _held_result: tuple[object] | None = None
+
+    def dismiss_on_top(self, result: object) -> None:
+        screen = cast(Screen[Any], self)
+        if screen.is_active:
+            screen.dismiss(result)
+        else:
+            self._held_result = (result,)
+
+    def on_screen_resume(self) -> None:
+        if self._held_result is not None:
+            (result,) = self._held_result
+            self._held_result = None
+            cast(Screen[Any], self).dismiss(result)
+
+
+class GoesBack:
+    """Esc and the Back button dismiss the screen, so whoever opened it hears that it closed
+    (a plain pop_screen would not call the callback that reloads the dashboard)."""
+
+    def action_back(self) -> None:
+        cast(Screen[Any], self).dismiss(None)
 
 
 class ErrorScreen(ModalScreen[None]):

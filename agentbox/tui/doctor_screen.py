@@ -14,6 +14,7 @@ from textual.widgets import Button, Footer, Header, Static
 
 from agentbox.bootstrap import Services
 from agentbox.services.doctor import CheckStatus, DoctorReport, run_doctor
+from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import DoctorDone
 from agentbox.tui.operations import ErrorInfo, error_info
 
@@ -37,7 +38,7 @@ def report_renderable(report: DoctorReport) -> Table:
     return grid
 
 
-class DoctorScreen(Screen[bool]):
+class DoctorScreen(DismissOnTop, Screen[bool]):
     """Dismissed with True to retry."""
 
     BINDINGS = [Binding("r", "retry", "Retry"), Binding("q", "app.quit", "Quit")]

@@ -7,10 +7,16 @@ from collections.abc import Sequence
 from textual.message import Message
 
 from agentbox.audit import AuditRecord
+from agentbox.egress.records import ConnectionRecord
 from agentbox.model.progress import Progress
+from agentbox.model.shares import MechanismChoice
 from agentbox.model.template import Template
 from agentbox.services.doctor import DoctorReport
+from agentbox.services.network import NetworkStatus
+from agentbox.services.outbox import OutboxEntry
+from agentbox.services.shares import ShareStatus
 from agentbox.services.snapshots import Checkpoint
+from agentbox.tui.approvals import ApprovalOutcome, HeldRequest
 from agentbox.tui.operations import ErrorInfo, OperationResult
 from agentbox.tui.views import DashboardData
 
@@ -83,3 +89,67 @@ class TemplatesLoaded(Message):
         super().__init__()
         self.templates = tuple(templates)
         self.error = error
+
+
+class QuickActionDone(Message):
+    """A quick action (no progress screen) worked: `summary` says what it did."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class NetworkLoaded(Message):
+    def __init__(self, status: NetworkStatus | None, error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.status = status
+        self.error = error
+
+
+class AllowlistChanged(Message):
+    """An allow/deny went through (`summary`), or the service refused it (`error`)."""
+
+    def __init__(self, *, summary: str = "", error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.summary = summary
+        self.error = error
+
+
+class NetRecordsArrived(Message):
+    def __init__(self, records: Sequence[ConnectionRecord], error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.records = tuple(records)
+        self.error = error
+
+
+class SharesLoaded(Message):
+    def __init__(self, shares: Sequence[ShareStatus] | None, error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.shares = tuple(shares or ())
+        self.error = error
+
+
+class MechanismsLoaded(Message):
+    def __init__(self, choices: Sequence[MechanismChoice], error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.choices = tuple(choices)
+        self.error = error
+
+
+class OutboxLoaded(Message):
+    def __init__(self, entries: Sequence[OutboxEntry] | None, error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.entries = tuple(entries or ())
+        self.error = error
+
+
+class ApprovalRequested(Message):
+    def __init__(self, held: HeldRequest) -> None:
+        super().__init__()
+        self.held = held
+
+
+class ApprovalAnswered(Message):
+    def __init__(self, outcome: ApprovalOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome

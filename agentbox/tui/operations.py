@@ -8,14 +8,18 @@ new actions (network, shares, outbox) add a factory without touching the screens
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, Cancelled
-from agentbox.model.progress import CancelToken, ProgressCallback
+from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.network import PolicyUpdate
+from agentbox.services.shares import GUEST_SHARES
 from agentbox.services.snapshots import RestoreOutcome, RestorePath
+from agentbox.tui.views import NEXT_MODE
 
 SESSION_END_REASON = "ended in the TUI"
 
@@ -69,11 +73,16 @@ def perform(*, operation: Operation, on_progress: ProgressCallback, cancel: Canc
 # -- the operations -------------------------------------------------------------------------
 
 
-def create(*, services: Services, request: CreateRequest) -> Operation:
+def create(*, services: Services, request: CreateRequest, allow: Sequence[str] = ()) -> Operation:
+    """Create, then put `allow` (entries the wizard already checked) on the new allowlist."""
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         started = time.monotonic()
         create_workspace(ctx=services.ctx, request=request, on_progress=on_progress, cancel=cancel)
-        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}): press o for a shell"
+        for entry in allow:
+            on_progress(Progress(step="allowlist", detail=f"allowing {entry}"))
+            services.network.allow(name=request.name, entry=entry)
+        extra = f", {len(allow)} allowlist entr{'y' if len(allow) == 1 else 'ies'}" if allow else ""
+        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}{extra}): press o for a shell"
     return Operation(title=f"Creating {request.name}", workspace=request.name, run=run)
 
 
@@ -135,6 +144,50 @@ def delete_checkpoint(*, services: Services, name: str, label: str) -> Operation
         services.snapshots.delete_checkpoint(name=name, label=label)
         return f"checkpoint {label} of {name} deleted"
     return Operation(title=f"Deleting checkpoint {label}", workspace=name, run=run, cancellable=False)
+
+
+def cycle_network(*, services: Services, name: str) -> PolicyUpdate:
+    """off → allowlist → open → off, from the mode the workspace really has now (quick)."""
+    current = services.network.policy(name=name).mode
+    return services.network.set_mode(name=name, mode=NEXT_MODE[current].value)
+
+
+def describe_update(*, name: str, update: PolicyUpdate) -> str:
+    where = "now, for the next connection" if update.live else "when the workspace next runs"
+    cut = f"; {update.cut} open connection(s) closed" if update.cut else ""
+    return f"{name}: network {update.policy.mode.value} (applies {where}{cut})"
+
+
+def add_share(*, services: Services, name: str, source: str, tag: str | None, mechanism: str | None) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        on_progress(Progress(step="share", detail=f"sharing {source} read-only"))
+        share = services.shares.add(name=name, source=source, tag=tag, mechanism=mechanism)
+        kind = "live" if share.mechanism.live else "a copy made now: later changes on the host do not show"
+        return (f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {name} "
+                f"({share.mechanism.value}: {kind})")
+    return Operation(title=f"Sharing a folder with {name}", workspace=name, run=run, cancellable=False)
+
+
+def remove_share(*, services: Services, name: str, tag: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        share = services.shares.remove(name=name, tag=tag)
+        return f"{share.source} is no longer shared into {name}"
+    return Operation(title=f"Removing share {tag}", workspace=name, run=run, cancellable=False)
+
+
+def export_outbox(*, services: Services, name: str, dest: Path) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        on_progress(Progress(step="export", detail=f"copying regular files into {dest}"))
+        result = services.outbox.export(name=name, dest=dest)
+        skipped = f"; {len(result.skipped)} skipped (only regular files are exported)" if result.skipped else ""
+        return f"exported {len(result.copied)} file(s), {result.bytes} bytes, to {dest.expanduser()}{skipped}"
+    return Operation(title=f"Exporting the outbox of {name}", workspace=name, run=run, cancellable=False)
+
+
+def clear_outbox(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        return f"outbox of {name} emptied ({services.outbox.clear(name=name)} item(s) removed)"
+    return Operation(title=f"Clearing the outbox of {name}", workspace=name, run=run, cancellable=False)
 
 
 def describe_restore(outcome: RestoreOutcome) -> str:

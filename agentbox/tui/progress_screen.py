@@ -15,13 +15,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, ProgressBar, Static
 
 from agentbox.model.progress import CancelToken, Progress
+from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import OperationFinished, OperationProgressed
 from agentbox.tui.operations import Operation, OperationResult, perform
 
 OPERATION_GROUP = "operation"
 
 
-class ProgressScreen(ModalScreen[OperationResult]):
+class ProgressScreen(DismissOnTop, ModalScreen[OperationResult]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, *, operation: Operation) -> None:
@@ -61,7 +62,7 @@ class ProgressScreen(ModalScreen[OperationResult]):
         self.query_one("#progress-step", Static).update(f"{counter}{p.step}{percent}: {p.detail}".rstrip(": "))
 
     def on_operation_finished(self, message: OperationFinished) -> None:
-        self.dismiss(message.result)
+        self.dismiss_on_top(message.result)
 
     def action_cancel(self) -> None:
         if not self.operation.cancellable:

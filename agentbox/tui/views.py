@@ -10,17 +10,27 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from agentbox.audit import AuditRecord, read_records
 from agentbox.bootstrap import Services
+from agentbox.egress.records import ConnectionRecord
 from agentbox.errors import AgentboxError
 from agentbox.model.template import NetworkMode, Template
 from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.services.outbox import OutboxEntry
+from agentbox.services.shares import GUEST_SHARES, ShareStatus
 from agentbox.services.ssh_access import alias
 
 RECENT_EVENTS = 5
-RECENT_KEYS = ("target", "label", "path", "how", "reason")
+RECENT_DECISIONS = 3
+RECENT_KEYS = ("target", "label", "path", "how", "reason", "tag", "mode", "verdict", "host")
+OWN_ROWS = ("network.decision",)  # shown in the details' own network row, not among recent events
+NETWORK_MEANING = {NetworkMode.OFF: "no network at all", NetworkMode.ALLOWLIST: "only listed destinations",
+                   NetworkMode.OPEN: "any public address"}
+NEXT_MODE = {NetworkMode.OFF: NetworkMode.ALLOWLIST, NetworkMode.ALLOWLIST: NetworkMode.OPEN,
+             NetworkMode.OPEN: NetworkMode.OFF}
 NEVER = "never"
 T = TypeVar("T")
 D = TypeVar("D")
@@ -48,11 +58,27 @@ class WorkspaceDetails:
     in_session: bool
     checkpoints: tuple[str, ...]
     recent_events: tuple[str, ...]
+    network: NetworkMode | None = None  # None when the policy cannot be read
+    egress: str = ""  # what the guest can reach right now, in plain words
+    allowlist: tuple[str, ...] = ()
+    recent_decisions: tuple[str, ...] = ()
+    shares: tuple[str, ...] = ()
+    outbox: str = ""
 
     @property
     def ready(self) -> bool:
         """Whether lifecycle actions apply (a broken or half-made workspace can only be destroyed)."""
         return self.state in (WorkspaceState.RUNNING, WorkspaceState.STOPPED, WorkspaceState.PAUSED)
+
+
+@dataclass(frozen=True)
+class NetLine:
+    time: str
+    verdict: str  # "✓ allowed" / "✗ denied": words and a mark, not colour alone
+    allowed: bool
+    destination: str
+    rule: str
+    outcome: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,7 @@ def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetail
     checkpoints = _quietly(lambda: tuple(c.label for c in services.snapshots.checkpoints(name=name)), ()) \
         if ready else ()
     res = workspace.resources
+    status = _quietly(lambda: services.network.show(name=name), None) if ready else None
     return WorkspaceDetails(
         name=name, state=workspace.state, problem=workspace.problem,
         resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk",
@@ -105,6 +132,13 @@ def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetail
         in_session=session is not None,
         checkpoints=checkpoints,
         recent_events=tuple(_event_text(rec) for rec in recent_records(services=services, name=name)),
+        network=status.mode if status else None,
+        egress=status.egress if status else "",
+        allowlist=status.allowlist if status else (),
+        recent_decisions=tuple(_decision_text(r) for r in recent_decisions(services=services, name=name))
+        if ready else (),
+        shares=tuple(share_text(s) for s in _quietly(lambda: services.shares.list(name=name), ())) if ready else (),
+        outbox=outbox_text(_quietly(lambda: services.outbox.list(name=name), ())) if ready else "",
     )
 
 
@@ -112,7 +146,62 @@ def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS)
     path = services.ctx.paths.audit_log(name)
     if not path.exists():
         return ()
-    return tuple(_quietly(lambda: deque(read_records(path=path), maxlen=limit), ()))
+    return tuple(_quietly(lambda: deque((r for r in read_records(path=path) if r.event not in OWN_ROWS),
+                                        maxlen=limit), ()))
+
+
+def recent_decisions(*, services: Services, name: str,
+                     limit: int = RECENT_DECISIONS) -> tuple[ConnectionRecord, ...]:
+    try:
+        return tuple(deque(services.network.records(name=name), maxlen=limit))
+    except (AgentboxError, OSError, ValueError, KeyError):  # a damaged log line: shown as nothing
+        return ()
+
+
+def net_line(record: ConnectionRecord) -> NetLine:
+    allowed = record.decision.allowed
+    where = f"{record.host or '?'}:{record.port}" + (f" ({record.address})" if record.address
+                                                     and record.address != record.host else "")
+    return NetLine(time=_clock_time(record.time, seconds=True), verdict="✓ allowed" if allowed else "✗ denied",
+                   allowed=allowed, destination=where, rule=record.decision.rule, outcome=str(record.outcome))
+
+
+def share_text(status: ShareStatus) -> str:
+    share = status.share
+    kind = "live" if status.live else "a copy"
+    return f"{share.tag} ← {home_relative(share.source)} ({share.mechanism.value}, {kind}" + (
+        ")" if status.attached else ", not attached now)")
+
+
+def home_relative(path: str) -> str:
+    """/home/me/code → ~/code (shorter, and what people recognise)."""
+    home = Path.home()
+    try:
+        return "~/" + str(Path(path).relative_to(home))
+    except ValueError:
+        return path
+
+
+def share_place(tag: str) -> str:
+    return f"{GUEST_SHARES}/{tag}"
+
+
+def outbox_text(entries: tuple[OutboxEntry, ...]) -> str:
+    files = [e for e in entries if e.kind == "file"]
+    if not entries:
+        return "empty"
+    others = len(entries) - len(files) - sum(e.kind == "dir" for e in entries)
+    return f"{len(files)} file(s), {size_text(sum(e.size for e in files))}" + (
+        f" + {others} not exportable" if others else "")
+
+
+def size_text(size: int) -> str:
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if size < 1024 else f"{value:.1f} {unit}"
+    return f"{size} B"
 
 
 def audit_line(record: AuditRecord) -> AuditLine:
@@ -180,11 +269,18 @@ def _session_text(started: str, deadline: str) -> str:
     return f"since {since}, ends {_clock_time(deadline)}" if deadline else f"since {since}, no time limit"
 
 
-def _clock_time(iso: str) -> str:
+def _clock_time(iso: str, *, seconds: bool = False) -> str:
     try:
-        return _local(datetime.fromisoformat(iso)).strftime("%H:%M")
+        return _local(datetime.fromisoformat(iso)).strftime("%H:%M:%S" if seconds else "%H:%M")
     except ValueError:
         return iso
+
+
+def _decision_text(record: ConnectionRecord) -> str:
+    line = net_line(record)
+    mark = "✓" if line.allowed else "✗"
+    return f"{_clock_time(record.time)} {mark} {record.host or '?'}:{record.port}" + (
+        "" if line.allowed else f" ({line.rule})")
 
 
 def _event_text(record: AuditRecord) -> str:

@@ -1,30 +1,64 @@
-"""The New workspace wizard: name (checked as you type), template, resources.
+"""The New workspace wizard: name (checked as you type), template, resources, folders to
+share (picked in a directory tree), network mode and allowlist.
 
-It only collects a `CreateRequest`; the dashboard runs the create with a progress screen.
-Network mode and folders to share slot in here once their services exist.
+It only collects a `NewWorkspace`; the dashboard runs the create with a progress screen.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
 
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError
 from agentbox.model.names import validate_workspace_name
+from agentbox.model.network import NetworkMode, parse_allow_entry
 from agentbox.model.template import Template
 from agentbox.services.create import CreateRequest, resolve_resources
+from agentbox.services.share_paths import default_tag
 from agentbox.tui.messages import TemplatesLoaded
 from agentbox.tui.operations import error_info
+from agentbox.tui.shares_screen import check_share_folder
+from agentbox.tui.views import NETWORK_MEANING, share_place
+from agentbox.tui.widgets import NETWORK_MARKS, FolderPicker
 
 RESOURCE_FIELDS = (("cpus", "CPUs"), ("memory", "Memory MiB"), ("disk", "Disk GiB"))
+FROM_TEMPLATE = "template"
+NETWORK_CHOICES = [("as the template says", FROM_TEMPLATE)] + [
+    (f"{NETWORK_MARKS[mode][0]} {mode.value}: {NETWORK_MEANING[mode]}", mode.value) for mode in NetworkMode]
 
 
-class NewWorkspaceScreen(ModalScreen[CreateRequest | None]):
+@dataclass(frozen=True)
+class NewWorkspace:
+    request: CreateRequest
+    allow: tuple[str, ...] = ()  # allowlist entries to add once it exists
+
+
+def split_entries(text: str) -> list[str]:
+    return [part for part in re.split(r"[\s,]+", text) if part]
+
+
+class ChosenFolders(OptionList):
+    """The folders to share; Delete takes the highlighted one off the list."""
+
+    BINDINGS = [Binding("delete,backspace", "remove", "Remove folder")]
+
+    def action_remove(self) -> None:
+        if self.highlighted is not None:
+            self.remove_option_at_index(self.highlighted)
+        self.display = self.option_count > 0
+
+
+class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, *, services: Services, taken: frozenset[str]) -> None:
@@ -49,12 +83,24 @@ class NewWorkspaceScreen(ModalScreen[CreateRequest | None]):
                     box.border_title = title
                     yield box
             yield Static("", id="resources-problem", classes="problem", markup=False)
+            yield Label("Folders to share, read-only (optional)", classes="field-label")
+            yield FolderPicker(root=Path.home(), placeholder="/path/to/a/project", id="wizard-folder")
+            yield Button("Share this folder (Enter in the path)", id="add-folder", compact=True)
+            yield ChosenFolders(id="folders")
+            yield Static("", id="folders-problem", classes="problem", markup=False)
+            yield Label("Network", classes="field-label")
+            yield Select[str](NETWORK_CHOICES, id="network", allow_blank=False, value=FROM_TEMPLATE)
+            allowlist = Input(placeholder="pypi.org, *.github.com (used in allowlist mode)", id="allowlist")
+            allowlist.border_title = "Allowlist"
+            yield allowlist
+            yield Static("", id="network-about", classes="hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Create (Enter)", id="create", variant="primary", disabled=True)
                 yield Button("Cancel (Esc)", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
+        self.query_one("#folders").display = False
         self._load_templates(self._services)
 
     @work(thread=True, exit_on_error=False)
@@ -80,6 +126,9 @@ class NewWorkspaceScreen(ModalScreen[CreateRequest | None]):
         self._update_create()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "network":
+            self._network_about()
+            return
         template = self._templates.get(event.value) if isinstance(event.value, str) else None
         about = self.query_one("#template-about", Static)
         if template is None:
@@ -90,9 +139,14 @@ class NewWorkspaceScreen(ModalScreen[CreateRequest | None]):
             r = template.resources
             for field, value in (("cpus", r.vcpus), ("memory", r.memory_mib), ("disk", r.disk_gib)):
                 self.query_one(f"#{field}", Input).value = str(value)
+        self._network_about()
         self._update_create()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ("wizard-folder-path", "allowlist"):
+            self.query_one("#folders-problem", Static).update("")
+            self._network_about()
+            return
         if event.input.id == "name":
             feedback = self.query_one("#name-problem", Static)
             feedback.update(self._name_feedback(event.value))
@@ -103,14 +157,72 @@ class NewWorkspaceScreen(ModalScreen[CreateRequest | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self._submit()
+        if event.input.id == "wizard-folder-path":
+            self._add_folder()
+        else:
+            self._submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         if event.button.id == "create":
             self._submit()
+        elif event.button.id == "add-folder":
+            self._add_folder()
         else:
             self.dismiss(None)
+
+    # -- folders and network ----------------------------------------------------------
+
+    def _folders(self) -> list[str]:
+        chosen = self.query_one(ChosenFolders)
+        return [str(chosen.get_option_at_index(i).id) for i in range(chosen.option_count)]
+
+    def _add_folder(self) -> None:
+        problem = self.query_one("#folders-problem", Static)
+        source = self.query_one(FolderPicker).value
+        if not source:
+            problem.update("✗ pick a folder in the tree, or type its path")
+            return
+        try:
+            path = check_share_folder(services=self._services, source=source)
+        except AgentboxError as exc:
+            problem.update(f"✗ {exc.message}" + (f"\nWhat to do: {exc.hint}" if exc.hint else ""))
+            return
+        tag = default_tag(path)
+        if tag in {default_tag(Path(f)) for f in self._folders()}:
+            problem.update(f"✗ a folder named {tag} is already on the list (one share per name)")
+            return
+        chosen = self.query_one(ChosenFolders)
+        chosen.add_option(Option(f"{path} → {share_place(tag)}", id=str(path)))
+        chosen.highlighted = chosen.option_count - 1  # Delete there takes it back off
+        chosen.display = True
+        problem.update("")
+
+    def _network(self) -> str | None:
+        value = self.query_one("#network", Select).value
+        return value if isinstance(value, str) and value != FROM_TEMPLATE else None
+
+    def _allowlist_problem(self) -> str:
+        for entry in split_entries(self.query_one("#allowlist", Input).value):
+            try:
+                parse_allow_entry(text=entry)
+            except AgentboxError as exc:
+                return f"✗ {exc.message}"
+        return ""
+
+    def _network_about(self) -> None:
+        about = self.query_one("#network-about", Static)
+        about.set_class(False, "problem")
+        if problem := self._allowlist_problem():
+            about.set_class(True, "problem")
+            about.update(problem)
+            return
+        template = self._chosen()
+        mode = self._network() or (template.policy.network.value if template else "")
+        own = ", ".join(template.policy.allowlist) if template and template.policy.allowlist else ""
+        about.update((f"It starts with network {mode}" if mode else "")
+                     + (f"; {template.name if template else 'the template'} allows {own}" if own else "")
+                     + (" (w on the dashboard switches it later)" if mode else ""))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -152,10 +264,15 @@ class NewWorkspaceScreen(ModalScreen[CreateRequest | None]):
             self.query_one("#resources-problem", Static).update("✗ CPUs, memory and disk must be whole numbers")
             return
         request = CreateRequest(name=name, template=template.name, vcpus=numbers[0], memory_mib=numbers[1],
-                                disk_gib=numbers[2])
+                                disk_gib=numbers[2], network=self._network(), shares=tuple(self._folders()))
         try:
             resolve_resources(template=template, request=request)  # the service's own limits
         except AgentboxError as exc:
             self.query_one("#resources-problem", Static).update(f"✗ {exc.message}")
             return
-        self.dismiss(request)
+        if self._allowlist_problem():
+            self.query_one("#allowlist", Input).focus()
+            return
+        entries = [parse_allow_entry(text=entry).render() for entry in split_entries(
+            self.query_one("#allowlist", Input).value)]
+        self.dismiss(NewWorkspace(request=request, allow=tuple(dict.fromkeys(entries))))

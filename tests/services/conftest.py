@@ -15,6 +15,7 @@ from agentbox.backends.fake import FakeBackend
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
+from agentbox.egress.approvals import ApprovalRequest, ApprovalVerdict
 from agentbox.egress.client import PolicyChange
 from agentbox.egress.daemon import save_policy_file
 from agentbox.errors import EgressError, GuestError
@@ -23,7 +24,7 @@ from agentbox.services.egress_runner import EgressHealth
 from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.images.store import ImageStore
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
-from agentbox.provision.refresh import REFRESH_ARGV
+from agentbox.provision.refresh import is_refresh
 from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
 
@@ -39,6 +40,8 @@ class ScriptedGuest:
     commands: list[list[str]] = field(default_factory=list)
     stdins: list[bytes | None] = field(default_factory=list)
     exit_code: int = 0
+    # Asked first: an exit code (after writing any output), or None for the answers below.
+    reply: Callable[[Sequence[str], Callable[[bytes], None]], int | None] | None = None
 
     def wait_until_ready(self, *, target: SshTarget, timeout_s: float, cancel: CancelToken,
                          on_progress: ProgressCallback, check_alive: Callable[[], None] | None = None) -> None:
@@ -54,10 +57,12 @@ class ScriptedGuest:
                     timeout_s: float | None = None, cancel: CancelToken | None = None) -> int:
         self.commands.append(list(argv))
         self.stdins.append(stdin() if callable(stdin) else stdin)
+        if self.reply is not None and (code := self.reply(argv, stdout)) is not None:
+            return code
         if argv[:2] == ["cloud-init", "status"]:
             stdout(self.cloud_init_output)
             return self.cloud_init_code
-        if tuple(argv) == REFRESH_ARGV:
+        if is_refresh(argv):
             stdout(f"{time.time():.6f}\n".encode())
             return 0
         if list(argv[:3]) == ["sudo", "-n", "sh"]:  # agentbox's own mounts of shares and the outbox
@@ -71,6 +76,33 @@ class ScriptedGuest:
 
 
 @dataclass
+class ScriptedApprovalStream:
+    """Stands in for the proxy's approval stream: hands out the requests it was given, in
+    order, and records the answers (each accepted unless `accept` says otherwise)."""
+
+    requests: list[ApprovalRequest] = field(default_factory=list)
+    answers: list[tuple[str, ApprovalVerdict]] = field(default_factory=list)
+    accept: bool = True
+    closed: bool = False
+
+    def next_request(self, *, timeout: float | None = None) -> ApprovalRequest | None:
+        return self.requests.pop(0) if self.requests else None
+
+    def answer(self, *, request_id: str, verdict: ApprovalVerdict) -> bool:
+        self.answers.append((request_id, verdict))
+        return self.accept
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> ScriptedApprovalStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass
 class RecordingEgress:
     """Stands in for the proxy and forward processes (the vm tests run the real ones)."""
 
@@ -78,6 +110,8 @@ class RecordingEgress:
     forward_stopped: list[str] = field(default_factory=list)
     policies: list[NetworkPolicy] = field(default_factory=list)
     fail_start: bool = False
+    held: dict[str, list[ApprovalRequest]] = field(default_factory=dict)  # what the next stream hands out
+    approval_streams: list[tuple[str, ScriptedApprovalStream]] = field(default_factory=list)
 
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         if self.fail_start:
@@ -98,6 +132,14 @@ class RecordingEgress:
         self.policies.append(policy)
         save_policy_file(path=files.policy, policy=policy)  # as the real proxy does
         return PolicyChange(policy=policy, cut=1 if policy.mode.value == "off" else 0)
+
+    def approvals(self, *, files: WorkspaceFiles) -> ScriptedApprovalStream:
+        name = files.directory.name
+        if name not in self.running:
+            raise EgressError(f"the egress proxy is not running (no control socket at {files.egress_dir})")
+        stream = ScriptedApprovalStream(requests=self.held.pop(name, []))
+        self.approval_streams.append((name, stream))
+        return stream
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The TUI on the Fake backend: real files, real image store, a scripted guest, a fixed clock.
+"""The TUI on the Fake backend: real files, real image store, a scripted guest, a clock that
+only moves when a test says so, and a home folder of its own (what the folder trees show).
 
 Adapted from tests/services/conftest.py (not shared: that one belongs to the services tests),
 plus what the TUI needs: `Services` wired over those fakes, a terminal that records instead of
-running ssh, and helpers that drive the app with Pilot until its workers are done.
+running ssh, a stand-in proxy whose held connections a test scripts, and helpers that drive
+the app with Pilot until its workers are done.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import asyncio
 import hashlib
 import json
 import os
+import queue
 import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +33,33 @@ from agentbox.bootstrap import Services, build_services
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
+from agentbox.egress.approvals import ApprovalRequest, ApprovalVerdict
 from agentbox.egress.client import PolicyChange
 from agentbox.egress.daemon import save_policy_file
-from agentbox.errors import BackendUnavailable, GuestError
+from agentbox.egress.policy import Decision
+from agentbox.egress.records import ConnectionRecord, Outcome
+from agentbox.egress.wire import dump_line, record_to_json
+from agentbox.errors import BackendUnavailable, EgressError, GuestError
 from agentbox.images.store import ImageStore
 from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, ProgressCallback, ignore_progress
-from agentbox.provision.refresh import REFRESH_ARGV
+from agentbox.provision.refresh import is_refresh
 from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.egress_runner import EgressHealth
 from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.services import share_host
 from agentbox.services.sessions import SessionService
 from agentbox.tui.app import AgentboxApp
+from agentbox.tui.approval_screen import WATCH_GROUP
 from agentbox.tui.audit_screen import FOLLOW_GROUP
 from agentbox.tui.terminal import TuiOptions
 
 FIXED_NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
+# Workers that run as long as their screen or workspace: settle() does not wait for them
+# (`_loader` is the DirectoryTree's own loading queue).
+LONG_LIVED = (FOLLOW_GROUP, WATCH_GROUP, "_loader")
 # Tests reload explicitly (actions reload when they finish): no interval refresh in between.
 TEST_OPTIONS = TuiOptions(refresh_s=3600, follow_poll_s=0.02)
 
@@ -79,7 +91,7 @@ class ScriptedGuest:
         if argv[:2] == ["cloud-init", "status"]:
             stdout(b"status: done\n")
             return 0
-        if tuple(argv) == REFRESH_ARGV:
+        if is_refresh(argv):
             stdout(f"{time.time():.6f}\n".encode())
             return 0
         stdout(b"ran\n")
@@ -99,10 +111,74 @@ class FlakyBackend(FakeBackend):
 
 
 @dataclass
+class Clock:
+    """The services' clock: fixed, unless a test moves it on."""
+
+    now: datetime = FIXED_NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class ScriptedApprovalStream:
+    """One approver's connection to the stand-in proxy: hands out what `StandInEgress.hold`
+    queued for its workspace, and records the answers."""
+
+    def __init__(self, *, egress: StandInEgress, name: str) -> None:
+        self._egress, self._name = egress, name
+        self.closed = False
+
+    def next_request(self, *, timeout: float | None = None) -> ApprovalRequest | None:
+        try:
+            return self._egress.queue(self._name).get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def answer(self, *, request_id: str, verdict: ApprovalVerdict) -> bool:
+        self._egress.answers.append((self._name, request_id, verdict))
+        return request_id not in self._egress.decided  # already decided: too late
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> ScriptedApprovalStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass
 class StandInEgress:
     """Stands in for the egress proxy and forward processes (none run in these tests)."""
 
     running: set[str] = field(default_factory=set)
+    held: dict[str, queue.Queue[ApprovalRequest]] = field(default_factory=dict)
+    answers: list[tuple[str, str, ApprovalVerdict]] = field(default_factory=list)
+    decided: set[str] = field(default_factory=set)  # request ids the proxy settled by itself
+    streams: list[ScriptedApprovalStream] = field(default_factory=list)
+
+    def queue(self, name: str) -> queue.Queue[ApprovalRequest]:
+        return self.held.setdefault(name, queue.Queue())
+
+    def hold(self, name: str, *, host: str, port: int = 443, request_id: str = "1", address: str = "",
+             asked: datetime = FIXED_NOW) -> ApprovalRequest:
+        """The proxy holds a connection of `name`'s guest and asks its approvers."""
+        request = ApprovalRequest(id=request_id, time=asked.isoformat(timespec="milliseconds"), host=host,
+                                  address=address, port=port, method="CONNECT")
+        self.queue(name).put(request)
+        return request
+
+    def approvals(self, *, files: WorkspaceFiles) -> ScriptedApprovalStream:
+        name = files.directory.name
+        if name not in self.running:
+            raise EgressError(f"the egress proxy is not running (no control socket at {files.egress_dir})")
+        stream = ScriptedApprovalStream(egress=self, name=name)
+        self.streams.append(stream)
+        return stream
 
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         self.running.add(record.name)
@@ -147,6 +223,9 @@ class TuiWorld:
     backend: FlakyBackend
     guest: ScriptedGuest
     terminal: RecordingTerminal
+    egress: StandInEgress
+    clock: Clock
+    home: Path
 
     def app(self, *, terminal: Any = None) -> AgentboxApp:
         return AgentboxApp(services=self.services, options=TEST_OPTIONS,
@@ -174,8 +253,22 @@ class TuiWorld:
         return None if info is None else info.state
 
     def events(self, name: str) -> list[str]:
+        return [record["event"] for record in self.audit(name)]
+
+    def audit(self, name: str) -> list[dict[str, Any]]:
         path = self.services.ctx.paths.audit_log(name)
-        return [json.loads(line)["event"] for line in path.read_text().splitlines()] if path.exists() else []
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def log_connection(self, name: str, *, host: str, port: int = 443, allowed: bool, rule: str,
+                       outcome: str = "completed", minute: int = 31) -> None:
+        """A decision record, as the proxy appends it to the workspace's network log."""
+        record = ConnectionRecord(
+            time=FIXED_NOW.replace(minute=minute).isoformat(timespec="milliseconds"), host=host,
+            address="" if not allowed else "151.101.0.50", port=port, method="CONNECT",
+            decision=Decision(allowed, rule, "test"), outcome=Outcome(outcome if allowed else "denied"),
+            bytes_up=10, bytes_down=20, duration_s=0.5)
+        with self.services.ctx.records.files(name=name).net_log.open("ab") as log:
+            log.write(dump_line(record_to_json(record)))
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +289,18 @@ def base_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture()
-def world(tmp_path: Path, base_image: tuple[Path, str]) -> TuiWorld:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder of the test's own: what the folder trees start from."""
+    folder = tmp_path / "home"
+    for sub in ("projects/alpha", "projects/beta", "notes", ".ssh"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "projects" / "alpha" / "readme.md").write_text("hello from alpha\n")
+    monkeypatch.setenv("HOME", str(folder))
+    return folder
+
+
+@pytest.fixture()
+def world(tmp_path: Path, base_image: tuple[Path, str], home: Path) -> Iterator[TuiWorld]:
     disk, digest = base_image
     paths = AppPaths.under(root=tmp_path / "root")
     paths.user_templates_dir.mkdir(parents=True)
@@ -207,18 +311,23 @@ def world(tmp_path: Path, base_image: tuple[Path, str]) -> TuiWorld:
                         default_template="tiny", boot_timeout_s=30)
     backend = FlakyBackend(owner="test-owner")
     guest = ScriptedGuest()
+    egress = StandInEgress()
+    clock = Clock()
     ctx = ServiceContext(paths=paths, settings=settings, backend=backend,
                          catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(),
                                                      user_dir=paths.user_templates_dir),
                          images=ImageStore(image_dir=settings.image_dir), guest=guest,
-                         fragments_dir=fragments_dir(), owner="test-owner", egress=StandInEgress(),
-                         clock=lambda: FIXED_NOW)
+                         fragments_dir=fragments_dir(), owner="test-owner", egress=egress, clock=clock)
     # The real wiring over the fake collaborators, except the session timer: the real one
     # starts a detached process per time-limited session.
     built = build_services(ctx=ctx)
     services = replace(built, sessions=SessionService(ctx=ctx, workspaces=built.workspaces,
                                                       snapshots=built.snapshots, timer=RecordingTimer()))
-    return TuiWorld(services=services, backend=backend, guest=guest, terminal=RecordingTerminal())
+    yield TuiWorld(services=services, backend=backend, guest=guest, terminal=RecordingTerminal(), egress=egress,
+                   clock=clock, home=home)
+    # A share made on this host may be a real read-only bind mount: never leave one behind.
+    for mountpoint in share_host.leftover_mounts(under=settings.storage_dir, keep=()):
+        share_host.unmount(mountpoint)
 
 
 # -- driving the app ----------------------------------------------------------------------------
@@ -229,7 +338,7 @@ async def settle(pilot: Pilot[Any]) -> None:
     app = pilot.app
     for _ in range(100):
         await pilot.pause()
-        busy = [w for w in app.workers if w.group != FOLLOW_GROUP
+        busy = [w for w in app.workers if w.group not in LONG_LIVED
                 and w.state in (WorkerState.PENDING, WorkerState.RUNNING)]
         if not busy:
             await pilot.pause()

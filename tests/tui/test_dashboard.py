@@ -14,6 +14,7 @@ from agentbox.tui.app import AgentboxApp
 from agentbox.tui.dashboard import EMPTY_TEXT
 from agentbox.tui.dialogs import ConfirmScreen
 from agentbox.tui.doctor_screen import DoctorScreen
+from agentbox.tui.widgets import BUTTON_PREFIX
 
 from .conftest import TEST_OPTIONS, TuiWorld, screen_text, settle, until
 
@@ -29,8 +30,8 @@ def test_it_lists_every_workspace_with_state_template_network_and_last_reset(wor
     world.services.snapshots.reset(name="demo", on_progress=ignore_progress, cancel=CancelToken())
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
-        assert rows(pilot) == [["demo", "● running", "tiny", "off", "just now", "2025-03-14"],
-                               ["idle", "○ stopped", "tiny", "off", "never", "2025-03-14"]]
+        assert rows(pilot) == [["demo", "● running", "tiny", "⊘ off", "just now", "2025-03-14"],
+                               ["idle", "○ stopped", "tiny", "⊘ off", "never", "2025-03-14"]]
         text = screen_text(pilot)
         assert "2 workspace(s)" in text
         # The first one is selected: its details are beside the table.
@@ -47,7 +48,7 @@ def test_the_network_column_shows_the_workspaces_own_policy(world: TuiWorld) -> 
     world.services.network.set_mode(name="demo", mode="open")  # switched after create (the CLI's net)
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
-        assert [row[3] for row in rows(pilot)] == ["open", "off"]
+        assert [row[3] for row in rows(pilot)] == ["◉ open", "⊘ off"]  # a mark and the word
 
     world.run(scenario)
 
@@ -79,8 +80,8 @@ def test_a_broken_workspace_says_why_and_offers_only_audit_and_destroy(world: Tu
         text = screen_text(pilot)
         assert "✗ broken" in text
         assert "its VM is missing from libvirt" in text
-        assert "d Destroy" in text and "a Audit" in text
-        assert "r Reset" not in text and "o Shell" not in text
+        assert "Destroy (d)" in text and "Audit (a)" in text  # its only buttons
+        assert "r Reset" not in text and "o Shell" not in text and "Shell (o)" not in text
 
     world.run(scenario)
 
@@ -152,8 +153,45 @@ def test_at_80x24_the_table_details_and_keys_all_fit(world: TuiWorld) -> None:
         lines = screen_text(pilot).splitlines()
         assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
         text = "\n".join(lines)
-        assert re.search(r"demo +● running +tiny +off +never", text)  # the table
+        assert re.search(r"demo +● running +tiny +⊘ off +never", text)  # the table
         assert "agentbox ssh demo" in text  # the details, below it
         assert "n New" in lines[-1] and "r Reset" in lines[-1]  # the footer
 
     world.run(scenario, size=(80, 24))
+
+
+def test_at_80_columns_the_footer_shows_every_everyday_key_in_full(world: TuiWorld) -> None:
+    world.make("demo")
+    world.services.sessions.start(name="demo", max_minutes=None, on_progress=ignore_progress, cancel=CancelToken())
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        footer = screen_text(pilot).splitlines()[-1]
+        for key in ("q Quit", "n New", "x Stop", "o Shell", "r Reset", "e End session", "w Network", "^p palette"):
+            assert key in footer, footer  # none cut off, even with a session running (the most there are)
+        # The rest are a key away too: each is a button labelled with its key.
+        for button in ("Allowlist (l)", "Net log (g)", "Shares (f)", "Outbox (b)", "Destroy (d)"):
+            shown = pilot.app.screen.query_one(f"#{BUTTON_PREFIX}{BUTTON_IDS[button]}")
+            assert shown.display and str(shown.label) == button
+
+    world.run(scenario, size=(80, 24))
+
+
+BUTTON_IDS = {"Allowlist (l)": "allowlist", "Net log (g)": "net_log", "Shares (f)": "shares", "Outbox (b)": "outbox",
+              "Destroy (d)": "destroy"}
+
+
+def test_question_mark_lists_every_key(world: TuiWorld) -> None:
+    world.make("demo")
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.press("question_mark")
+        await settle(pilot)
+        text = screen_text(pilot)
+        for key, label in (("l", "Allowlist"), ("g", "Net log"), ("f", "Shares"), ("b", "Outbox"),
+                           ("k", "Checkpoints"), ("d", "Destroy")):
+            assert re.search(rf"\b{key} +{label}", text), label
+        await pilot.press("question_mark")  # and again hides it
+        await settle(pilot)
+        assert not re.search(r"\bg +Net log", screen_text(pilot))
+
+    world.run(scenario)

@@ -10,7 +10,8 @@ from textual.widgets import Button, Input, ProgressBar, Select
 from agentbox.backends.base import DomainState
 from agentbox.services.create import STEPS
 from agentbox.tui.progress_screen import ProgressScreen
-from agentbox.tui.wizard import NewWorkspaceScreen
+from agentbox.tui.widgets import FolderTree
+from agentbox.tui.wizard import ChosenFolders, NewWorkspaceScreen
 
 from .conftest import TuiWorld, screen_text, settle, until
 
@@ -148,5 +149,77 @@ def test_the_empty_dashboards_button_opens_the_wizard(world: TuiWorld) -> None:
         await pilot.click("#do-new")
         await settle(pilot)
         assert isinstance(pilot.app.screen, NewWorkspaceScreen)
+
+    world.run(scenario)
+
+
+def test_the_wizard_shares_folders_and_sets_the_network_and_allowlist(world: TuiWorld) -> None:
+    alpha, notes = world.home / "projects" / "alpha", world.home / "notes"
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        await pilot.press(*"fresh")
+        tree = wizard.query_one(FolderTree)
+        await until(pilot, lambda: len(tree.root.children) == 2, what="the home folder is listed")
+        tree.focus()
+        await pilot.press("down", "tab", "enter")  # notes highlighted fills the path; Enter there adds it
+        path = wizard.query_one("#wizard-folder-path", Input)
+        path.value = str(alpha)  # or typed
+        await pilot.press("enter")
+        await pilot.pause()
+        chosen = wizard.query_one(ChosenFolders)
+        assert [str(chosen.get_option_at_index(i).prompt) for i in range(chosen.option_count)] == [
+            f"{notes} → /mnt/shares/notes", f"{alpha} → /mnt/shares/alpha"]
+        path.value = str(world.home)  # refused before anything is made, with the service's reason
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "✗ refusing to share your whole home folder" in screen_text(pilot)
+        assert chosen.option_count == 2
+
+        wizard.query_one("#network", Select).value = "allowlist"
+        allowlist = wizard.query_one("#allowlist", Input)
+        allowlist.focus()
+        await pilot.press(*"pypi.org, http://bad/")
+        await pilot.pause()
+        assert "✗ invalid allowlist entry 'http://bad/'" in screen_text(pilot)
+        await pilot.press("enter")  # not created with a bad entry
+        await settle(pilot)
+        assert pilot.app.screen is wizard and world.services.ctx.records.names() == ()
+        allowlist.value = "pypi.org *.GitHub.com"
+        await pilot.pause()
+        assert "It starts with network allowlist" in screen_text(pilot)
+        await pilot.click("#create")
+        await settle(pilot)
+
+        assert world.services.ctx.records.names() == ("fresh",)
+        policy = world.services.network.policy(name="fresh")
+        assert (policy.mode.value, policy.render()) == ("allowlist", ("pypi.org", "*.github.com"))
+        shares = world.services.shares.list(name="fresh")
+        assert sorted((s.share.tag, s.share.source) for s in shares) == [("alpha", str(alpha)),
+                                                                         ("notes", str(notes))]
+        assert all(s.attached for s in shares)
+        assert re.search(r"fresh is ready \(\d+\.\d s, 2 allowlist entries\): press o for a shell", screen_text(pilot))
+
+    world.run(scenario)
+
+
+def test_a_folder_can_be_taken_off_the_list_before_creating(world: TuiWorld) -> None:
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        await pilot.press(*"fresh")
+        wizard.query_one("#wizard-folder-path", Input).value = str(world.home / "notes")
+        wizard.query_one("#wizard-folder-path", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        chosen = wizard.query_one(ChosenFolders)
+        assert chosen.option_count == 1 and chosen.display
+        chosen.focus()
+        await pilot.press("delete")
+        await pilot.pause()
+        assert chosen.option_count == 0 and not chosen.display
+        await pilot.click("#create")
+        await settle(pilot)
+        assert world.services.shares.list(name="fresh") == ()
+        assert world.services.network.policy(name="fresh").mode.value == "off"  # the template's
 
     world.run(scenario)
