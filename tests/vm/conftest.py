@@ -126,6 +126,10 @@ def shared_workspace(vm_env: VmEnv) -> str:
 
 @pytest.fixture()
 def clean_workspace(vm_env: VmEnv, shared_workspace: str) -> str:
-    """The shared workspace, reset to its clean snapshot by the product's own reset."""
-    vm_env.services().snapshots.reset(name=shared_workspace, on_progress=_log, cancel=CancelToken())
+    """The shared workspace, reset to its clean snapshot by the product's own reset, with an
+    empty outbox: the outbox survives resets by design, so one test's results would otherwise
+    be in the next one's."""
+    services = vm_env.services()
+    services.snapshots.reset(name=shared_workspace, on_progress=_log, cancel=CancelToken())
+    services.outbox.clear(name=shared_workspace)
     return shared_workspace
