@@ -19,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentbox.audit import AuditLog
+from agentbox.config.atomic_file import write_atomically
 from agentbox.egress.approvals import ApprovalBroker
 from agentbox.egress.control import EgressControlServer
 from agentbox.egress.proxy import EgressProxy, ProxyLimits
-from agentbox.audit import AuditLog
 from agentbox.egress.records import ConnectionRecord, DecisionLog
 from agentbox.egress.wire import JsonlSink, policy_from_json, policy_to_json, record_to_json
 from agentbox.errors import AgentboxError, EgressError, InvalidInput
@@ -61,14 +62,7 @@ def load_policy_file(*, path: Path) -> NetworkPolicy:
 
 def save_policy_file(*, path: Path, policy: NetworkPolicy) -> None:
     """Replace the file atomically (a crash leaves the old or the new policy, never half)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(policy_to_json(policy), handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path=path, data=(json.dumps(policy_to_json(policy), indent=2) + "\n").encode())
 
 
 async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:

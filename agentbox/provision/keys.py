@@ -6,14 +6,13 @@ answers, and so no key material depends on the guest's entropy at first boot.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, InvalidInput, PermissionDenied
 
 
@@ -61,23 +60,9 @@ def write_private_key(*, path: Path, keypair: KeyPair) -> None:
 
 
 def _write_atomically(*, path: Path, data: bytes, mode: int) -> None:
-    tmp: str | None = None
     try:
-        # mkstemp creates the file 0600 with O_EXCL: the secret is never readable by others,
-        # not even for the moment between creation and a chmod.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if mode != 0o600:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        tmp = None
+        write_atomically(path=path, data=data, mode=mode)
     except PermissionError as exc:
         raise PermissionDenied(f"cannot write {path}: {exc.strerror}") from None
     except OSError as exc:
         raise AgentboxError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)

@@ -7,13 +7,12 @@ AHCI, see DESIGN.md section 3); NoCloud finds it by its label on any block devic
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
+from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, PermissionDenied
 
 VOLUME_ID = "cidata"
@@ -33,22 +32,12 @@ def write_seed_iso(*, path: Path, user_data: str, meta_data: str, network_config
     if network_config is not None:
         files.append((_NETWORK_CONFIG, network_config))
     image = _build_iso(files=files)
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            out.write(image)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        write_atomically(path=path, data=image)
     except PermissionError as exc:
         raise PermissionDenied(f"cannot write the cloud-init seed {path}: {exc.strerror}") from None
     except OSError as exc:
         raise AgentboxError(f"cannot write the cloud-init seed {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _build_iso(*, files: list[tuple[tuple[str, str], str]]) -> bytes:

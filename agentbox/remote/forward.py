@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import select
 import socket
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import paramiko
 
+from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import GuestError
 from agentbox.remote.ssh import SshTarget, connect
 
@@ -118,9 +118,7 @@ def _bridge(channel: paramiko.Channel, proxy_socket: Path) -> None:
 
 
 def _write_state(path: Path, state: ForwardState) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(asdict(state)) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path=path, data=(json.dumps(asdict(state)) + "\n").encode())
 
 
 def _now() -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import asdict
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from agentbox.audit import AuditRecord, read_records
 from agentbox.backends.base import DomainState
+from agentbox.config.atomic_file import write_atomically
 from agentbox.config.paths import AppPaths
 from agentbox.errors import AgentboxError, Cancelled, GuestError, HostKeyMismatch, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
@@ -72,7 +72,8 @@ class ReceiptService:
         path = self._ctx.records.files(name=name).directory / BASELINE_FILE
         try:
             entries = OutboxService(ctx=self._ctx).list(name=name)
-            _write_atomic(path, json.dumps({"session": session_id, "entries": [asdict(e) for e in entries]}))
+            baseline = {"session": session_id, "entries": [asdict(e) for e in entries]}
+            write_atomically(path=path, data=json.dumps(baseline).encode())
         except OSError:  # the guest changed the outbox under the walk: the receipt says it could not compare
             path.unlink(missing_ok=True)
 
@@ -163,7 +164,7 @@ class ReceiptStore:
         path = self._paths.workspace_receipts(receipt.workspace) / f"{receipt.id}.json"
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_atomic(path, data)
+            write_atomically(path=path, data=data.encode())
         except OSError as exc:
             raise AgentboxError(f"cannot write the session receipt {path}: {exc.strerror or exc}",
                                 hint=f"check the free space and the permissions of {path.parent}") from None
@@ -324,13 +325,3 @@ def _int(value: object) -> int:
 
 def _float(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

@@ -8,12 +8,12 @@ recognisable afterwards and `destroy` knows what to remove.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from agentbox.config.atomic_file import write_atomically
 from agentbox.config.paths import AppPaths
 from agentbox.errors import ConfigError
 from agentbox.model.template import Resources
@@ -123,9 +123,7 @@ class RecordStore:
     def save(self, *, record: WorkspaceRecord) -> None:
         files = self.files(name=record.name)
         files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = files.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, files.record)  # atomic: a reader never sees half a record
+        write_atomically(path=files.record, data=(json.dumps(asdict(record), indent=2) + "\n").encode())
 
     def names(self) -> tuple[str, ...]:
         """Names with a workspace directory, complete or not."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agentbox.backends.base import DiskSpec, DomainState, FilesystemSpec
+from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.shares import MechanismChoice, Share, ShareMechanism, rank_mechanisms
 from agentbox.services import share_host
@@ -287,9 +288,7 @@ class ShareService:
 
     def _save(self, name: str, shares: tuple[Share, ...]) -> None:
         path = self._ctx.records.files(name=name).shares
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(s) for s in shares], indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path=path, data=(json.dumps([asdict(s) for s in shares], indent=2) + "\n").encode())
 
 
 def _serial(tag: str) -> str:

@@ -12,14 +12,14 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from agentbox.bootstrap import Services
 from agentbox.model.names import validate_label
 from agentbox.tui import operations
-from agentbox.tui.dialogs import AskScreen, ConfirmScreen, ErrorScreen, GoesBack
+from agentbox.tui.dialogs import AskScreen, ConfirmScreen, GoesBack
 from agentbox.tui.messages import CheckpointsLoaded
-from agentbox.tui.operations import Operation, OperationResult, error_info
-from agentbox.tui.progress_screen import ProgressScreen
+from agentbox.tui.operation_screen import RunsOperations
+from agentbox.tui.operations import error_info
 from agentbox.tui.views import short_time
 
 
-class CheckpointsScreen(GoesBack, Screen[None]):
+class CheckpointsScreen(RunsOperations, GoesBack, Screen[None]):
     BINDINGS = [
         Binding("c", "create", "Save new"),
         Binding("r", "restore", "Restore"),
@@ -49,9 +49,9 @@ class CheckpointsScreen(GoesBack, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("label", "saved", "contents")
-        self.reload()
+        self.action_reload()
 
-    def reload(self) -> None:
+    def action_reload(self) -> None:
         self._load(self._services)
 
     @work(thread=True, exclusive=True, group="checkpoints", exit_on_error=False)
@@ -82,13 +82,6 @@ class CheckpointsScreen(GoesBack, Screen[None]):
             return bool(self._labels) or None  # shown greyed out while there is nothing to act on
         return True
 
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "back":
-            self.action_back()
-        else:
-            await self.run_action(event.button.id or "")
-
     # -- actions -------------------------------------------------------------------------
 
     def _current(self) -> str | None:
@@ -100,7 +93,7 @@ class CheckpointsScreen(GoesBack, Screen[None]):
     def action_create(self) -> None:
         def chosen(label: str | None) -> None:
             if label:
-                self._run(operations.checkpoint(services=self._services, name=self.workspace, label=label))
+                self.run_operation(operations.checkpoint(services=self._services, name=self.workspace, label=label))
 
         self.app.push_screen(AskScreen(
             title=f"Save a checkpoint of {self.workspace}", prompt="A label for the current state:",
@@ -115,7 +108,7 @@ class CheckpointsScreen(GoesBack, Screen[None]):
             title=f"Restore {self.workspace} to {label}?",
             body="Everything since that checkpoint is lost: files, processes, installed packages.",
             confirm="Restore", danger=True),
-            lambda yes: self._run(operations.restore(services=self._services, name=self.workspace, label=label))
+            lambda yes: self.run_operation(operations.restore(services=self._services, name=self.workspace, label=label))
             if yes else None)
 
     def action_delete(self) -> None:
@@ -125,20 +118,5 @@ class CheckpointsScreen(GoesBack, Screen[None]):
         self.app.push_screen(ConfirmScreen(
             title=f"Delete checkpoint {label}?", body="The workspace itself is not changed.", confirm="Delete",
             danger=True),
-            lambda yes: self._run(operations.delete_checkpoint(services=self._services, name=self.workspace,
+            lambda yes: self.run_operation(operations.delete_checkpoint(services=self._services, name=self.workspace,
                                                                label=label)) if yes else None)
-
-    def _run(self, operation: Operation) -> None:
-        self.app.push_screen(ProgressScreen(operation=operation), self._after)
-
-    def _after(self, result: OperationResult | None) -> None:
-        if result is None:
-            return
-        status = self.query_one("#status", Static)
-        if result.error:
-            status.update(f"✗ {result.error.title}: {result.error.message}")
-            self.app.push_screen(ErrorScreen(result.error))
-        else:
-            status.update(result.summary)
-            self.notify(result.summary, severity="warning" if result.cancelled else "information")
-        self.reload()

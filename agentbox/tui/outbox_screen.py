@@ -16,10 +16,10 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sta
 from agentbox.bootstrap import Services
 from agentbox.services.shares import GUEST_OUTBOX
 from agentbox.tui import operations
-from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, GoesBack
+from agentbox.tui.dialogs import ConfirmScreen, GoesBack
 from agentbox.tui.messages import OutboxLoaded
-from agentbox.tui.operations import Operation, OperationResult, error_info
-from agentbox.tui.progress_screen import ProgressScreen
+from agentbox.tui.operation_screen import RunsOperations
+from agentbox.tui.operations import error_info
 from agentbox.tui.views import outbox_text, size_text
 from agentbox.tui.widgets import FolderPicker
 
@@ -70,7 +70,7 @@ class ExportScreen(ModalScreen[Path | None]):
         self.dismiss(Path(value))  # the service refuses what is not a folder, and says why
 
 
-class OutboxScreen(GoesBack, Screen[None]):
+class OutboxScreen(RunsOperations, GoesBack, Screen[None]):
     BINDINGS = [
         Binding("e", "export", "Export"),
         Binding("c", "clear", "Clear"),
@@ -135,17 +135,10 @@ class OutboxScreen(GoesBack, Screen[None]):
             return bool(self._count) or None
         return True
 
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "back":
-            self.action_back()
-        else:
-            await self.run_action(event.button.id or "")
-
     def action_export(self) -> None:
         def chosen(dest: Path | None) -> None:
             if dest is not None:
-                self._run(operations.export_outbox(services=self._services, name=self.workspace, dest=dest))
+                self.run_operation(operations.export_outbox(services=self._services, name=self.workspace, dest=dest))
 
         self.app.push_screen(ExportScreen(name=self.workspace), chosen)
 
@@ -154,20 +147,5 @@ class OutboxScreen(GoesBack, Screen[None]):
             title=f"Empty the outbox of {self.workspace}?",
             body=f"Everything in it is deleted ({self._count} item(s)); export first what you want to keep.",
             confirm="Clear", danger=True),
-            lambda yes: self._run(operations.clear_outbox(services=self._services, name=self.workspace))
+            lambda yes: self.run_operation(operations.clear_outbox(services=self._services, name=self.workspace))
             if yes else None)
-
-    def _run(self, operation: Operation) -> None:
-        self.app.push_screen(ProgressScreen(operation=operation), self._after)
-
-    def _after(self, result: OperationResult | None) -> None:
-        if result is None:
-            return
-        status = self.query_one("#status", Static)
-        if result.error:
-            status.update(f"✗ {result.error.title}: {result.error.message}")
-            self.app.push_screen(ErrorScreen(result.error))
-        else:
-            status.update(result.summary)
-            self.notify(result.summary)
-        self.action_reload()

@@ -18,10 +18,10 @@ from agentbox.errors import AgentboxError
 from agentbox.model.shares import MechanismChoice
 from agentbox.services.share_paths import default_tag, validate_share_source, validate_tag
 from agentbox.tui import operations
-from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, GoesBack
+from agentbox.tui.dialogs import ConfirmScreen, GoesBack
 from agentbox.tui.messages import MechanismsLoaded, SharesLoaded
-from agentbox.tui.operations import Operation, OperationResult, error_info
-from agentbox.tui.progress_screen import ProgressScreen
+from agentbox.tui.operation_screen import RunsOperations
+from agentbox.tui.operations import error_info
 from agentbox.tui.views import home_relative, share_place
 from agentbox.tui.widgets import FolderPicker
 
@@ -156,7 +156,7 @@ class AddShareScreen(ModalScreen[ShareChoice | None]):
         self.dismiss(ShareChoice(source=source, tag=tag, mechanism=mechanism))
 
 
-class SharesScreen(GoesBack, Screen[None]):
+class SharesScreen(RunsOperations, GoesBack, Screen[None]):
     BINDINGS = [
         Binding("a", "add", "Add"),
         Binding("d,delete", "remove", "Remove"),
@@ -219,17 +219,10 @@ class SharesScreen(GoesBack, Screen[None]):
             return bool(self._tags) or None
         return True
 
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "back":
-            self.action_back()
-        else:
-            await self.run_action(event.button.id or "")
-
     def action_add(self) -> None:
         def chosen(choice: ShareChoice | None) -> None:
             if choice is not None:
-                self._run(operations.add_share(services=self._services, name=self.workspace, source=choice.source,
+                self.run_operation(operations.add_share(services=self._services, name=self.workspace, source=choice.source,
                                                tag=choice.tag, mechanism=choice.mechanism))
 
         self.app.push_screen(AddShareScreen(services=self._services, name=self.workspace,
@@ -244,21 +237,5 @@ class SharesScreen(GoesBack, Screen[None]):
             title=f"Stop sharing {tag} with {self.workspace}?",
             body=f"The folder itself is not touched; the workspace no longer sees {share_place(tag)}.",
             confirm="Remove"),
-            lambda yes: self._run(operations.remove_share(services=self._services, name=self.workspace, tag=tag))
+            lambda yes: self.run_operation(operations.remove_share(services=self._services, name=self.workspace, tag=tag))
             if yes else None)
-
-    def _run(self, operation: Operation) -> None:
-        self.app.push_screen(ProgressScreen(operation=operation), self._after)
-
-    def _after(self, result: OperationResult | None) -> None:
-        if result is None:
-            return
-        status = self.query_one("#status", Static)
-        if result.error:
-            status.update(f"✗ {result.error.title}: {result.error.message}")
-            self.app.push_screen(ErrorScreen(result.error))
-        else:
-            status.update(result.summary)
-            self.notify(result.summary)
-        self.action_reload()
-
