@@ -25,7 +25,6 @@ from agentbox.tui.approvals import APPROVAL_WAIT_S, ApprovalOutcome, ApprovalWat
 from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import ApprovalAnswered, ApprovalRequested
 
-WATCH_GROUP = "approvals"  # runs as long as its workspace does
 TICK_S = 0.25
 ANSWERS = {"once": ApprovalVerdict.ALLOW_ONCE, "always": ApprovalVerdict.ALLOW_ALWAYS,
            "deny": ApprovalVerdict.DENY}
@@ -125,8 +124,7 @@ class ApprovalDesk:
                                   on_request=lambda held: self._screen.post_message(ApprovalRequested(held)),
                                   on_outcome=lambda outcome: self._screen.post_message(ApprovalAnswered(outcome)))
             self._watches[name] = watch
-            self._screen.run_worker(watch.run, name=f"approvals of {name}", group=WATCH_GROUP, thread=True,
-                                    exit_on_error=False)
+            watch.start()
 
     def stop_all(self) -> None:
         for watch in self._watches.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,17 +85,31 @@ class ApprovalWatch:
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._cancel = CancelToken()
+        self._thread: threading.Thread | None = None
         self._answers: queue.SimpleQueue[tuple[HeldRequest, ApprovalVerdict]] = queue.SimpleQueue()
 
     @property
     def stopped(self) -> bool:
         return self._cancel.cancelled
 
+    def start(self) -> None:
+        """Run on a thread of its own, not a pooled worker: a watch lasts as long as its
+        workspace runs, and a few of them would otherwise hold every thread of the pool that
+        the dashboard's loads and all long operations wait for."""
+        self._thread = threading.Thread(target=self._run_quietly, name=f"approvals of {self.name}", daemon=True)
+        self._thread.start()
+
     def stop(self) -> None:
         self._cancel.cancel()  # the thread ends within one poll; closing the stream denies what is left
 
     def answer(self, held: HeldRequest, verdict: ApprovalVerdict) -> None:
         self._answers.put((held, verdict))
+
+    def _run_quietly(self) -> None:
+        try:
+            self.run()
+        except Exception:  # noqa: BLE001 - nothing to print on a full screen; unanswered requests are denied
+            pass
 
     def run(self) -> None:
         try:

@@ -52,14 +52,13 @@ from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.services import share_host
 from agentbox.services.sessions import SessionService
 from agentbox.tui.app import AgentboxApp
-from agentbox.tui.approval_screen import WATCH_GROUP
 from agentbox.tui.audit_screen import FOLLOW_GROUP
 from agentbox.tui.terminal import TuiOptions
 
 FIXED_NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 # Workers that run as long as their screen or workspace: settle() does not wait for them
 # (`_loader` is the DirectoryTree's own loading queue).
-LONG_LIVED = (FOLLOW_GROUP, WATCH_GROUP, "_loader")
+LONG_LIVED = (FOLLOW_GROUP, "_loader")
 # Tests reload explicitly (actions reload when they finish): no interval refresh in between.
 TEST_OPTIONS = TuiOptions(refresh_s=3600, follow_poll_s=0.02)
 

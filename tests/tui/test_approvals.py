@@ -8,7 +8,7 @@ import threading
 
 from agentbox.egress.approvals import ApprovalVerdict
 from agentbox.model.progress import CancelToken, ignore_progress
-from agentbox.tui.approval_screen import WATCH_GROUP, ApprovalScreen
+from agentbox.tui.approval_screen import ApprovalScreen
 from agentbox.tui.dashboard import DashboardScreen
 from agentbox.tui.progress_screen import ProgressScreen
 
@@ -146,7 +146,8 @@ def test_only_running_workspaces_are_watched_and_a_stop_ends_the_watch(world: Tu
         await settle(pilot)
         await until(pilot, lambda: world.egress.streams[0].closed, what="the watch lets go of the proxy")
         assert dashboard._desk.watched == frozenset()
-        assert not [w for w in pilot.app.workers if w.group == WATCH_GROUP and w.is_running]
+        await until(pilot, lambda: not [t for t in threading.enumerate() if t.name == "approvals of demo"],
+                    what="the watch's thread ends")
 
     world.run(scenario)
 

@@ -71,6 +71,25 @@ def test_moving_the_cursor_shows_that_workspace_and_only_the_actions_that_apply(
     world.run(scenario)
 
 
+def test_more_running_workspaces_than_pooled_threads_do_not_freeze_the_dashboard(world: TuiWorld) -> None:
+    """Every running workspace has an approval watch for as long as it runs; with more of them
+    than Textual's worker pool has threads (six on two cores), loads and actions must still run."""
+    names = [f"ws{index:02d}" for index in range(12)]
+    for name in names:
+        world.make(name)
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await until(pilot, lambda: len(world.egress.streams) == len(names), what="every proxy is subscribed")
+        await pilot.press("down", "down", "down")
+        await until(pilot, lambda: re.search(r"▏ ws03 +● running", screen_text(pilot)) is not None,
+                    what="the details follow the cursor")
+        await pilot.press("x")  # stop ws03: an operation on a worker of its own
+        await until(pilot, lambda: re.search(r"▏ ws03 +○ stopped", screen_text(pilot)) is not None,
+                    what="the stop ran")
+
+    world.run(scenario)
+
+
 def test_a_broken_workspace_says_why_and_offers_only_audit_and_destroy(world: TuiWorld) -> None:
     world.make("demo")
     world.backend.destroy(name=world.domain("demo"))
