@@ -13,6 +13,8 @@ import shlex
 from collections.abc import Callable
 from functools import partial
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -156,11 +158,17 @@ class DashboardScreen(Screen[None]):
         stale = data.details is not None and data.details.name != self._selected
         if data.rows != self._rows:
             # Rebuilding moves the cursor; those moves are ours, not the user's.
+            cells = [(row.name, state_text(row.state), row.template, network_text(row.network), row.last_reset,
+                      row.created) for row in data.rows]
             with self.prevent(DataTable.RowHighlighted):
-                table.clear()
-                for row in data.rows:
-                    table.add_row(row.name, state_text(row.state), row.template, network_text(row.network),
-                                  row.last_reset, row.created, key=row.name)
+                # Widths set here, not measured by the table when it next idles: a frame drawn
+                # before that measurement kept its truncated columns until the next change.
+                table.clear(columns=True)
+                for index, label in enumerate(COLUMNS):
+                    table.add_column(label, key=label,
+                                     width=max([cell_len(label)] + [_cell_width(c[index]) for c in cells]))
+                for row, cell in zip(data.rows, cells):
+                    table.add_row(*cell, key=row.name)
                 if self._selected in names:
                     table.move_cursor(row=names.index(self._selected))
             self._rows = data.rows
@@ -379,3 +387,6 @@ class DashboardScreen(Screen[None]):
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
 
+
+def _cell_width(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
