@@ -85,7 +85,6 @@ class ApprovalWatch:
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._cancel = CancelToken()
-        self._thread: threading.Thread | None = None
         self._answers: queue.SimpleQueue[tuple[HeldRequest, ApprovalVerdict]] = queue.SimpleQueue()
 
     @property
@@ -96,8 +95,7 @@ class ApprovalWatch:
         """Run on a thread of its own, not a pooled worker: a watch lasts as long as its
         workspace runs, and a few of them would otherwise hold every thread of the pool that
         the dashboard's loads and all long operations wait for."""
-        self._thread = threading.Thread(target=self._run_quietly, name=f"approvals of {self.name}", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run_quietly, name=f"approvals of {self.name}", daemon=True).start()
 
     def stop(self) -> None:
         self._cancel.cancel()  # the thread ends within one poll; closing the stream denies what is left
