@@ -11,15 +11,15 @@ from agentbox.config.settings import load_settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
 from agentbox.services.context import ServiceContext
-from agentbox.services.egress_runner import ProcessEgressRunner
+from agentbox.services.egress_runner import SupervisedEgress
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox import OutboxService
 from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
-from agentbox.session_timer import ProcessSessionTimer
 from agentbox.services.snapshots import SnapshotService
+from agentbox.services.supervisor import WorkspaceSupervisor
 from agentbox.services.workspaces import WorkspaceService
 
 
@@ -33,6 +33,7 @@ class Services:
     network: NetworkService
     shares: ShareService
     outbox: OutboxService
+    supervisor: WorkspaceSupervisor
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -48,16 +49,18 @@ def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
         guest=SshGuestAccess(),
         fragments_dir=fragments_dir(),
         owner=owner,
-        egress=ProcessEgressRunner(settings=settings, paths=paths),
+        egress=SupervisedEgress(paths=paths),
     )
 
 
 def build_services(*, ctx: ServiceContext | None = None) -> Services:
     ctx = ctx or build_context()
     workspaces = WorkspaceService(ctx=ctx)
-    snapshots = SnapshotService(ctx=ctx)
-    sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots,
-                              timer=ProcessSessionTimer(paths=ctx.paths))
+    # A reset during a session ends the session first (receipt); sessions are built on
+    # snapshots, so the snapshot service reaches them late-bound.
+    snapshots = SnapshotService(ctx=ctx, end_session=lambda *args: sessions.reset_in_session(*args))
+    sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots)
+    supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline)
     return Services(ctx=ctx, workspaces=workspaces, images=ImageService(ctx=ctx), snapshots=snapshots,
                     sessions=sessions, network=NetworkService(ctx=ctx), shares=ShareService(ctx=ctx),
-                    outbox=OutboxService(ctx=ctx))
+                    outbox=OutboxService(ctx=ctx), supervisor=supervisor)

@@ -33,11 +33,6 @@ def add_session_parsers(sub: argparse._SubParsersAction, parser_class: type) -> 
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=session_status)
-    # Started by `session start --max-minutes`; not for people.
-    expire = session.add_parser("expire")
-    expire.add_argument("name")
-    expire.add_argument("--id", required=True)
-    expire.set_defaults(handler=session_expire)
 
     run = sub.add_parser("run", help="run one command in a disposable session; exits with its code")
     run.add_argument("--template", "-t", help="template for a new workspace")
@@ -93,14 +88,6 @@ def session_status(args: argparse.Namespace) -> int:
     else:
         print(f"{args.name}: session {session.id} since {session.started}"
               + (f", ends at {session.deadline}" if session.deadline else ""))
-    return 0
-
-
-def session_expire(args: argparse.Namespace) -> int:
-    end = bootstrap.build_services().sessions.expire(name=args.name, session_id=args.id,
-                                                     on_progress=ProgressPrinter(quiet=True), cancel=CancelToken())
-    if end is not None:
-        sys.stderr.write(_receipt_text(end) + "\n\n" + _end_text(end) + "\n")
     return 0
 
 

@@ -1,5 +1,6 @@
 """`python -m agentbox.remote`: hold one workspace's egress forward (see forward.py) until
-SIGTERM. Started detached by agentbox; writes its PID and a state file."""
+SIGTERM. Started by the workspace's supervisor; writes its PID and a state file. Exits
+with HOST_KEY_MISMATCH_EXIT when the guest's host key is not the pinned one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from agentbox.remote.forward import GUEST_PROXY_PORT, hold_forward
+from agentbox.errors import HostKeyMismatch
+from agentbox.remote.forward import GUEST_PROXY_PORT, HOST_KEY_MISMATCH_EXIT, hold_forward
 from agentbox.remote.ssh import SshTarget
 
 
@@ -37,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
                                       host_key=args.host_key),
                      proxy_socket=args.proxy_socket, state_file=args.state_file, stop=stop,
                      guest_port=args.guest_port)
+    except HostKeyMismatch as exc:
+        logging.getLogger("agentbox.forward").error("%s", exc.message)
+        return HOST_KEY_MISMATCH_EXIT
     finally:
         if args.pid_file.read_text().strip() == str(os.getpid()):
-            args.pid_file.unlink()
+            args.pid_file.unlink(missing_ok=True)
     return 0
 
 

@@ -4,8 +4,10 @@ workspace's egress proxy on a host Unix socket (DESIGN.md section 4).
 agentbox holds the SSH connection from the host, so the guest can neither open nor widen
 it. Each guest connection arrives as its own SSH channel and gets its own connection to
 the proxy (unlike QEMU's guestfwd, which multiplexes everything onto one stream). When
-the connection drops (a reset replaces the VM), the holder reconnects; while it is down
-nothing listens on the guest's port 3128, so the guest has no egress at all.
+the connection drops (a reset replaces the VM), the holder reconnects with backoff; while
+it is down nothing listens on the guest's port 3128, so the guest has no egress at all.
+A host key that does not match the pinned one ends the holder: retrying would only knock
+on a door that is not ours (its supervisor records the mismatch in the audit log).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from pathlib import Path
 import paramiko
 
 from agentbox.config.atomic_file import write_atomically
-from agentbox.errors import GuestError
+from agentbox.errors import GuestError, HostKeyMismatch
 from agentbox.remote.ssh import SshTarget, connect
 
 log = logging.getLogger(__name__)
 
 GUEST_PROXY_PORT = 3128
-RETRY_S = 0.2  # reconnecting to 127.0.0.1 is refused at once while the VM is down: cheap
+RETRY_S = 0.2  # first retry: a reverted guest's sshd is back within moments
+MAX_RETRY_S = 5.0  # a VM that stays down costs one refused connect per 5 s, not 5 per second
+HOST_KEY_MISMATCH_EXIT = 12  # HostKeyMismatch's exit code: the supervisor stops retrying
 KEEPALIVE_S = 5  # notices a vanished VM within seconds, not at the next channel
 _CHUNK = 65536
 
@@ -49,33 +53,56 @@ def read_state(*, path: Path) -> ForwardState | None:
 
 def hold_forward(*, target: SshTarget, proxy_socket: Path, state_file: Path, stop: threading.Event,
                  guest_port: int = GUEST_PROXY_PORT) -> None:
-    """Keep the remote forward up until `stop` is set, reconnecting whenever it drops."""
+    """Keep the remote forward up until `stop` is set, reconnecting whenever it drops.
+    Raises HostKeyMismatch (after recording it in the state file) instead of retrying."""
+    state = _StateFile(path=state_file)
+    delay = RETRY_S
     while not stop.is_set():
         try:
             client = connect(target=target, timeout_s=10.0)
+        except HostKeyMismatch as exc:
+            state.write(connected=False, error=exc.message)
+            raise
         except GuestError as exc:
-            _write_state(state_file, ForwardState(connected=False, since=_now(), error=exc.message))
-            stop.wait(RETRY_S)
+            state.write(connected=False, error=exc.message)
+            stop.wait(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
             continue
         try:
-            _serve(client=client, proxy_socket=proxy_socket, state_file=state_file, stop=stop,
-                   guest_port=guest_port)
+            _serve(client=client, proxy_socket=proxy_socket, state=state, stop=stop, guest_port=guest_port)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            _write_state(state_file, ForwardState(connected=False, since=_now(), error=str(exc)))
-            stop.wait(RETRY_S)
+            state.write(connected=False, error=str(exc))
+            delay = RETRY_S  # it was up: the guest is probably being reset, back in moments
+            stop.wait(delay)
         finally:
             client.close()
-    _write_state(state_file, ForwardState(connected=False, since=_now(), error="stopped"))
+    state.write(connected=False, error="stopped")
 
 
-def _serve(*, client: paramiko.SSHClient, proxy_socket: Path, state_file: Path, stop: threading.Event,
+class _StateFile:
+    """The holder's state for others to read; written (with fsync) only when it changes."""
+
+    def __init__(self, *, path: Path) -> None:
+        self._path = path
+        self._last: tuple[bool, str] | None = None
+
+    def write(self, *, connected: bool, error: str = "") -> None:
+        if self._last == (connected, error):
+            return
+        self._last = (connected, error)
+        write_atomically(path=self._path,
+                         data=(json.dumps(asdict(ForwardState(connected=connected, since=_now(), error=error)))
+                               + "\n").encode())
+
+
+def _serve(*, client: paramiko.SSHClient, proxy_socket: Path, state: _StateFile, stop: threading.Event,
            guest_port: int) -> None:
     transport = client.get_transport()
     if transport is None:
         raise EOFError("the SSH connection closed at once")
     transport.set_keepalive(KEEPALIVE_S)
     transport.request_port_forward("127.0.0.1", guest_port)
-    _write_state(state_file, ForwardState(connected=True, since=_now()))
+    state.write(connected=True)
     log.info("forwarding guest 127.0.0.1:%d to %s", guest_port, proxy_socket)
     while not stop.is_set() and transport.is_active():
         channel = transport.accept(timeout=0.25)  # also how soon a dropped connection is noticed
@@ -115,10 +142,6 @@ def _bridge(channel: paramiko.Channel, proxy_socket: Path) -> None:
     finally:
         upstream.close()
         channel.close()
-
-
-def _write_state(path: Path, state: ForwardState) -> None:
-    write_atomically(path=path, data=(json.dumps(asdict(state)) + "\n").encode())
 
 
 def _now() -> str:

@@ -22,7 +22,7 @@ from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
-from agentbox.services.locks import workspace_lock
+from agentbox.host.locks import workspace_lock
 from agentbox.services.records import Phase, WorkspaceRecord
 from agentbox.services.network import NetworkService
 from agentbox.services.share_paths import default_tag, parse_share_spec, validate_share_source, validate_tag

@@ -1,48 +1,55 @@
-"""The two helper processes behind a workspace's network: the egress proxy
+"""How commands reach the helpers behind a workspace's network: the egress proxy
 (`python -m agentbox.egress`) and the SSH forward into the guest (`python -m
-agentbox.remote`). Started detached, found again by PID file, restarted when dead.
+agentbox.remote`), both children of the workspace's supervisor (services/supervisor.py).
 
-Services reach them through the EgressRunner protocol, so services tests can use a
-recording stand-in where no guest answers SSH.
+Commands never start or kill a helper themselves: they start the supervisor, ask it to
+hold the forward down (around a snapshot or a reset), or stop it; they read its state file
+to see what runs. Services reach this through the EgressRunner protocol, so services tests
+can use a recording stand-in where no guest answers SSH.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agentbox.config.paths import AppPaths
-from agentbox.config.settings import Settings
+from agentbox.config.paths import ROOT_ENV, AppPaths
 from agentbox.egress.client import ApprovalStream, EgressControlClient, PolicyChange
 from agentbox.errors import EgressError
+from agentbox.host.process_identity import is_alive, python_module_argv, spawn_detached, terminate
 from agentbox.model.network import NetworkPolicy
 from agentbox.remote.forward import read_state
-from agentbox.services.processes import python_module_argv, running_pid, spawn_detached, terminate
 from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
-from agentbox.services.ssh_access import ssh_target
+from agentbox.services.supervision_files import SUPERVISOR_MODULE, SupervisorFiles
 
-PROXY_MODULE = "agentbox.egress"
-FORWARD_MODULE = "agentbox.remote"
 READY_TIMEOUT_S = 20.0
+RESPAWN_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
 class EgressHealth:
     proxy_running: bool
     forward_connected: bool
+    supervised: bool = False  # a supervisor runs for the workspace
+    problem: str = ""  # what the supervisor cannot fix by retrying
 
 
 class EgressRunner(Protocol):
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         """Start what is not running; return once the proxy listens and the forward is up."""
 
-    def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None: ...
+    def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
+        """Everything (the VM goes down), or only the forward until the next ensure_running."""
 
-    def health(self, *, files: WorkspaceFiles) -> EgressHealth: ...
+    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
+        """Hold the forward down until the next ensure_running, without waiting for it: the
+        VM is about to go down and come back (a reset), and its supervisor must stay."""
+
+    def health(self, *, files: WorkspaceFiles) -> EgressHealth:
+        """What runs now; reads files only, starts and stops nothing."""
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
         """Swap the running proxy's policy (it persists it); returns what it cut."""
@@ -51,38 +58,60 @@ class EgressRunner(Protocol):
         """Become an approver of the running proxy: its held connections arrive to be answered."""
 
 
-class ProcessEgressRunner:
-    def __init__(self, *, settings: Settings, paths: AppPaths) -> None:
-        self._settings = settings
+class SupervisedEgress:
+    def __init__(self, *, paths: AppPaths) -> None:
         self._paths = paths
 
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
-        egress = files.egress_dir
-        egress.mkdir(mode=0o700, exist_ok=True)
-        if running_pid(pid_file=egress / "proxy.pid", marker=PROXY_MODULE) is None:
-            self._start_proxy(record=record, files=files)
-        if running_pid(pid_file=egress / "forward.pid", marker=FORWARD_MODULE) is None:
-            self._start_forward(record=record, files=files)
-        _wait(lambda: self.health(files=files).forward_connected, what="the SSH forward into the guest",
-              log=egress / "forward.log")
+        files.egress_dir.mkdir(mode=0o700, exist_ok=True)
+        sup = SupervisorFiles(egress_dir=files.egress_dir)
+        sup.release_hold()
+        last_spawn = 0.0
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            health = self.health(files=files)
+            if health.problem:
+                raise EgressError(f"egress of {record.name!r} is down: {health.problem}",
+                                  hint=f"the guest has no egress (fail closed); see {sup.log}")
+            if health.proxy_running and health.forward_connected:
+                return
+            # A supervisor that is ending (its VM was down a moment ago) lets go of its lock
+            # soon; a new one started meanwhile finds the lock taken and leaves at once.
+            if not health.supervised and time.monotonic() - last_spawn >= RESPAWN_EVERY_S:
+                self._spawn(name=record.name, sup=sup)
+                last_spawn = time.monotonic()
+            if time.monotonic() > deadline:
+                raise EgressError(f"the egress of {record.name!r} did not come up within {READY_TIMEOUT_S:.0f} s"
+                                  + _tail(files.egress_dir / "forward.log", files.egress_dir / "proxy.log", sup.log),
+                                  hint=f"the guest has no egress until it does (fail closed); see {sup.log}")
+            time.sleep(0.05)
 
     def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
-        egress = files.egress_dir
-        targets = ((FORWARD_MODULE, "forward.pid"),) if forward_only else (
-            (FORWARD_MODULE, "forward.pid"), (PROXY_MODULE, "proxy.pid"))
-        for module, pid_file in targets:
-            pid = running_pid(pid_file=egress / pid_file, marker=module)
-            if pid is not None:
-                terminate(pid=pid, marker=module)
-        (egress / "forward.state").unlink(missing_ok=True)
+        sup = SupervisorFiles(egress_dir=files.egress_dir)
+        if forward_only:
+            self._hold(sup=sup)
+            return
+        state = sup.read_state()
+        supervisor = sup.supervisor()
+        if supervisor is not None:
+            terminate(supervisor, timeout_s=10.0)  # it stops its helpers on the way out
+        for helper in (state.proxy, state.forward) if state else ():
+            if helper is not None:
+                terminate(helper)  # only if the supervisor was killed before it could
+        sup.release_hold()
+        (files.egress_dir / "forward.state").unlink(missing_ok=True)
+
+    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
+        SupervisorFiles(egress_dir=files.egress_dir).place_hold(reason="held by agentbox (reset)")
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
-        egress = files.egress_dir
-        proxy = running_pid(pid_file=egress / "proxy.pid", marker=PROXY_MODULE) is not None
-        state = read_state(path=egress / "forward.state")
-        forward = bool(state and state.connected
-                       and running_pid(pid_file=egress / "forward.pid", marker=FORWARD_MODULE) is not None)
-        return EgressHealth(proxy_running=proxy, forward_connected=forward)
+        state = SupervisorFiles(egress_dir=files.egress_dir).read_state()
+        if state is None:
+            return EgressHealth(proxy_running=False, forward_connected=False)
+        forward = read_state(path=files.egress_dir / "forward.state")
+        return EgressHealth(proxy_running=is_alive(state.proxy),
+                            forward_connected=bool(forward and forward.connected and is_alive(state.forward)),
+                            supervised=True, problem=state.problem)
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
         return EgressControlClient(socket_path=files.egress_dir / "control.sock").set_policy(policy=policy)
@@ -90,40 +119,31 @@ class ProcessEgressRunner:
     def approvals(self, *, files: WorkspaceFiles) -> ApprovalStream:
         return EgressControlClient(socket_path=files.egress_dir / "control.sock").approvals()
 
-    def _start_proxy(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
-        egress = files.egress_dir
-        for leftover in ("proxy.sock", "control.sock"):
-            (egress / leftover).unlink(missing_ok=True)
-        pins = [arg for name, address in self._settings.egress_hosts for arg in ("--pin", f"{name}={address}")]
-        argv = python_module_argv(
-            PROXY_MODULE, "--proxy-socket", str(egress / "proxy.sock"), "--control-socket",
-            str(egress / "control.sock"), "--policy-file", str(files.policy), "--log-file", str(files.net_log),
-            "--pid-file", str(egress / "proxy.pid"), "--audit-log", str(self._paths.audit_log(record.name)),
-            *pins)
-        spawn_detached(argv=argv, log_file=egress / "proxy.log", env=os.environ)
-        _wait(lambda: running_pid(pid_file=egress / "proxy.pid", marker=PROXY_MODULE) is not None,
-              what="the egress proxy", log=egress / "proxy.log")
+    def _hold(self, *, sup: SupervisorFiles) -> None:
+        """Hold the forward down and return once it is (a snapshot must not contain it)."""
+        sup.place_hold(reason="held by agentbox (snapshot)")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            state = sup.read_state()
+            if state is None or (state.held and not is_alive(state.forward)):
+                return
+            if time.monotonic() > deadline:
+                raise EgressError("the SSH forward did not stop within "
+                                  f"{READY_TIMEOUT_S:.0f} s", hint=f"see {sup.log}")
+            time.sleep(0.05)
 
-    def _start_forward(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
-        egress = files.egress_dir
-        (egress / "forward.state").unlink(missing_ok=True)
-        target = ssh_target(record=record, files=files)
-        argv = python_module_argv(
-            FORWARD_MODULE, "--port", str(target.port), "--user", target.user, "--key", str(target.private_key),
-            "--host-key", target.host_key, "--proxy-socket", str(egress / "proxy.sock"),
-            "--state-file", str(egress / "forward.state"), "--pid-file", str(egress / "forward.pid"))
-        spawn_detached(argv=argv, log_file=egress / "forward.log", env=os.environ)
+    def _spawn(self, *, name: str, sup: SupervisorFiles) -> None:
+        env = dict(os.environ)
+        if self._paths.root is not None:
+            env[ROOT_ENV] = str(self._paths.root)
+        spawn_detached(argv=python_module_argv(SUPERVISOR_MODULE, "supervise", name), log_file=sup.log, env=env)
 
 
-def _wait(ready: Callable[[], bool], *, what: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not ready():
-        if time.monotonic() > deadline:
-            try:
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-            except OSError:
-                tail = []
-            raise EgressError(f"{what} did not come up within {READY_TIMEOUT_S:.0f} s"
-                              + (": " + " | ".join(tail) if tail else ""),
-                              hint=f"the guest has no egress until it does (fail closed); see {log}")
-        time.sleep(0.05)
+def _tail(*logs: Path) -> str:
+    lines: list[str] = []
+    for log in logs:
+        try:
+            lines += log.read_text(errors="replace").strip().splitlines()[-2:]
+        except OSError:
+            continue
+    return (": " + " | ".join(lines[-4:])) if lines else ""

@@ -1,7 +1,7 @@
 """A workspace's network: its policy, its egress proxy and the SSH forward into the guest.
 
-Both helper processes run while the workspace runs: started after create, start and every
-reset, stopped with the workspace, and restarted by the next command that finds them dead.
+Both helper processes run while the workspace runs, as children of its supervisor
+(services/supervisor.py), which restarts them when they die and stops them with the VM.
 While either is down the guest has no egress at all (fail closed). A policy change goes to
 the live proxy (it applies to the next connection and cuts tunnels the new policy forbids)
 or, while the proxy is down, straight to the policy file it will start from.
@@ -18,7 +18,7 @@ from agentbox.egress.client import ApprovalStream
 from agentbox.egress.daemon import load_policy_file, save_policy_file
 from agentbox.egress.records import ConnectionRecord
 from agentbox.egress.wire import record_from_json
-from agentbox.errors import EgressError, InvalidInput
+from agentbox.errors import InvalidInput
 from agentbox.model.network import NetworkMode, NetworkPolicy, parse_allow_entry, parse_policy
 from agentbox.model.progress import CancelToken
 from agentbox.model.template import Template
@@ -110,23 +110,20 @@ class NetworkService:
     # -- looking -------------------------------------------------------------------------
 
     def show(self, *, name: str) -> NetworkStatus:
-        """The policy and whether egress works; restarts dead helpers of a running workspace."""
+        """The policy and whether egress works right now. Only looks: repairing is the
+        supervisor's job (and `start`'s, under the workspace lock)."""
         record = load_ready_record(ctx=self._ctx, name=name)
         policy = self.policy(name=name)
         running = self._running(record)
-        problem = ""
-        if running:
-            try:
-                self.ensure_running(record=record)
-            except EgressError as exc:
-                problem = exc.message
         health = self._ctx.egress.health(files=self._files(name))
         proxy, forward = health.proxy_running, health.forward_connected
         if not running:
             words = "none: the workspace is not running"
         elif not (proxy and forward):
-            words = "none (fail closed): " + (problem or ("the egress proxy is down" if not proxy
-                                                          else "the SSH forward is down"))
+            why = (health.problem or ("its supervisor is not running (agentbox start " + name + " repairs it)"
+                                      if not health.supervised else "the egress proxy is down" if not proxy
+                                      else "the SSH forward is down"))
+            words = "none (fail closed): " + why
         else:
             words = {NetworkMode.OFF: "none: network mode is off",
                      NetworkMode.ALLOWLIST: "only the allowlist, through the egress proxy",

@@ -1,7 +1,8 @@
 """Sessions: from `session start` until the user (or a time limit) ends it, then a reset.
 
-A session with a time limit is ended by a timer process that outlives the command that
-started it, so the workspace is reset even if nobody is watching. `run` is a whole session
+A session with a time limit is ended by the workspace's supervisor (services/supervisor.py),
+which outlives the command that started it, so the workspace is reset even if nobody is
+watching; after a host restart, the supervisor that `start` brings up ends an overdue one. `run` is a whole session
 in one call: start, run one command, end, for a named or a throw-away workspace.
 """
 
@@ -13,31 +14,21 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from agentbox.backends.base import DomainState
+from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, Busy, Cancelled, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
-from agentbox.services.locks import workspace_lock
+from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.receipts import Receipt, ReceiptService
 from agentbox.services.snapshots import RestoreOutcome, SnapshotService
 from agentbox.services.workspaces import WorkspaceService
 
 TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts can tell a time limit apart
-EXPIRY_POLL_S = 1.0
 MAX_MINUTES = 7 * 24 * 60
-
-
-class SessionTimer(Protocol):
-    """Ends a session at its deadline from outside the calling process."""
-
-    def arm(self, *, name: str, session_id: str) -> int:
-        """Start the timer; returns a handle (a PID) for disarm."""
-
-    def disarm(self, *, handle: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class Session:
     name: str
     started: str  # ISO 8601 UTC
     deadline: str = ""  # ISO 8601 UTC; "" when unlimited
-    timer: int = 0  # the timer's handle, 0 when none
+    timer: int = 0  # unused: session files of older versions carry it
 
 
 @dataclass(frozen=True)
@@ -70,12 +61,10 @@ class RunOutcome:
 
 
 class SessionService:
-    def __init__(self, *, ctx: ServiceContext, workspaces: WorkspaceService, snapshots: SnapshotService,
-                 timer: SessionTimer) -> None:
+    def __init__(self, *, ctx: ServiceContext, workspaces: WorkspaceService, snapshots: SnapshotService) -> None:
         self._ctx = ctx
         self._workspaces = workspaces
         self._snapshots = snapshots
-        self._timer = timer
         self._receipts = ReceiptService(ctx=ctx)
 
     def current(self, *, name: str) -> Session | None:
@@ -89,7 +78,7 @@ class SessionService:
                                 hint=f"agentbox session end {name} ends it anyway") from None
 
     def start(self, *, name: str, max_minutes: float | None, on_progress: ProgressCallback,
-              cancel: CancelToken, arm_timer: bool = True) -> Session:
+              cancel: CancelToken) -> Session:
         ctx = self._ctx
         if max_minutes is not None and not 0 < max_minutes <= MAX_MINUTES:
             raise InvalidInput(f"--max-minutes {max_minutes:g} is out of range (0, {MAX_MINUTES}]")
@@ -106,17 +95,14 @@ class SessionService:
                               deadline=_iso(now + timedelta(minutes=max_minutes)) if max_minutes else "")
             self._save(session)
             self._receipts.begin(name=name, session_id=session.id)
-            if max_minutes and arm_timer:
-                session = Session(**{**asdict(session), "timer": self._timer.arm(name=name, session_id=session.id)})
-                self._save(session)
             ctx.audit(name=name).append(event="session.started", details={
                 "session": session.id, "max_minutes": max_minutes, "deadline": session.deadline})
             return session
 
     def end(self, *, name: str, reason: str, on_progress: ProgressCallback, cancel: CancelToken,
-            session_id: str | None = None, reset: bool = True) -> SessionEnd | None:
-        """End the session (and reset unless the policy says otherwise). With `session_id`,
-        only that session: None if it already ended (a late timer)."""
+            session_id: str | None = None, reset: bool = True, force_reset: bool = False) -> SessionEnd | None:
+        """End the session (and reset unless the policy says otherwise, or `force_reset`: an
+        explicit reset). With `session_id`, only that session: None if it already ended."""
         ctx = self._ctx
         with workspace_lock(paths=ctx.paths, name=name):
             session = self.current(name=name)
@@ -128,8 +114,6 @@ class SessionService:
                 return None
             record = load_ready_record(ctx=ctx, name=name)
             now = ctx.clock()
-            if session.timer and session_id is None:
-                self._timer.disarm(handle=session.timer)
             receipt, receipt_error = None, ""
             try:  # before the reset wipes what it describes
                 receipt = self._receipts.finish(record=record, session_id=session.id, started=session.started,
@@ -138,7 +122,7 @@ class SessionService:
                 receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
             try:
-                if reset and record.reset_after_session:
+                if force_reset or (reset and record.reset_after_session):
                     outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)
             finally:
                 # Only now: whoever sees the session gone also sees the workspace reset.
@@ -150,22 +134,6 @@ class SessionService:
                 "session": session.id, "reason": reason, "duration_s": round(ended.duration_s, 3),
                 "reset": outcome.path.value if outcome else None})
             return ended
-
-    def expire(self, *, name: str, session_id: str, on_progress: ProgressCallback,
-               cancel: CancelToken) -> SessionEnd | None:
-        """The timer's body: wait for the deadline, then end that session (if it still runs)."""
-        while True:
-            session = self.current(name=name)
-            if session is None or session.id != session_id:
-                return None
-            left = (datetime.fromisoformat(session.deadline) - self._ctx.clock()).total_seconds()
-            if left <= 0:
-                try:
-                    return self.end(name=name, reason="time limit reached", session_id=session_id,
-                                    on_progress=on_progress, cancel=cancel)
-                except Busy:
-                    pass  # another command holds the workspace: try again in a moment
-            cancel.wait(min(max(left, 0.0) or EXPIRY_POLL_S, 30.0))
 
     def run(self, *, argv: Sequence[str], name: str | None, template: str | None, max_minutes: float | None,
             stdout: Callable[[bytes], None], stderr: Callable[[bytes], None], on_progress: ProgressCallback,
@@ -180,7 +148,7 @@ class SessionService:
             create_workspace(ctx=self._ctx, request=CreateRequest(name=name, template=template),
                              on_progress=on_progress, cancel=cancel)
         try:
-            self.start(name=name, max_minutes=max_minutes, on_progress=on_progress, cancel=cancel, arm_timer=False)
+            self.start(name=name, max_minutes=max_minutes, on_progress=on_progress, cancel=cancel)
             code, timed_out = self._run_limited(name=name, argv=argv, stdout=stdout, stderr=stderr,
                                                 max_minutes=max_minutes, cancel=cancel)
         except BaseException:
@@ -234,10 +202,25 @@ class SessionService:
         return True
 
     def _save(self, session: Session) -> None:
-        path = self._ctx.records.files(name=session.name).session
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(session)) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_atomically(path=self._ctx.records.files(name=session.name).session,
+                         data=(json.dumps(asdict(session)) + "\n").encode())
+
+    def reset_in_session(self, name: str, session_id: str, on_progress: ProgressCallback,
+                         cancel: CancelToken) -> RestoreOutcome | None:
+        """SnapshotService.reset's way to end a running session first (see bootstrap)."""
+        end = self.end(name=name, reason="reset", session_id=session_id, force_reset=True,
+                       on_progress=on_progress, cancel=cancel)
+        return None if end is None else end.reset
+
+    def expire(self, name: str, session_id: str) -> None:
+        """The supervisor's call when the session's deadline has passed."""
+        self.end(name=name, reason="time limit reached", session_id=session_id, on_progress=lambda _: None,
+                 cancel=CancelToken())
+
+    def deadline(self, name: str) -> tuple[str, str] | None:
+        """(session id, deadline) of the running session, for the supervisor; None without one."""
+        session = self.current(name=name)
+        return None if session is None else (session.id, session.deadline)
 
 
 def _iso(moment: datetime) -> str:

@@ -23,7 +23,7 @@ from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.shares import MechanismChoice, Share, ShareMechanism, rank_mechanisms
 from agentbox.services import share_host
 from agentbox.services.context import ServiceContext
-from agentbox.services.locks import workspace_lock
+from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.records import WorkspaceRecord
 from agentbox.services.share_paths import OUTBOX_TAG, default_tag, validate_share_source, validate_tag
@@ -171,20 +171,6 @@ class ShareService:
         finally:
             if running:
                 self.attach_all(record=record)
-
-    def clean_leftovers(self) -> list[Path]:
-        """Unmount read-only binds whose VM is not running (after a crash); returns them."""
-        root = self._ctx.settings.storage_dir / "workspaces"
-        if not root.is_dir():
-            return []
-        keep = []
-        for info in self._ctx.backend.list_domains():
-            if info.state is DomainState.RUNNING:
-                keep += [p for p in (root / info.name / "shares").glob("*")]
-        stale = share_host.leftover_mounts(under=root, keep=keep)
-        for mountpoint in stale:
-            share_host.unmount(mountpoint)
-        return stale
 
     # -- the outbox ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ reset recreates the overlay disk and cold boots instead, and says so.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import refresh_argv, refresh_input
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
-from agentbox.services.locks import workspace_lock
+from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.records import WorkspaceRecord
 from agentbox.services.shares import ShareService
@@ -36,6 +37,9 @@ CHECKPOINT_PREFIX = "checkpoint-"
 RESERVED_LABEL = "clean"
 
 RestoreHook = Callable[[WorkspaceRecord], None]
+# Ends the workspace's session `session_id` with a receipt and a reset; None if that session
+# already ended. Wired to SessionService.end in bootstrap (sessions are built on snapshots).
+SessionResetter = Callable[[str, str, ProgressCallback, CancelToken], "RestoreOutcome | None"]
 
 
 class RestorePath(StrEnum):
@@ -62,9 +66,11 @@ class Checkpoint:
 
 
 class SnapshotService:
-    def __init__(self, *, ctx: ServiceContext, restore_hooks: Sequence[RestoreHook] = ()) -> None:
+    def __init__(self, *, ctx: ServiceContext, restore_hooks: Sequence[RestoreHook] = (),
+                 end_session: SessionResetter | None = None) -> None:
         self._ctx = ctx
         self._hooks = tuple(restore_hooks)
+        self._end_session = end_session
 
     # -- the clean snapshot ----------------------------------------------------------------
 
@@ -111,6 +117,13 @@ class SnapshotService:
     # -- reset and restore -------------------------------------------------------------------
 
     def reset(self, *, name: str, on_progress: ProgressCallback, cancel: CancelToken) -> RestoreOutcome:
+        """Back to clean. During a session, the session ends first with its receipt (a reset
+        wipes what the receipt describes), however the reset was asked for."""
+        session = self._ctx.records.files(name=name).session
+        if self._end_session is not None and session.exists():
+            session_id = _session_id(session)
+            if session_id and (outcome := self._end_session(name, session_id, on_progress, cancel)) is not None:
+                return outcome
         with workspace_lock(paths=self._ctx.paths, name=name):
             return self.reset_locked(record=load_ready_record(ctx=self._ctx, name=name),
                                      on_progress=on_progress, cancel=cancel)
@@ -147,6 +160,7 @@ class SnapshotService:
         if ctx.backend.get(name=record.domain) is None:
             raise NotFound(f"the VM of workspace {record.name!r} is missing",
                            hint=f"agentbox destroy {record.name} removes what is left of it")
+        ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))  # the supervisor stays through the power cycle
         ctx.backend.destroy(name=record.domain)
         on_progress(Progress(step="revert", detail=f"back to {target}", index=2, total=4))
         ctx.backend.revert_snapshot(name=record.domain, snapshot=snapshot)
@@ -170,6 +184,7 @@ class SnapshotService:
         ctx = self._ctx
         reason = record.clean_fallback or "the workspace has no clean snapshot"
         on_progress(Progress(step="power off", detail=f"no RAM snapshot ({reason})", index=1, total=4))
+        ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))
         ctx.backend.destroy(name=record.domain)
         image = self._image(record=record)
         disk = Path(record.storage_dir) / "disk.qcow2"
@@ -300,6 +315,13 @@ class SnapshotService:
         if CHECKPOINT_PREFIX + label not in names:
             raise NotFound(f"workspace {record.name!r} has no checkpoint {label!r}",
                            hint=f"agentbox checkpoints {record.name} lists them")
+
+
+def _session_id(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("id", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def _checkpoint_label(label: str) -> str:

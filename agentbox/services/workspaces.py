@@ -15,7 +15,7 @@ from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
-from agentbox.services.locks import is_locked, workspace_lock
+from agentbox.host.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.receipts import ReceiptStore
 from agentbox.services.shares import ShareService
@@ -53,7 +53,6 @@ class WorkspaceService:
 
     def list(self) -> tuple[Workspace, ...]:
         ctx = self._ctx
-        self._shares.clean_leftovers()  # read-only binds a crash left behind
         domains = {info.metadata.workspace: info for info in ctx.backend.list_domains()}
         names = sorted(set(domains) | set(ctx.records.names()))
         return tuple(self._describe(name=n, domain=domains.get(n)) for n in names)
@@ -91,21 +90,31 @@ class WorkspaceService:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, *, name: str, on_progress: ProgressCallback, cancel: CancelToken) -> Workspace:
+        """Boot the workspace, or repair a running one whose supervisor is gone (a host
+        restart, a killed process): either way it ends with the supervisor, its egress
+        helpers and the shares in place, and an overdue session is then ended by it."""
         ctx = self._ctx
         with workspace_lock(paths=ctx.paths, name=name):
             record = self._ready_record(name=name)
+            files = ctx.records.files(name=name)
             info = ctx.backend.get(name=record.domain)
-            if info is not None and info.state is DomainState.RUNNING:
+            running = info is not None and info.state is DomainState.RUNNING
+            if running and ctx.egress.health(files=files).supervised:
                 raise InvalidInput(f"workspace {name!r} is already running", hint=f"agentbox ssh {name}")
-            on_progress(Progress(step="boot", detail=f"starting {name}", index=1, total=2))
-            ctx.backend.start(name=record.domain)
-            ctx.audit(name=name).append(event="started")
-            on_progress(Progress(step="ssh", detail="waiting for SSH (pinned host key)", index=2, total=2))
-            target = ssh_target(record=record, files=ctx.records.files(name=name))
-            wait_for_guest(ctx=ctx, record=record, target=target, on_progress=on_progress, cancel=cancel)
-            on_progress(Progress(step="network", detail="egress proxy and forward", index=2, total=2))
-            ctx.egress.ensure_running(record=record, files=ctx.records.files(name=name))
-            self._shares.attach_all(record=record)
+            if not running:
+                self._shares.release_all(record=record)  # host mounts a crash left behind
+                on_progress(Progress(step="boot", detail=f"starting {name}", index=1, total=3))
+                ctx.backend.start(name=record.domain)
+                ctx.audit(name=name).append(event="started")
+                on_progress(Progress(step="ssh", detail="waiting for SSH (pinned host key)", index=2, total=3))
+                target = ssh_target(record=record, files=files)
+                wait_for_guest(ctx=ctx, record=record, target=target, on_progress=on_progress, cancel=cancel)
+            else:
+                ctx.audit(name=name).append(event="repaired", details={"what": "supervisor"})
+            on_progress(Progress(step="network", detail="supervisor, egress proxy and forward", index=3, total=3))
+            ctx.egress.ensure_running(record=record, files=files)
+            if not running:
+                self._shares.attach_all(record=record)
         return self.get(name=name)
 
     def stop(self, *, name: str, force: bool, on_progress: ProgressCallback, cancel: CancelToken,

@@ -108,6 +108,7 @@ class RecordingEgress:
 
     running: set[str] = field(default_factory=set)  # workspace names with live helpers
     forward_stopped: list[str] = field(default_factory=list)
+    held_for_reset: list[str] = field(default_factory=list)
     policies: list[NetworkPolicy] = field(default_factory=list)
     fail_start: bool = False
     held: dict[str, list[ApprovalRequest]] = field(default_factory=dict)  # what the next stream hands out
@@ -124,9 +125,12 @@ class RecordingEgress:
         else:
             self.running.discard(files.directory.name)
 
+    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
+        self.held_for_reset.append(files.directory.name)
+
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         up = files.directory.name in self.running
-        return EgressHealth(proxy_running=up, forward_connected=up)
+        return EgressHealth(proxy_running=up, forward_connected=up, supervised=up)
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
         self.policies.append(policy)

@@ -11,7 +11,7 @@ from agentbox.errors import AlreadyExists, BackendError, Busy, Cancelled, GuestE
 from agentbox.model.progress import CancelToken
 from agentbox.model.workspace import WorkspaceState
 from agentbox.services.create import STEPS, CreateRequest, create_workspace
-from agentbox.services.locks import workspace_lock
+from agentbox.host.locks import workspace_lock
 from agentbox.services.records import Phase
 from agentbox.services.workspaces import WorkspaceService
 

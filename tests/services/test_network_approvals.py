@@ -1,5 +1,5 @@
 """NetworkService.approval_requests: a workspace's held connections, to be answered. On the
-Fake through the recording runner, and ProcessEgressRunner.approvals against a real proxy's
+Fake through the recording runner, and SupervisedEgress.approvals against a real proxy's
 control socket where the workspace keeps it (egress/control.sock)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from agentbox.egress.control import EgressControlServer
 from agentbox.errors import EgressError, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.services.create import CreateRequest, create_workspace
-from agentbox.services.egress_runner import ProcessEgressRunner
+from agentbox.services.egress_runner import SupervisedEgress
 from agentbox.services.network import NetworkService
 from agentbox.services.records import WorkspaceFiles
 from tests.egress.conftest import StubResolver, make_proxy, open_tunnel, policy
@@ -70,7 +70,7 @@ def short_dir() -> Iterator[Path]:
 def test_the_process_runner_answers_a_real_proxys_held_connection(world: World, short_dir: Path) -> None:
     files = WorkspaceFiles(directory=short_dir)
     files.egress_dir.mkdir()
-    runner = ProcessEgressRunner(settings=world.ctx.settings, paths=world.ctx.paths)
+    runner = SupervisedEgress(paths=world.ctx.paths)
     resolver = StubResolver({"new.example": ["151.101.0.50"]})
     proxy = make_proxy(policy("allowlist", "listed.example"), resolver=resolver, approvals=ApprovalBroker(timeout=20))
 

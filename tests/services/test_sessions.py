@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -19,22 +19,9 @@ from agentbox.services.workspaces import WorkspaceService
 from .conftest import World
 
 
-@dataclass
-class RecordingTimer:
-    armed: list[tuple[str, str]] = field(default_factory=list)
-    disarmed: list[int] = field(default_factory=list)
-
-    def arm(self, *, name: str, session_id: str) -> int:
-        self.armed.append((name, session_id))
-        return 4242
-
-    def disarm(self, *, handle: int) -> None:
-        self.disarmed.append(handle)
-
-
-def service(world: World, timer: RecordingTimer | None = None) -> SessionService:
+def service(world: World) -> SessionService:
     return SessionService(ctx=world.ctx, workspaces=WorkspaceService(ctx=world.ctx),
-                          snapshots=SnapshotService(ctx=world.ctx), timer=timer or RecordingTimer())
+                          snapshots=SnapshotService(ctx=world.ctx))
 
 
 def make(world: World, name: str = "ws") -> None:
@@ -93,31 +80,53 @@ def test_the_policy_can_keep_the_state_after_a_session(world: World) -> None:
     assert "reset" not in events(world)
 
 
-def test_a_time_limit_arms_a_timer_that_ends_the_session(world: World) -> None:
+def test_a_time_limit_is_the_deadline_the_supervisor_ends_the_session_at(world: World) -> None:
     make(world)
-    timer = RecordingTimer()
-    sessions = service(world, timer)
+    sessions = service(world)
     session = sessions.start(name="ws", max_minutes=5, on_progress=world.progress.append, cancel=CancelToken())
-    assert timer.armed == [("ws", session.id)] and session.timer == 4242
-    # The timer process's body, five minutes later:
-    later = world.ctx.clock() + timedelta(minutes=5, seconds=1)
-    timed = SessionService(ctx=replace(world.ctx, clock=lambda: later),
-                           workspaces=WorkspaceService(ctx=world.ctx), snapshots=SnapshotService(ctx=world.ctx),
-                           timer=timer)
-    end = timed.expire(name="ws", session_id=session.id, on_progress=world.progress.append, cancel=CancelToken())
-    assert end is not None and end.reason == "time limit reached" and end.reset is not None
-    assert sessions.current(name="ws") is None
+    assert sessions.deadline("ws") == (session.id, session.deadline)
+    started = world.ctx.clock()
+    assert timedelta(minutes=4, seconds=59) < (datetime.fromisoformat(session.deadline) - started) <= timedelta(minutes=5)
+    sessions.expire("ws", session.id)  # the supervisor's call once the deadline passed
+    assert sessions.current(name="ws") is None and sessions.deadline("ws") is None
+    assert events(world)[-4:] == ["session.started", "session.receipt", "reset", "session.ended"]
+    ended = json.loads(world.ctx.paths.audit_log("ws").read_text().splitlines()[-1])
+    assert ended["details"]["reason"] == "time limit reached"
 
 
-def test_ending_early_disarms_the_timer_and_a_late_timer_does_nothing(world: World) -> None:
+def test_a_late_expiry_of_an_ended_session_does_nothing(world: World) -> None:
     make(world)
-    timer = RecordingTimer()
-    sessions = service(world, timer)
+    sessions = service(world)
     session = sessions.start(name="ws", max_minutes=5, on_progress=world.progress.append, cancel=CancelToken())
     sessions.end(name="ws", reason="done", on_progress=world.progress.append, cancel=CancelToken())
-    assert timer.disarmed == [4242]
-    assert sessions.expire(name="ws", session_id=session.id, on_progress=world.progress.append,
-                           cancel=CancelToken()) is None
+    before = events(world)
+    sessions.expire("ws", session.id)
+    assert events(world) == before
+
+
+def test_a_reset_during_a_session_writes_its_receipt_first(world: World) -> None:
+    make(world)
+    sessions = service(world)
+    snapshots = SnapshotService(ctx=world.ctx, end_session=sessions.reset_in_session)
+    sessions = SessionService(ctx=world.ctx, workspaces=WorkspaceService(ctx=world.ctx), snapshots=snapshots)
+    sessions.start(name="ws", max_minutes=None, on_progress=world.progress.append, cancel=CancelToken())
+    outcome = snapshots.reset(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert outcome.path is RestorePath.SNAPSHOT and sessions.current(name="ws") is None
+    assert events(world)[-4:] == ["session.started", "session.receipt", "reset", "session.ended"]
+    # Without a session, a reset is only a reset.
+    snapshots.reset(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert events(world)[-2:] == ["session.ended", "reset"]
+
+
+def test_a_reset_resets_even_when_the_policy_keeps_the_state_after_sessions(world: World) -> None:
+    make(world)
+    record = world.ctx.records.load(name="ws")
+    world.ctx.records.save(record=replace(record, reset_after_session=False))
+    sessions = service(world)
+    snapshots = SnapshotService(ctx=world.ctx, end_session=sessions.reset_in_session)
+    sessions.start(name="ws", max_minutes=None, on_progress=world.progress.append, cancel=CancelToken())
+    snapshots.reset(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert "reset" in events(world) and sessions.current(name="ws") is None
 
 
 def test_run_in_a_throw_away_workspace_returns_the_code_and_leaves_nothing(world: World) -> None:

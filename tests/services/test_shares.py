@@ -123,9 +123,21 @@ def test_leftover_bind_mounts_of_stopped_workspaces_are_cleaned(world: World, pr
     ShareService(ctx=world.ctx).add(name="ws", source=str(project), tag="code", mechanism="virtiofs-ro-bind")
     fs = world.backend.attached_filesystem(DOMAIN, "code")
     world.backend.set_state(DOMAIN, DomainState.STOPPED)  # the VM died; agentbox never saw it stop
+    world.egress.running.discard("ws")  # and its supervisor went with it
     assert share_host.is_mounted(fs.source)
-    WorkspaceService(ctx=world.ctx).list()  # the next command notices
-    assert not share_host.is_mounted(fs.source)
+    WorkspaceService(ctx=world.ctx).list()
+    assert share_host.is_mounted(fs.source), "a read changes nothing"
+    seen: list[bool] = []
+    boot = world.backend.start
+
+    def start_and_look(*, name: str) -> None:
+        seen.append(share_host.is_mounted(fs.source))
+        boot(name=name)
+
+    world.backend.start = start_and_look  # type: ignore[method-assign]
+    WorkspaceService(ctx=world.ctx).start(name="ws", on_progress=lambda _: None, cancel=CancelToken())
+    assert seen == [False], "start released the stale mount under the lock before booting"
+    ShareService(ctx=world.ctx).remove(name="ws", tag="code")
 
 
 def test_outbox_export_copies_regular_files_only(world: World, tmp_path: Path) -> None:

@@ -186,9 +186,12 @@ class StandInEgress:
         if not forward_only:
             self.running.discard(files.directory.name)
 
+    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
+        pass  # the reset's power cycle: nothing runs here to hold down
+
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         up = files.directory.name in self.running
-        return EgressHealth(proxy_running=up, forward_connected=up)
+        return EgressHealth(proxy_running=up, forward_connected=up, supervised=up)
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
         save_policy_file(path=files.policy, policy=policy)  # as the real proxy does
@@ -196,14 +199,6 @@ class StandInEgress:
 
 
 @dataclass
-class RecordingTimer:
-    def arm(self, *, name: str, session_id: str) -> int:
-        return 4242
-
-    def disarm(self, *, handle: int) -> None:
-        pass
-
-
 @dataclass
 class RecordingTerminal:
     """Records what the app would have run in the real terminal."""
@@ -317,11 +312,8 @@ def world(tmp_path: Path, base_image: tuple[Path, str], home: Path) -> Iterator[
                                                      user_dir=paths.user_templates_dir),
                          images=ImageStore(image_dir=settings.image_dir), guest=guest,
                          fragments_dir=fragments_dir(), owner="test-owner", egress=egress, clock=clock)
-    # The real wiring over the fake collaborators, except the session timer: the real one
-    # starts a detached process per time-limited session.
-    built = build_services(ctx=ctx)
-    services = replace(built, sessions=SessionService(ctx=ctx, workspaces=built.workspaces,
-                                                      snapshots=built.snapshots, timer=RecordingTimer()))
+    # The real wiring over the fake collaborators.
+    services = build_services(ctx=ctx)
     yield TuiWorld(services=services, backend=backend, guest=guest, terminal=RecordingTerminal(), egress=egress,
                    clock=clock, home=home)
     # A share made on this host may be a real read-only bind mount: never leave one behind.

@@ -1,0 +1,1 @@
+"""Host adapters: processes, locks. Below services, above config (DESIGN.md section 2)."""

@@ -1,0 +1,256 @@
+"""One supervisor per running workspace: `agentbox supervise NAME`, started with the VM
+(by create, start, reset: whoever brings the VM up calls `ensure_running`) and ending with it.
+
+It owns what lives beside the VM: the egress proxy and the SSH forward (its children,
+which the kernel kills if the supervisor dies, so egress fails closed), and the session
+deadline. It restarts a dead helper with backoff, stops retrying the forward on a host key
+mismatch (and audits it), ends an overdue session as its policy says (receipt, then reset),
+and stops everything when the domain stops. Its liveness is the lock it holds; its state
+file is written only when something changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from agentbox.backends.base import DomainState
+from agentbox.config.paths import AppPaths
+from agentbox.config.settings import Settings
+from agentbox.errors import AgentboxError, Busy
+from agentbox.host.locks import held_lock
+from agentbox.host.process_identity import ProcessIdentity, identity_of, python_module_argv, spawn_child
+from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT
+from agentbox.services.context import ServiceContext
+from agentbox.services.lookup import load_ready_record
+from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
+from agentbox.services.ssh_access import ssh_target
+
+log = logging.getLogger(__name__)
+
+PROXY_MODULE = "agentbox.egress"
+FORWARD_MODULE = "agentbox.remote"
+TICK_S = 0.1  # how soon a dead helper or a hold is noticed
+DOMAIN_EVERY_S = 1.0  # a libvirt round trip: not every tick
+DOWN_CHECKS = 2  # consecutive "not running" answers before the supervisor ends (not one glitch)
+RESTART_MIN_S, RESTART_MAX_S = 0.2, 5.0
+STABLE_S = 10.0  # a helper that lived this long gets its quick restart back
+SESSION_RETRY_S = 2.0
+
+SessionEnder = Callable[[str, str], None]  # (workspace, session id): end it because its time is up
+SessionReader = Callable[[str], tuple[str, str] | None]  # workspace → (session id, deadline ISO) or None
+
+
+class _Helper:
+    """One child process, restarted with backoff."""
+
+    def __init__(self, *, name: str, argv: Callable[[], list[str]], log_path: Path,
+                 ready: Callable[[subprocess.Popen[bytes]], bool]) -> None:
+        self.name = name
+        self._argv = argv
+        self._log = log_path
+        self._ready = ready
+        self.child: subprocess.Popen[bytes] | None = None
+        self.identity: ProcessIdentity | None = None
+        self._started = 0.0
+        self._delay = RESTART_MIN_S
+        self._not_before = 0.0
+
+    def poll(self) -> int | None:
+        """Reaps a dead child; returns its exit code once, else None."""
+        if self.child is None or self.child.poll() is None:
+            return None
+        code = self.child.returncode
+        lived = time.monotonic() - self._started
+        self._delay = RESTART_MIN_S if lived > STABLE_S else min(self._delay * 2, RESTART_MAX_S)
+        self._not_before = time.monotonic() + self._delay
+        self.child, self.identity = None, None
+        return code
+
+    def start_if_due(self) -> None:
+        if self.child is not None or time.monotonic() < self._not_before:
+            return
+        self.child = spawn_child(argv=self._argv(), log_file=self._log, env=os.environ)
+        self._started = time.monotonic()
+
+    def ready_identity(self) -> ProcessIdentity | None:
+        """Its identity once it is ready to serve (None before)."""
+        if self.child is not None and self.identity is None and self._ready(self.child):
+            self.identity = identity_of(self.child.pid)
+        return self.identity
+
+    def stop(self) -> None:
+        if self.child is None:
+            return
+        self.child.terminate()
+        try:
+            self.child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait()
+        self.child, self.identity = None, None
+        self._not_before = 0.0
+
+
+@dataclass(frozen=True)
+class SupervisorExit:
+    ran: bool  # False: another supervisor already runs for this workspace
+    reason: str
+
+
+class WorkspaceSupervisor:
+    def __init__(self, *, ctx: ServiceContext, end_session: SessionEnder, read_session: SessionReader) -> None:
+        self._ctx = ctx
+        self._end_session = end_session
+        self._read_session = read_session
+
+    def run(self, *, name: str, stop: threading.Event) -> SupervisorExit:
+        ctx = self._ctx
+        record = load_ready_record(ctx=ctx, name=name)
+        files = ctx.records.files(name=name)
+        files.egress_dir.mkdir(mode=0o700, exist_ok=True)
+        sup = SupervisorFiles(egress_dir=files.egress_dir)
+        try:
+            with held_lock(path=sup.lock, busy=Busy(f"{name!r} already has a supervisor")):
+                return self._supervise(record=record, files=files, sup=sup, stop=stop)
+        except Busy:
+            return SupervisorExit(ran=False, reason="another supervisor runs")
+
+    def _supervise(self, *, record: WorkspaceRecord, files: WorkspaceFiles, sup: SupervisorFiles,
+                   stop: threading.Event) -> SupervisorExit:
+        ctx, name = self._ctx, record.name
+        proxy = _proxy_helper(settings=ctx.settings, paths=ctx.paths, record=record, files=files)
+        forward = _forward_helper(record=record, files=files)
+        state = SupervisorState(workspace=name, started=ctx.clock().isoformat(timespec="seconds"))
+        sup.write_state(state)
+        audit = ctx.audit(name=name)
+        audit.append(event="supervisor.started", details={"pid": os.getpid()})
+        session_end = _SessionEnding(end=self._end_session)
+        down, next_domain_check, reason = 0, 0.0, "stopped"
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                held = sup.active_hold()
+                if now >= next_domain_check:
+                    next_domain_check = now + DOMAIN_EVERY_S
+                    down = 0 if held or self._domain_up(record.domain) else down + 1
+                    if down >= DOWN_CHECKS:
+                        reason = "the VM stopped"
+                        break
+                    self._check_session(name=name, ending=session_end)
+                proxy.poll()
+                proxy.start_if_due()
+                code = forward.poll()
+                if code == HOST_KEY_MISMATCH_EXIT and not state.problem:
+                    state = replace(state, problem="the guest's SSH host key does not match the pinned one:"
+                                                   " the forward into it stays down")
+                    audit.append(event="egress.host_key_mismatch", details={"helper": "forward"})
+                if held:
+                    forward.stop()
+                elif not state.problem:
+                    forward.start_if_due()
+                new = replace(state, proxy=proxy.ready_identity(), forward=forward.ready_identity(), held=held)
+                if new != state:
+                    state = new
+                    sup.write_state(state)
+                stop.wait(TICK_S)
+        finally:
+            forward.stop()
+            proxy.stop()
+            (files.egress_dir / "forward.state").unlink(missing_ok=True)
+            sup.state.unlink(missing_ok=True)
+            audit.append(event="supervisor.stopped", details={"reason": reason})
+        return SupervisorExit(ran=True, reason=reason)
+
+    def _domain_up(self, domain: str) -> bool:
+        try:
+            info = self._ctx.backend.get(name=domain)
+        except AgentboxError as exc:  # libvirtd restarting: the VM runs on; ask again
+            log.warning("cannot read the domain's state: %s", exc.message)
+            return True
+        return info is not None and info.state in (DomainState.RUNNING, DomainState.PAUSED)
+
+    def _check_session(self, *, name: str, ending: _SessionEnding) -> None:
+        try:
+            current = self._read_session(name)
+        except AgentboxError:
+            return
+        if current is None or not current[1]:
+            return
+        session_id, deadline = current
+        if datetime.fromisoformat(deadline) <= self._ctx.clock():
+            ending.start(name=name, session_id=session_id)
+
+
+class _SessionEnding:
+    """Ends an overdue session on a thread of its own: the end resets the VM and waits for
+    this supervisor's helpers, which the main loop keeps running meanwhile."""
+
+    def __init__(self, *, end: SessionEnder) -> None:
+        self._end = end
+        self._thread: threading.Thread | None = None
+        self._not_before = 0.0
+
+    def start(self, *, name: str, session_id: str) -> None:
+        if (self._thread is not None and self._thread.is_alive()) or time.monotonic() < self._not_before:
+            return
+        self._not_before = time.monotonic() + SESSION_RETRY_S  # Busy: another command; ask again soon
+        self._thread = threading.Thread(target=self._run, args=(name, session_id), daemon=True,
+                                        name="session-end")
+        self._thread.start()
+
+    def _run(self, name: str, session_id: str) -> None:
+        try:
+            self._end(name, session_id)
+        except Busy:
+            pass
+        except AgentboxError as exc:
+            log.error("ending the overdue session %s failed: %s", session_id, exc.message)
+
+
+def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecord, files: WorkspaceFiles) -> _Helper:
+    egress = files.egress_dir
+    pid_file = egress / "proxy.pid"
+
+    def argv() -> list[str]:
+        for leftover in ("proxy.sock", "control.sock", "proxy.pid"):
+            (egress / leftover).unlink(missing_ok=True)
+        pins = [arg for host, address in settings.egress_hosts for arg in ("--pin", f"{host}={address}")]
+        return python_module_argv(
+            PROXY_MODULE, "--proxy-socket", str(egress / "proxy.sock"), "--control-socket",
+            str(egress / "control.sock"), "--policy-file", str(files.policy), "--log-file", str(files.net_log),
+            "--pid-file", str(pid_file), "--audit-log", str(paths.audit_log(record.name)), *pins)
+
+    def ready(child: subprocess.Popen[bytes]) -> bool:  # it writes its pid file once both sockets listen
+        try:
+            return pid_file.read_text().strip() == str(child.pid)
+        except OSError:
+            return False
+
+    return _Helper(name="proxy", argv=argv, log_path=egress / "proxy.log", ready=ready)
+
+
+def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> _Helper:
+    egress = files.egress_dir
+    state_file = egress / "forward.state"
+
+    def argv() -> list[str]:
+        state_file.unlink(missing_ok=True)
+        target = ssh_target(record=record, files=files)
+        return python_module_argv(
+            FORWARD_MODULE, "--port", str(target.port), "--user", target.user, "--key", str(target.private_key),
+            "--host-key", target.host_key, "--proxy-socket", str(egress / "proxy.sock"),
+            "--state-file", str(state_file), "--pid-file", str(egress / "forward.pid"))
+
+    def ready(child: subprocess.Popen[bytes]) -> bool:
+        return child.poll() is None  # connected or not is its state file's business
+
+    return _Helper(name="forward", argv=argv, log_path=egress / "forward.log", ready=ready)
