@@ -29,7 +29,6 @@ from agentbox.host.locks import held_lock
 from agentbox.host.process_identity import ProcessIdentity, identity_of, python_module_argv, spawn_child
 from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT
 from agentbox.services.context import ServiceContext
-from agentbox.services.lookup import load_ready_record
 from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
 from agentbox.services.ssh_access import ssh_target
@@ -114,7 +113,10 @@ class WorkspaceSupervisor:
 
     def run(self, *, name: str, stop: threading.Event) -> SupervisorExit:
         ctx = self._ctx
-        record = load_ready_record(ctx=ctx, name=name)
+        # Not load_ready_record: create brings egress up before it marks the record ready.
+        record = ctx.records.load(name=name)
+        if record is None:
+            return SupervisorExit(ran=False, reason="no such workspace")
         files = ctx.records.files(name=name)
         files.egress_dir.mkdir(mode=0o700, exist_ok=True)
         sup = SupervisorFiles(egress_dir=files.egress_dir)

@@ -1,0 +1,128 @@
+"""The workspace's supervisor on a real guest: it brings dead helpers back by itself, egress
+is closed while they are down, it goes away with the VM, and a time-limited session still
+ends (receipt, reset) after its supervisor and helpers were killed, once `start` repairs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from agentbox.audit import AuditRecord, read_records
+from agentbox.host.process_identity import ProcessIdentity, is_alive
+from agentbox.model.progress import CancelToken
+from agentbox.services.receipts import ReceiptStore
+from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
+
+from .conftest import VmEnv, quiet, run_in
+from .test_network import curl, net, servers  # noqa: F401 - servers is a fixture used here
+
+
+
+def audit(env: VmEnv, name: str) -> list[AuditRecord]:
+    return list(read_records(path=env.paths.audit_log(name)))
+
+
+def supervisor_files(env: VmEnv, name: str) -> SupervisorFiles:
+    return SupervisorFiles(egress_dir=env.services().ctx.records.files(name=name).egress_dir)
+
+
+def state(env: VmEnv, name: str) -> SupervisorState:
+    current = supervisor_files(env, name).read_state()
+    assert current is not None, "the running workspace has a supervisor"
+    return current
+
+
+def until(check: Callable[[], bool], *, what: str, timeout_s: float = 30.0) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout_s:
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def kill(identity: ProcessIdentity | None) -> None:
+    assert identity is not None and is_alive(identity)
+    os.kill(identity.pid, signal.SIGKILL)
+
+
+@pytest.fixture()
+def allowed(vm_env: VmEnv, clean_workspace: str, monkeypatch: pytest.MonkeyPatch,
+            servers: tuple[int, int]) -> Iterator[tuple[str, int]]:
+    vm_env.cli_env(monkeypatch)
+    net(vm_env, clean_workspace, "allowlist")
+    net(vm_env, "allow", clean_workspace, f"127.0.0.1:{servers[0]}")
+    assert curl(vm_env, clean_workspace, servers[0])[0] == 0
+    yield clean_workspace, servers[0]
+
+
+@pytest.mark.parametrize("helper", ["proxy", "forward"])
+def test_a_killed_helper_closes_egress_and_is_back_without_any_command(
+        vm_env: VmEnv, allowed: tuple[str, int], helper: str) -> None:
+    name, port = allowed
+    before = state(vm_env, name)
+    kill(getattr(before, helper))
+    code, out = curl(vm_env, name, port)
+    assert code != 0, f"egress must be closed while the {helper} is down: {out}"
+    took = until(lambda: getattr(supervisor_files(vm_env, name).read_state(), helper, None) not in (
+        None, getattr(before, helper)) and vm_env.services().network.show(name=name).forward_connected,
+                 what=f"the supervisor restarts the {helper}")
+    print(f"{helper} back after {took:.1f} s")
+    assert curl(vm_env, name, port) == (0, f"hello from {port}\n")
+    assert supervisor_files(vm_env, name).supervisor() is not None
+
+
+def test_a_killed_supervisor_takes_its_helpers_along_and_start_repairs(
+        vm_env: VmEnv, allowed: tuple[str, int]) -> None:
+    name, port = allowed
+    before = state(vm_env, name)
+    supervisor = supervisor_files(vm_env, name).supervisor()
+    kill(supervisor)
+    until(lambda: not is_alive(before.proxy) and not is_alive(before.forward),
+          what="the kernel ends the helpers of a killed supervisor", timeout_s=10)
+    assert curl(vm_env, name, port)[0] != 0
+    status = vm_env.services().network.show(name=name)
+    assert "supervisor is not running" in status.egress, "a read says so and repairs nothing"
+    vm_env.services().workspaces.start(name=name, on_progress=quiet, cancel=CancelToken())
+    assert curl(vm_env, name, port) == (0, f"hello from {port}\n")
+    assert "repaired" in [r.event for r in audit(vm_env, name)][-8:]
+
+
+def test_a_vm_stopped_from_outside_takes_the_supervisor_and_its_helpers_along(
+        vm_env: VmEnv, allowed: tuple[str, int]) -> None:
+    name, _ = allowed
+    before = state(vm_env, name)
+    supervisor = supervisor_files(vm_env, name).supervisor()
+    domain = vm_env.services().ctx.domain_name(name=name)
+    subprocess.run(["virsh", "-c", "qemu:///system", "destroy", domain], check=True, capture_output=True)
+    until(lambda: not is_alive(supervisor) and not is_alive(before.proxy) and not is_alive(before.forward),
+          what="supervisor, proxy and forward end with the VM", timeout_s=15)
+    assert supervisor_files(vm_env, name).read_state() is None
+    # The next test's reset brings the workspace back from its clean state.
+
+
+def test_an_overdue_session_ends_with_a_receipt_and_a_reset_after_a_simulated_host_restart(
+        vm_env: VmEnv, clean_workspace: str) -> None:
+    name = clean_workspace
+    services = vm_env.services()
+    session = services.sessions.start(name=name, max_minutes=0.25, on_progress=quiet, cancel=CancelToken())
+    assert run_in(vm_env, name, "sh", "-c", "echo canary > ~/session-canary")[0] == 0
+    before = state(vm_env, name)
+    kill(supervisor_files(vm_env, name).supervisor())  # the host "restarts": no supervisor, no helpers
+    until(lambda: not is_alive(before.proxy), what="helpers gone", timeout_s=10)
+    time.sleep(16)  # past the deadline, with nobody watching
+    assert services.sessions.current(name=name) is not None, "nothing ended it while no supervisor ran"
+    services.workspaces.start(name=name, on_progress=quiet, cancel=CancelToken())
+    until(lambda: services.sessions.current(name=name) is None,
+          what="the repaired supervisor ends the overdue session", timeout_s=120)
+    receipts = ReceiptStore(paths=services.ctx.paths).list(name=name)
+    assert session.id in [r.id for r in receipts]
+    ended = [r for r in audit(vm_env, name) if r.event == "session.ended"][-1]
+    assert ended.details["reason"] == "time limit reached" and ended.details["reset"] == "snapshot"
+    code, out, _ = run_in(vm_env, name, "sh", "-c", "cat ~/session-canary 2>/dev/null || echo gone")
+    assert out.strip() == "gone"
