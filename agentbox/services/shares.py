@@ -7,6 +7,7 @@ the RAM, and a share belongs to the host's present, not to the clean state.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -172,7 +173,7 @@ class ShareService:
             if running:
                 self.attach_all(record=record)
 
-    def clean_leftovers(self) -> list[Path]:
+    def clean_leftovers(self) -> builtins.list[Path]:  # bare `list`: the method
         """Unmount read-only binds whose VM is not running (after a crash); returns them."""
         root = self._ctx.settings.storage_dir / "workspaces"
         if not root.is_dir():
