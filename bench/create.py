@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from itertools import pairwise
 
 from _env import bench_services
 
@@ -35,7 +36,7 @@ def main() -> None:
 
     print(f"create {args.template} (cached image), accel {accel}")
     print(f"{'step':<12}{'seconds':>10}")
-    for (step, at), (_, next_at) in zip(marks, marks[1:]):
+    for (step, at), (_, next_at) in pairwise(marks):
         print(f"{step:<12}{next_at - at:>10.2f}")
     print(f"{'total':<12}{total:>10.2f}")
 

@@ -27,7 +27,7 @@ PLAIN_PORT = 3129  # the guest end of the plain forward
 
 
 class _Big(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         chunk = b"x" * 2**20
         self.send_response(200)
         self.send_header("Content-Length", str(SIZE))

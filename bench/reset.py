@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from itertools import pairwise
 
 from _env import bench_services
 
@@ -55,7 +56,7 @@ def main() -> None:
             state = run(services, "boot0", "sh", "-c", f"test -e {CANARY} && echo dirty || echo clean")
             resets.append(time.monotonic() - started)
             marks.append(("end", time.monotonic()))
-            for (step, at), (_, next_at) in zip(marks, marks[1:]):
+            for (step, at), (_, next_at) in pairwise(marks):
                 steps.setdefault(step, []).append(next_at - at)
             if state.strip() != "clean":
                 raise SystemExit("the canary survived a reset: the clean state was NOT restored")

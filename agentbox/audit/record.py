@@ -72,8 +72,8 @@ def parse_record(line: bytes) -> AuditRecord:
         raise BadRecord("not a JSON object")
     if set(raw) != FIELDS:
         missing, extra = sorted(FIELDS - set(raw)), sorted(set(raw) - FIELDS)
-        raise BadRecord("; ".join(filter(None, (missing and f"missing {', '.join(missing)}",
-                                                extra and f"unexpected {', '.join(extra)}"))))
+        raise BadRecord("; ".join(filter(None, (f"missing {', '.join(missing)}" if missing else "",
+                                                f"unexpected {', '.join(extra)}" if extra else ""))))
     seq, ts, event, details, prev = raw["seq"], raw["ts"], raw["event"], raw["details"], raw["prev"]
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise BadRecord(f"seq {seq!r} is not a positive integer")

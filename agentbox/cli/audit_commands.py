@@ -40,8 +40,10 @@ def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     audit = sub.add_parser("audit", help="show, follow or verify a workspace's audit trail", usage=_USAGE,
                            description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     audit.add_argument("words", nargs="+", metavar="NAME", help="[show|verify] then the workspace name")
-    audit.add_argument("--since", metavar="TIME", help="only records at or after TIME: ISO 8601 or an age (30s, 10m, 2h, 1d)")
-    audit.add_argument("--follow", "-f", action="store_true", help="keep printing records as they are appended (Ctrl-C ends)")
+    audit.add_argument("--since", metavar="TIME",
+                       help="only records at or after TIME: ISO 8601 or an age (30s, 10m, 2h, 1d)")
+    audit.add_argument("--follow", "-f", action="store_true",
+                       help="keep printing records as they are appended (Ctrl-C ends)")
     audit.add_argument("--json", action="store_true", help="JSON lines, one record each (verify: the result as JSON)")
     audit.set_defaults(handler=audit_command)
 

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     destroy = sub.add_parser("destroy", help="remove a workspace and everything it has")
     destroy.add_argument("name")
     destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    destroy.add_argument("--purge", action="store_true", help="also delete its audit log and receipts (kept by default)")
+    destroy.add_argument("--purge", action="store_true",
+                         help="also delete its audit log and receipts (kept by default)")
     destroy.set_defaults(handler=commands.destroy)
 
     add_snapshot_parsers(sub)

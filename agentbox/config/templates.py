@@ -79,7 +79,8 @@ def load_template(*, path: Path) -> Template:
     if not _TEMPLATE_NAME.match(name):
         raise top.error("name", f"{name!r} is not a valid template name (lowercase letters, digits, '.', '-')")
     if not top.has("image"):
-        raise doc.error(("image",), "missing required field", hint="either `build: debian-12` or `url:` plus `sha256:`/`sha256_url:`")
+        raise doc.error(("image",), "missing required field",
+                        hint="either `build: debian-12` or `url:` plus `sha256:`/`sha256_url:`")
     return Template(
         name=name,
         description=top.string("description", default=""),

@@ -169,9 +169,12 @@ class Fields:
 
 def _get(value: Any, key_path: KeyPath) -> Any:
     for part in key_path:
-        if not isinstance(value, (dict, list)) or (isinstance(value, dict) and part not in value):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        else:
             return None  # an absent section reads as empty
-        value = value[part]
     return value
 
 

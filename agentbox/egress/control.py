@@ -96,8 +96,9 @@ class EgressControlServer:
                 op = message.get("op")
                 if op == "subscribe":
                     last = message.get("last", 0)
+                    start = last if isinstance(last, int) else 0
                     await self._stream(reader, writer, lambda push: self._proxy.decisions.subscribe(
-                        subscriber=lambda r: push(_record_event(r)), last=last if isinstance(last, int) else 0),
+                        subscriber=lambda r: push(_record_event(r)), last=start),  # noqa: B023 - _stream calls it now
                         answers=False)
                     return
                 if op == "approvals":

@@ -157,7 +157,7 @@ def _progress(*, name: str, received: int, total: int | None, done: bool = False
     mib = received / (1024 * 1024)
     if total:
         detail = f"{name}: {mib:.1f} of {total / (1024 * 1024):.1f} MiB"
-        fraction = 1.0 if done else min(received / total, 1.0)
+        fraction: float | None = 1.0 if done else min(received / total, 1.0)
     else:
         detail = f"{name}: {mib:.1f} MiB"
         fraction = 1.0 if done else None
@@ -168,7 +168,7 @@ def _open(url: str) -> http.client.HTTPResponse:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         # The scheme was checked (http, https, file): no ftp:// or data: through urllib.
-        return urllib.request.urlopen(request, timeout=SOCKET_TIMEOUT_S)  # noqa: S310
+        return urllib.request.urlopen(request, timeout=SOCKET_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         exc.close()
         raise ImageError(

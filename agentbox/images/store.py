@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agentbox.errors import AgentboxError, Busy, ConfigError, ImageError, NotFound, PermissionDenied
@@ -244,7 +244,7 @@ class ImageStore:
             cmdline=cmdline,
             sha256=sha256,
             size_bytes=disk.stat().st_size,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
 
     # -- housekeeping --------------------------------------------------------------------

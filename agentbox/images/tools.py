@@ -189,7 +189,7 @@ def _make_writable(directory: str) -> None:
         pass
 
 
-def _retry_writable(func: Callable[..., object], failed: str, exc_info: tuple) -> None:
+def _retry_writable(func: Callable[..., object], failed: str, exc_info: tuple[object, BaseException, object]) -> None:
     # Called by rmtree for an entry it could not remove: its parent directory (a real
     # directory rmtree is walking, never a symlink) is read-only; open it up and retry once.
     if func not in (os.rmdir, os.unlink) or not isinstance(exc_info[1], PermissionError):

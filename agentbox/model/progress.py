@@ -20,7 +20,7 @@ class Progress:
     fraction: float | None = None
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[Progress], object]  # what it returns is ignored
 
 
 def ignore_progress(_: Progress) -> None:

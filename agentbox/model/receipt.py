@@ -144,7 +144,7 @@ def receipt_from_json(data: object) -> Receipt:
 def _build(cls: Any, value: Any) -> Any:
     """A frozen dataclass (nested ones, tuples and enums included) back from its JSON form;
     ValueError, KeyError or TypeError when the JSON does not fit."""
-    if is_dataclass(cls):
+    if isinstance(cls, type) and is_dataclass(cls):
         if not isinstance(value, dict):
             raise TypeError(f"{cls.__name__} is not an object")
         hints = get_type_hints(cls)

@@ -122,7 +122,7 @@ def _bridge(channel: paramiko.Channel, proxy_socket: Path) -> None:
         upstream.close()
         channel.close()
         return
-    open_ends = {channel, upstream}
+    open_ends: set[paramiko.Channel | socket.socket] = {channel, upstream}
     try:
         while open_ends:
             readable, _, _ = select.select(list(open_ends), [], [], 30.0)

@@ -210,7 +210,7 @@ def _exec(
             # Stdin is fed only as far as the channel window allows, interleaved with
             # reading output, so a command that writes before it reads cannot deadlock us.
             if pending and channel.send_ready():
-                sent = channel.send(pending[:_CHUNK])
+                sent = channel.send(bytes(pending[:_CHUNK]))
                 pending = pending[sent:]
                 if not pending:
                     channel.shutdown_write()

@@ -95,7 +95,8 @@ def _shares(ctx: ServiceContext) -> Check:
         return Check("shares", CheckStatus.WARN, f"no folder can be shared read-only here ({others})",
                      "sudo apt-get install e2fsprogs qemu-system-common (virtiofsd), and run as root for live shares")
     best = usable[0]
-    detail = f"read-only shares use {best.mechanism.value} ({best.reason})" + (f"; not here: {others}" if others else "")
+    detail = (f"read-only shares use {best.mechanism.value} ({best.reason})"
+              + (f"; not here: {others}" if others else ""))
     return Check("shares", CheckStatus.OK, detail)
 
 

@@ -18,7 +18,8 @@ class GuestAccess(Protocol):
 
     def run_command(
         self, *, target: SshTarget, argv: Sequence[str], stdout: Callable[[bytes], None],
-        stderr: Callable[[bytes], None], stdin: bytes | Callable[[], bytes] | None = None, timeout_s: float | None = None,
+        stderr: Callable[[bytes], None], stdin: bytes | Callable[[], bytes] | None = None,
+        timeout_s: float | None = None,
         cancel: CancelToken | None = None,
     ) -> int: ...
 

@@ -118,7 +118,7 @@ class SessionService:
             try:  # before the reset wipes what it describes
                 receipt = self._receipts.finish(record=record, session_id=session.id, started=session.started,
                                                 ended=now, reason=reason)
-            except Exception as exc:  # whatever goes wrong with the receipt, the reset must still happen
+            except Exception as exc:  # noqa: BLE001 - whatever goes wrong with the receipt, the reset must still happen
                 receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -213,7 +214,7 @@ class WorkspaceService:
             "stdout_bytes": counted["out"], "stderr_bytes": counted["err"]})
         return ExecResult(exit_code=code, duration_s=duration)
 
-    def ssh_command(self, *, name: str, command: Sequence[str]) -> list[str]:
+    def ssh_command(self, *, name: str, command: Sequence[str]) -> builtins.list[str]:  # bare `list`: the method
         """argv for the system ssh client, with the workspace's generated config."""
         record = self._running_record(name=name)
         return ssh_argv(record=record, files=self._ctx.records.files(name=name), command=command)

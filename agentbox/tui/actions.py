@@ -76,4 +76,3 @@ def applies(spec: ActionSpec, details: WorkspaceDetails | None) -> bool:
             return details.state is WorkspaceState.STOPPED
         case Needs.SESSION:
             return details.ready and details.in_session
-    return False

@@ -75,8 +75,8 @@ class ApprovalWatch:
     """Runs (in a thread) until `stop()`: subscribes, passes requests to `on_request`, and
     delivers answers queued by `answer()` (from the UI thread), reporting to `on_outcome`."""
 
-    def __init__(self, *, services: Services, name: str, on_request: Callable[[HeldRequest], None],
-                 on_outcome: Callable[[ApprovalOutcome], None], poll_s: float = POLL_S,
+    def __init__(self, *, services: Services, name: str, on_request: Callable[[HeldRequest], object],
+                 on_outcome: Callable[[ApprovalOutcome], object], poll_s: float = POLL_S,
                  retry_s: float = RETRY_S) -> None:
         self.name = name
         self._services = services

@@ -108,7 +108,8 @@ class CheckpointsScreen(RunsOperations, GoesBack, Screen[None]):
             title=f"Restore {self.workspace} to {label}?",
             body="Everything since that checkpoint is lost: files, processes, installed packages.",
             confirm="Restore", danger=True),
-            lambda yes: self.run_operation(operations.restore(services=self._services, name=self.workspace, label=label))
+            lambda yes: self.run_operation(operations.restore(services=self._services, name=self.workspace,
+                                                              label=label))
             if yes else None)
 
     def action_delete(self) -> None:

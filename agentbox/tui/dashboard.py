@@ -167,7 +167,7 @@ class DashboardScreen(Screen[None]):
                 for index, label in enumerate(COLUMNS):
                     table.add_column(label, key=label,
                                      width=max([cell_len(label)] + [_cell_width(c[index]) for c in cells]))
-                for row, cell in zip(data.rows, cells):
+                for row, cell in zip(data.rows, cells, strict=True):
                     table.add_row(*cell, key=row.name)
                 if self._selected in names:
                     table.move_cursor(row=names.index(self._selected))

@@ -105,29 +105,29 @@ class TypeNameScreen(ModalScreen[bool]):
 
     def __init__(self, *, name: str) -> None:
         super().__init__(classes="dialog-screen")
-        self._name = name
+        self._workspace = name  # not `_name`: Textual's own (the widget name)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Destroy {self._name}?", classes="dialog-title")
+            yield Label(f"Destroy {self._workspace}?", classes="dialog-title")
             yield Static(f"Its VM, disks, snapshots, checkpoints and keys are removed for good (the audit log "
-                         f"is kept). Type {self._name} to confirm.", markup=False)
-            yield Input(placeholder=self._name, id="confirm-name")
+                         f"is kept). Type {self._workspace} to confirm.", markup=False)
+            yield Input(placeholder=self._workspace, id="confirm-name")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Destroy", id="destroy", variant="error", disabled=True)
                 yield Button("Cancel (Esc)", id="cancel")
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_one("#destroy", Button).disabled = event.value != self._name
+        self.query_one("#destroy", Button).disabled = event.value != self._workspace
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        if event.value == self._name:
+        if event.value == self._workspace:
             self.dismiss(True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id == "destroy" and self.query_one(Input).value == self._name)
+        self.dismiss(event.button.id == "destroy" and self.query_one(Input).value == self._workspace)
 
     def action_cancel(self) -> None:
         self.dismiss(False)

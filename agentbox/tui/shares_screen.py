@@ -222,8 +222,9 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
     def action_add(self) -> None:
         def chosen(choice: ShareChoice | None) -> None:
             if choice is not None:
-                self.run_operation(operations.add_share(services=self._services, name=self.workspace, source=choice.source,
-                                               tag=choice.tag, mechanism=choice.mechanism))
+                self.run_operation(operations.add_share(services=self._services, name=self.workspace,
+                                                        source=choice.source, tag=choice.tag,
+                                                        mechanism=choice.mechanism))
 
         self.app.push_screen(AddShareScreen(services=self._services, name=self.workspace,
                                             taken=frozenset(self._tags)), chosen)
@@ -237,5 +238,6 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
             title=f"Stop sharing {tag} with {self.workspace}?",
             body=f"The folder itself is not touched; the workspace no longer sees {share_place(tag)}.",
             confirm="Remove"),
-            lambda yes: self.run_operation(operations.remove_share(services=self._services, name=self.workspace, tag=tag))
+            lambda yes: self.run_operation(operations.remove_share(services=self._services, name=self.workspace,
+                                                                   tag=tag))
             if yes else None)

@@ -83,7 +83,7 @@ def details_renderable(details: WorkspaceDetails) -> Table:
     return grid
 
 
-class WorkspaceTable(DataTable):
+class WorkspaceTable(DataTable[str | Text]):
     """Enter opens the selected workspace's shell; a mouse click only selects (a stray second
     click must not take over the terminal)."""
 

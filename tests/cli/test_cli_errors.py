@@ -56,7 +56,8 @@ def test_template_with_unknown_key_names_line_and_field(agentbox_root: Path, cap
 
 
 def test_template_with_wrong_type_names_line_and_field(agentbox_root: Path, capsys) -> None:
-    path = user_template(agentbox_root, "typed", "name: typed\nimage: {build: debian-12}\nresources:\n  memory_mib: lots\n")
+    path = user_template(agentbox_root, "typed",
+                         "name: typed\nimage: {build: debian-12}\nresources:\n  memory_mib: lots\n")
     code, _, err = run(["template", "show", "typed"], capsys)
     assert code == 3
     assert f"{path}:4: resources.memory_mib: expected an integer, got string 'lots'" in err
@@ -77,7 +78,8 @@ def test_user_template_overrides_builtin(agentbox_root: Path, capsys) -> None:
 
 
 def test_missing_image_file_is_an_image_error(agentbox_root: Path, tmp_path: Path, capsys) -> None:
-    user_template(agentbox_root, "gone", f"name: gone\nimage:\n  url: file://{tmp_path}/absent.qcow2\n  sha256: {'ab' * 32}\n")
+    user_template(agentbox_root, "gone",
+                  f"name: gone\nimage:\n  url: file://{tmp_path}/absent.qcow2\n  sha256: {'ab' * 32}\n")
     code, _, err = run(["image", "pull", "gone"], capsys)
     assert code == 7
     assert "absent.qcow2" in err and "hint:" in err

@@ -209,7 +209,7 @@ def test_libvirt_undefine_removes_snapshot_metadata(libvirt_world: World) -> Non
     assert isinstance(backend, LibvirtBackend)
     backend.define(spec=libvirt_world.spec("alpha"))
     # The backend's own connection: opening the test URI again would give a new world.
-    domain = backend._connection().lookupByName("alpha")  # noqa: SLF001 - test-only peek
+    domain = backend._connection().lookupByName("alpha")  # a test-only peek at the private connection
     domain.snapshotCreateXML("<domainsnapshot><name>clean</name></domainsnapshot>")
     assert domain.snapshotNum() == 1
     backend.undefine(name="alpha")  # test driver: falls back to the flags it supports

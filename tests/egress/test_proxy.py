@@ -253,7 +253,8 @@ def test_an_origin_that_sends_no_valid_response_gives_502() -> None:
         port = server.sockets[0].getsockname()[1]
         proxy = make_proxy(policy("allowlist", f"127.0.0.1:{port}"))
         async with running_proxy(proxy):
-            status, _, text = await http_request(proxy.tcp_port, f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n".encode())
+            status, _, text = await http_request(proxy.tcp_port,
+                                                 f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n".encode())
         server.close()
         assert status == 502 and b"no valid response" in text
 

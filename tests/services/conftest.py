@@ -157,7 +157,9 @@ class World:
 
     def leftovers(self) -> list[Path]:
         found = [p for p in (self.storage / "workspaces").rglob("*")] if (self.storage / "workspaces").exists() else []
-        return found + [p for p in self.ctx.paths.workspaces_dir.glob("*")] if self.ctx.paths.workspaces_dir.exists() else found
+        if not self.ctx.paths.workspaces_dir.exists():
+            return found
+        return found + [p for p in self.ctx.paths.workspaces_dir.glob("*")]
 
 
 @pytest.fixture()
@@ -178,7 +180,8 @@ def world(tmp_path: Path) -> World:
     egress = RecordingEgress()
     progress: list[Progress] = []
     ctx = ServiceContext(paths=paths, settings=settings, backend=backend,
-                         catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(), user_dir=paths.user_templates_dir),
+                         catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(),
+                                                     user_dir=paths.user_templates_dir),
                          images=ImageStore(image_dir=settings.image_dir), guest=guest,
                          fragments_dir=fragments_dir(), owner="test-owner", egress=egress)
     return World(ctx=ctx, backend=backend, guest=guest, progress=progress, storage=storage, egress=egress)

@@ -45,7 +45,7 @@ def _handler_for(state: LocalServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             state.requests.append(self.path)
             route = state.routes.get(self.path)
             if route is None:

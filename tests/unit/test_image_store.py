@@ -59,7 +59,7 @@ def server() -> Iterator[LocalServer]:
     state = LocalServer()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             state.requests.append(self.path)
             route = state.routes.get(self.path)
             if route is None:
@@ -303,7 +303,7 @@ def test_concurrent_ensure_downloads_once(server: LocalServer, qcow2_bytes: byte
     def run() -> None:
         try:
             results.append(_ensure(ImageStore(image_dir=image_dir), template))
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below  # pragma: no cover
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(3)]

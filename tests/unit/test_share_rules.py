@@ -114,6 +114,7 @@ def test_a_copy_disk_is_hot_plugged_read_only_on_a_free_target() -> None:
     element = ET.fromstring(xml)
     assert element.find("target").get("dev") == "vdc"  # type: ignore[union-attr]
     assert element.find("readonly") is not None and element.findtext("serial") == "abshare-1"
-    domain = f"<domain><devices>{xml}{filesystem_xml(FilesystemSpec('t', Path('/x'), 'virtiofs', False))}</devices></domain>"
+    filesystem = filesystem_xml(FilesystemSpec('t', Path('/x'), 'virtiofs', False))
+    domain = f"<domain><devices>{xml}{filesystem}</devices></domain>"
     assert find_disk(domain, serial="abshare-1") is not None and find_filesystem(domain, tag="t") is not None
     assert find_disk(domain, serial="other") is None

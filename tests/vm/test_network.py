@@ -20,7 +20,7 @@ from .conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path == "/slow":  # a long download: one line every 0.2 s for a minute
             self.send_response(200)
             self.end_headers()
