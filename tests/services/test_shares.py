@@ -144,6 +144,7 @@ def test_create_shares_a_system_folder_only_when_asked(world: World) -> None:
     assert world.backend.calls == [] and world.leftovers() == []
     make(world, shares=("/etc/apt:apt",), allow_system_folder=True)
     assert [s.share.source for s in ShareService(ctx=world.ctx).list(name="ws")] == ["/etc/apt"]
+    ShareService(ctx=world.ctx).remove(name="ws", tag="apt")  # its read-only bind mount goes with it
 
 
 def test_leftover_bind_mounts_of_stopped_workspaces_are_cleaned(world: World, project: Path) -> None:
