@@ -5,6 +5,7 @@ connection leaves a decision record."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import stat
@@ -134,6 +135,42 @@ def test_a_listed_name_that_resolves_to_loopback_is_refused() -> None:
             assert status == 403
             assert b"blocked:loopback" in body and b"127.0.0.1" in body
             assert connector.attempts == []  # refused before any connection was made
+
+    asyncio.run(scenario())
+
+
+def test_a_listed_name_that_resolves_to_a_lan_address_is_refused() -> None:
+    async def scenario() -> None:
+        async with echo_server() as port:
+            resolver = StubResolver({"rebind.example": ["192.168.1.1"]})
+            connector = LoopbackConnector({("192.168.1.1", port): port})
+            proxy = make_proxy(policy("allowlist", f"rebind.example:{port}"), resolver=resolver, connector=connector)
+            async with running_proxy(proxy):
+                status, body, _, _ = await open_tunnel(proxy.tcp_port, f"rebind.example:{port}")
+            assert status == 403
+            assert b"blocked:private" in body and b"name entry allows public addresses only" in body
+            assert connector.attempts == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1:{port}", "web.agentbox.test:{port}"])
+def test_a_pinned_name_reaches_its_loopback_address_by_an_ip_or_a_name_entry(entry: str) -> None:
+    async def scenario() -> None:
+        log, records = collecting_log()
+        async with echo_server() as port:
+            resolver = StubResolver()
+            proxy = make_proxy(policy("allowlist", entry.format(port=port)), resolver=resolver, decisions=log,
+                               pinned_hosts={"web.agentbox.test": ipaddress.ip_address("127.0.0.1")})
+            async with running_proxy(proxy):
+                status, body, reader, writer = await open_tunnel(proxy.tcp_port, f"web.agentbox.test:{port}")
+                assert status == 200, body
+                assert await echo_through(reader, writer, b"pinned") == b"pinned"
+                writer.close()
+            assert resolver.lookups == []  # a pinned name is never looked up
+        record = records[-1]
+        assert (record.host, record.address, record.decision.rule) == ("web.agentbox.test", "127.0.0.1",
+                                                                       entry.format(port=port))
 
     asyncio.run(scenario())
 
