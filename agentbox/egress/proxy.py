@@ -4,7 +4,8 @@ connection per client connection, every connection judged against the live polic
 The proxy resolves names itself and connects to exactly the address it judged, so nothing
 can re-point a name between the check and the connection. A policy swap applies to the next
 connection at once and closes open ones the new policy forbids. Every connection, however
-it ends, leaves one ConnectionRecord in the decision log.
+it ends, leaves one ConnectionRecord in the decision log. A SOCKS client is refused at
+once in its own protocol (request.SocksRefused) rather than left waiting for an HTTP head.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from agentbox.egress.approvals import RULE_ONCE, ApprovalBroker, ApprovalResult,
 from agentbox.egress.policy import Decision, decide, ip_literal, prejudge
 from agentbox.egress.records import ConnectionRecord, DecisionLog, Outcome
 from agentbox.egress.relay import answer, relay
-from agentbox.egress.request import ProxyRequest, RequestError, error_response, origin_head, read_head, \
-    read_request, response_head
+from agentbox.egress.request import ProxyRequest, RequestError, SocksRefused, error_response, origin_head, \
+    read_head, read_request, response_head
 from agentbox.egress.sockets import BoundSocket, bind_unix_socket
 from agentbox.errors import EgressError
 from agentbox.model.network import AllowEntry, EntryKind, IPAddress, NetworkPolicy, normalise_host
@@ -244,6 +245,10 @@ class EgressProxy:
         try:
             request = await read_request(
                 reader, max_bytes=self.limits.max_header_bytes, timeout=self.limits.header_timeout)
+        except SocksRefused as exc:
+            conn.method, conn.decision = f"SOCKS{exc.version}", Decision(False, "socks", exc.message)
+            conn.outcome, conn.error = Outcome.DENIED, exc.message
+            return await answer(writer, exc.reply)
         except RequestError as exc:
             conn.decision = Decision(False, "bad-request", exc.message)
             conn.outcome, conn.error = Outcome.BAD_REQUEST, exc.message
