@@ -17,6 +17,7 @@ from agentbox.cli.share_commands import add_share_parsers
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
+from agentbox.services.share_paths import ALLOW_SYSTEM_OPTION
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network mode (default: the template's)")
     create.add_argument("--share", action="append", default=[], metavar="DIR[:TAG]",
                         help="share DIR read-only at /mnt/shares/TAG (repeatable)")
+    create.add_argument(ALLOW_SYSTEM_OPTION, action="store_true",
+                        help="let --share name a system folder such as /etc or /var (never a credential folder)")
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 

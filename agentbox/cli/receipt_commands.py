@@ -17,6 +17,7 @@ from datetime import datetime
 from agentbox.cli.output import print_json
 from agentbox.config.paths import AppPaths
 from agentbox.model.receipt import GuestStatus, Integrity, Receipt
+from agentbox.model.redaction import REDACTED
 from agentbox.services.receipts import ReceiptStore
 
 SESSION_END_FILES = 30  # guest paths printed when a session ends; `agentbox receipt` shows all
@@ -77,6 +78,8 @@ def format_receipt(receipt: Receipt, *, max_files: int | None = None) -> str:
     lines += ["  " + line for line in _table(["EXIT", "SECONDS", "STDOUT", "STDERR", "COMMAND"], [
         [str(c.exit_code), f"{c.duration_s:.1f}", _size(c.stdout_bytes), _size(c.stderr_bytes),
          _safe(shlex.join(c.argv))] for c in receipt.commands])] if receipt.commands else []
+    if redacted := sum(c.redacted for c in receipt.commands):
+        lines.append(f"  {redacted} likely secret(s) in these command lines were recorded as {REDACTED}")
     allowed, denied = receipt.connections(allowed=True), receipt.connections(allowed=False)
     lines += ["", f"network: {allowed} connection(s) allowed, {denied} denied"]
     lines += ["  " + line for line in _table(["DECISION", "DESTINATION", "CONNECTIONS", "UP", "DOWN"], [

@@ -12,6 +12,7 @@ from agentbox.cli.output import print_json, print_table
 from agentbox.errors import InvalidInput
 from agentbox.model.shares import ShareMechanism
 from agentbox.services.outbox import DEFAULT_EXPORT_LIMIT
+from agentbox.services.share_paths import ALLOW_SYSTEM_OPTION
 from agentbox.services.shares import GUEST_OUTBOX, GUEST_SHARES
 
 
@@ -24,6 +25,8 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
     add.add_argument("--tag", help="the name in the guest (default: the folder's name)")
     add.add_argument("--mechanism", choices=[m.value for m in ShareMechanism],
                      help="how read-only is enforced (default: the best this host offers)")
+    add.add_argument(ALLOW_SYSTEM_OPTION, action="store_true",
+                     help="share a system folder such as /etc or /var (never a credential folder)")
     add.set_defaults(handler=share_add)
     rm = share.add_parser("rm", help="stop sharing a folder")
     rm.add_argument("name")
@@ -45,7 +48,8 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
 
 def share_add(args: argparse.Namespace) -> int:
     share = bootstrap.build_services().shares.add(name=args.name, source=args.dir, tag=args.tag,
-                                                             mechanism=args.mechanism)
+                                                             mechanism=args.mechanism,
+                                                             allow_system_folder=args.allow_system_folder)
     kind = "live" if share.mechanism.live else "a copy made now (host changes will not show)"
     print(f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {args.name} "
           f"({share.mechanism.value}: {kind})")

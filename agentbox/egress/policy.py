@@ -13,17 +13,19 @@ closed:
    as the IPv4 address it maps.
 3. A non-public address is allowed (in `allowlist` and `open` mode alike) only by
    a. an IP or CIDR entry covering the address on that port; or
-   b. for private/shared addresses: a host entry (not a wildcard) naming exactly the asked
-      host on that port, i.e. a LAN service the user listed by name (not a loopback name); or
-   c. for loopback addresses: a host entry naming exactly the asked host when that host is
-      itself a loopback name (`localhost`, `*.localhost`, RFC 6761).
-   Link-local, multicast, unspecified and reserved addresses need an IP/CIDR entry. So a
-   host entry `example.com` whose name resolves to 127.0.0.1 is refused, and a wildcard
-   never unlocks anything that is not public.
+   b. for loopback, private and shared addresses of a pinned name (settings `egress_hosts`,
+      where the user wrote the name's address down): a host entry (not a wildcard) naming
+      exactly that name on that port.
+   A name entry never unlocks an address the name merely resolves to: DNS is not the
+   user's word, and a name re-pointed at 127.0.0.1 or 192.168.1.1 (DNS rebinding) would
+   reach the host or the LAN. So a host entry `git.corp.example` (or even `localhost`)
+   resolving to a private or loopback address is refused, link-local, multicast,
+   unspecified and reserved addresses need an IP/CIDR entry, and a wildcard never unlocks
+   anything that is not public.
 4. A public address: mode `open` allows it (`mode:open`); mode `allowlist` allows it when a
-   host or wildcard entry names the asked name, or, for an asked IP literal, an IP/CIDR
-   entry covers it, on that port; otherwise it is `not-listed`, the only denial an
-   approver may overturn (and only ever for public addresses).
+   host or wildcard entry names the asked name, or, for an asked IP literal or a pinned
+   name, an IP/CIDR entry covers it, on that port; otherwise it is `not-listed`, the only
+   denial an approver may overturn (and only ever for public addresses).
 
 Names are resolved only when they might be allowed (`prejudge`): never in mode `off`, and in
 mode `allowlist` only when a host or wildcard entry names them on that port. Looking up any
@@ -107,9 +109,10 @@ def classify_address(*, address: IPAddress) -> AddressClass:
     return AddressClass.PUBLIC
 
 
-def decide(*, host: str, address: IPAddress, port: int, policy: NetworkPolicy) -> Decision:
+def decide(*, host: str, address: IPAddress, port: int, policy: NetworkPolicy, pinned: bool = False) -> Decision:
     """Judge a connection to `address`:`port`, which the client asked for as `host` (a name
-    or an IP literal). See the module docstring for the rules."""
+    or an IP literal); `pinned`: `address` is the one the user's settings pin `host` to,
+    not a DNS answer. See the module docstring for the rules."""
     if policy.mode is NetworkMode.OFF:
         return Decision(False, RULE_OFF, "network mode is off: no egress at all")
     host = normalise_host(host=host.strip("[]"))
@@ -117,19 +120,22 @@ def decide(*, host: str, address: IPAddress, port: int, policy: NetworkPolicy) -
     shown = _shown(address, port)
     kind = classify_address(address=address)
     if kind is not AddressClass.PUBLIC:
-        entry = _unlocking_entry(policy, host=host, address=address, port=port, kind=kind)
+        entry = _unlocking_entry(policy, host=host, address=address, port=port, kind=kind, pinned=pinned)
         if entry is not None:
             return Decision(True, entry.render(), f"{shown} is named by entry {entry.render()}")
         return Decision(
             False,
             f"blocked:{kind}",
-            f"{shown} is {_DESCRIBED[kind]}; only an IP or CIDR entry naming it can allow it",
+            f"{shown} is {_DESCRIBED[kind]}; only an IP or CIDR entry naming it can allow it"
+            + ("" if pinned or ip_literal(host=host) is not None else f" (a name entry allows public addresses only, "
+               f"and {_shown_host(host)} resolved here)"),
         )
     if policy.mode is NetworkMode.OPEN:
         return Decision(True, RULE_OPEN, "network mode is open: any public address")
     literal = ip_literal(host=host) is not None
     for entry in policy.allowlist:
-        if entry.covers(address=address, port=port) if literal else entry.matches_name(host=host, port=port):
+        by_address = (literal or pinned) and entry.covers(address=address, port=port)
+        if by_address or (not literal and entry.matches_name(host=host, port=port)):
             return Decision(True, entry.render(), f"{_shown_host(host)}:{port} matches entry {entry.render()}")
     return _not_listed(host, port)
 
@@ -155,24 +161,13 @@ def ip_literal(*, host: str) -> IPAddress | None:
         return None
 
 
-def is_loopback_name(*, host: str) -> bool:
-    host = normalise_host(host=host)
-    return host == "localhost" or host.endswith(".localhost")
-
-
 def _unlocking_entry(
-    policy: NetworkPolicy, *, host: str, address: IPAddress, port: int, kind: AddressClass
+    policy: NetworkPolicy, *, host: str, address: IPAddress, port: int, kind: AddressClass, pinned: bool
 ) -> AllowEntry | None:
     for entry in policy.allowlist:
         if entry.covers(address=address, port=port):
             return entry
-    if kind in (AddressClass.PRIVATE, AddressClass.SHARED):
-        by_name = not is_loopback_name(host=host)  # `localhost` must mean this host, nothing else
-    elif kind is AddressClass.LOOPBACK:
-        by_name = is_loopback_name(host=host)
-    else:
-        return None
-    if by_name:
+    if pinned and kind in (AddressClass.LOOPBACK, AddressClass.PRIVATE, AddressClass.SHARED):
         for entry in policy.allowlist:
             if entry.kind is EntryKind.HOST and entry.matches_name(host=host, port=port):
                 return entry

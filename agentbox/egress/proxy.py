@@ -4,7 +4,8 @@ connection per client connection, every connection judged against the live polic
 The proxy resolves names itself and connects to exactly the address it judged, so nothing
 can re-point a name between the check and the connection. A policy swap applies to the next
 connection at once and closes open ones the new policy forbids. Every connection, however
-it ends, leaves one ConnectionRecord in the decision log.
+it ends, leaves one ConnectionRecord in the decision log. A SOCKS client is refused at
+once in its own protocol (request.SocksRefused) rather than left waiting for an HTTP head.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -24,8 +25,8 @@ from agentbox.egress.approvals import RULE_ONCE, ApprovalBroker, ApprovalResult,
 from agentbox.egress.policy import Decision, decide, ip_literal, prejudge
 from agentbox.egress.records import ConnectionRecord, DecisionLog, Outcome
 from agentbox.egress.relay import answer, relay
-from agentbox.egress.request import ProxyRequest, RequestError, error_response, origin_head, read_head, \
-    read_request, response_head
+from agentbox.egress.request import ProxyRequest, RequestError, SocksRefused, error_response, origin_head, \
+    read_head, read_request, response_head
 from agentbox.egress.sockets import BoundSocket, bind_unix_socket
 from agentbox.errors import EgressError
 from agentbox.model.network import AllowEntry, EntryKind, IPAddress, NetworkPolicy, normalise_host
@@ -124,8 +125,9 @@ class EgressProxy:
         pinned_hosts: Mapping[str, IPAddress] | None = None,
     ) -> None:
         self._policy = policy
-        # Names the proxy never looks up: it takes them as this address (like /etc/hosts),
-        # so the policy judges the address, as for an IP literal. Logged as asked.
+        # Names the proxy never looks up: it takes them as this address (like /etc/hosts). The
+        # user wrote the address down, so an entry for the name may unlock it even when it is
+        # loopback or private (policy.decide's `pinned`). Logged as asked.
         self._pinned = {normalise_host(host=name): address for name, address in (pinned_hosts or {}).items()}
         self._resolve = resolver
         self._connect = connector
@@ -243,6 +245,10 @@ class EgressProxy:
         try:
             request = await read_request(
                 reader, max_bytes=self.limits.max_header_bytes, timeout=self.limits.header_timeout)
+        except SocksRefused as exc:
+            conn.method, conn.decision = f"SOCKS{exc.version}", Decision(False, "socks", exc.message)
+            conn.outcome, conn.error = Outcome.DENIED, exc.message
+            return await answer(writer, exc.reply)
         except RequestError as exc:
             conn.decision = Decision(False, "bad-request", exc.message)
             conn.outcome, conn.error = Outcome.BAD_REQUEST, exc.message
@@ -251,9 +257,6 @@ class EgressProxy:
             return None
         conn.host, conn.port = request.host, request.port
         conn.method = "CONNECT" if request.is_connect else "HTTP"
-        pinned = self._pinned.get(normalise_host(host=request.host))
-        if pinned is not None:
-            request = replace(request, host=str(pinned))
         try:
             addresses = await self._destinations(conn, request, may_hold=True)
             up_reader, conn.upstream = await self._open_upstream(conn, addresses)
@@ -276,7 +279,9 @@ class EgressProxy:
 
     async def _destinations(self, conn: _Connection, request: ProxyRequest, *, may_hold: bool) -> list[IPAddress]:
         """The addresses this connection may go to, in order; raises _Refused otherwise."""
-        early = prejudge(host=request.host, port=request.port, policy=self._policy)
+        # A pinned name is never looked up, so judging it needs no prejudging (and it may be
+        # allowed by an IP entry for its address, which prejudge knows nothing of).
+        early = None if self._is_pinned(request.host) else prejudge(host=request.host, port=request.port, policy=self._policy)
         if early is not None and not (early.approvable and may_hold and self.approvals.has_approvers):
             raise _Refused(early)
         if early is None:
@@ -308,7 +313,8 @@ class EgressProxy:
         return public
 
     async def _judge(self, conn: _Connection, request: ProxyRequest) -> list[tuple[IPAddress, Decision]]:
-        literal = ip_literal(host=request.host)
+        pinned = self._pinned.get(normalise_host(host=request.host))
+        literal = ip_literal(host=request.host) if pinned is None else pinned
         if literal is not None:
             addresses: Sequence[IPAddress] = (literal,)
         else:
@@ -320,7 +326,8 @@ class EgressProxy:
             if not addresses:
                 raise _Failed(Outcome.UNRESOLVED, 502, f"cannot resolve {request.host}: no addresses")
         conn.address = str(addresses[0])
-        return [(a, decide(host=request.host, address=a, port=request.port, policy=self._policy)) for a in addresses]
+        return [(a, decide(host=request.host, address=a, port=request.port, policy=self._policy,
+                           pinned=pinned is not None)) for a in addresses]
 
     async def _open_upstream(
         self, conn: _Connection, addresses: list[IPAddress]
@@ -368,10 +375,13 @@ class EgressProxy:
         await relay((reader, writer), (up_reader, up_writer), up=conn.count_up, down=conn.count_down,
                     until_origin_done=True, response_head=response)
 
+    def _is_pinned(self, host: str) -> bool:
+        return normalise_host(host=host) in self._pinned
+
     def _verdict_for(self, conn: _Connection) -> Decision | None:
         """None if the live policy still allows this connection, else the refusal."""
         verdict = decide(host=conn.host, address=ipaddress.ip_address(conn.address), port=conn.port,
-                         policy=self._policy)
+                         policy=self._policy, pinned=self._is_pinned(conn.host))
         if verdict.allowed or (conn.approved_once and verdict.approvable):
             return None
         return verdict
@@ -380,7 +390,7 @@ class EgressProxy:
         """After a policy change, end holds the new policy decides by itself."""
         if address:
             verdict: Decision | None = decide(host=host, address=ipaddress.ip_address(address), port=port,
-                                              policy=self._policy)
+                                              policy=self._policy, pinned=self._is_pinned(host))
         else:
             verdict = prejudge(host=host, port=port, policy=self._policy)
         if verdict is not None and verdict.approvable:

@@ -19,6 +19,10 @@ HOP_BY_HOP = frozenset(
      "te", "trailer", "upgrade"}
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+GUEST_PROXY_URL = "http://127.0.0.1:3128"  # as cloud-init sets it in the guest (remote.forward)
+# A SOCKS client's first byte is its version; no HTTP request starts with either.
+_SOCKS_REFUSALS = {4: b"\x00\x5b" + bytes(6),  # SOCKS4 "request rejected or failed"
+                   5: b"\x05\xff"}  # SOCKS5 "no acceptable authentication methods"
 _VERSION = re.compile(r"^HTTP/1\.[01]$")
 
 
@@ -29,6 +33,16 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class SocksRefused(RequestError):
+    """The client spoke SOCKS: `reply` is the refusal in its own protocol, sent at once (it
+    would otherwise wait for an HTTP answer to a greeting the proxy cannot parse)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(0, f"SOCKS{version} is not supported: use the HTTP proxy at {GUEST_PROXY_URL}")
+        self.version = version
+        self.reply = _SOCKS_REFUSALS[version]
 
 
 @dataclass(frozen=True)
@@ -45,19 +59,21 @@ class ProxyRequest:
         return self.method == "CONNECT"
 
 
-async def read_head(reader: asyncio.StreamReader, *, max_bytes: int) -> list[bytes]:
-    """The lines of one message head, up to the blank line, within `max_bytes` in all."""
+async def read_head(reader: asyncio.StreamReader, *, max_bytes: int, first: bytes = b"") -> list[bytes]:
+    """The lines of one message head, up to the blank line, within `max_bytes` in all;
+    `first`: bytes of it already read."""
     lines: list[bytes] = []
     total = 0
     while True:
         try:
-            line = await reader.readuntil(b"\n")
+            line = first if first.endswith(b"\n") else first + await reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:  # one line longer than the reader's limit
             raise RequestError(431, "request header fields too large") from None
         except asyncio.IncompleteReadError as exc:
-            if not lines and not exc.partial:
+            if not lines and not exc.partial and not first:
                 raise RequestError(0, "client closed before sending a request") from None
             raise RequestError(400, "incomplete request head") from None
+        first = b""
         total += len(line)
         if total > max_bytes:
             raise RequestError(431, "request header fields too large")
@@ -72,7 +88,13 @@ async def read_request(reader: asyncio.StreamReader, *, max_bytes: int, timeout:
     """Read and check a proxy request; raise RequestError with the status to answer."""
     try:
         async with asyncio.timeout(timeout):
-            lines = await read_head(reader, max_bytes=max_bytes)
+            try:
+                first = await reader.readexactly(1)
+            except asyncio.IncompleteReadError:
+                raise RequestError(0, "client closed before sending a request") from None
+            if first[0] in _SOCKS_REFUSALS:
+                raise SocksRefused(first[0])
+            lines = await read_head(reader, max_bytes=max_bytes, first=first)
     except TimeoutError:
         raise RequestError(408, "request head not received in time") from None
     try:

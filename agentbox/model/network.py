@@ -11,8 +11,8 @@ Entry forms (case-insensitive; a trailing dot on a name is tolerated):
     CIDR            10.1.0.0/16  2001:db8::/32
     CIDR:port       10.1.0.0/16:5432  [2001:db8::/32]:443
 
-Only IP and CIDR entries can unlock loopback, link-local or reserved addresses; the exact
-rules are in `agentbox.egress.policy`. Pure data and parsing here, no I/O.
+Only IP and CIDR entries can unlock loopback, private, link-local or reserved addresses
+(a name pinned in settings aside); the exact rules are in `agentbox.egress.policy`. Pure data and parsing here, no I/O.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ class CommandRun:
     duration_s: float
     stdout_bytes: int
     stderr_bytes: int
+    redacted: int = 0  # likely secrets replaced in argv before it was recorded (agentbox.model.redaction)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class CreateRequest:
     disk_gib: int | None = None
     network: str | None = None  # off | allowlist | open; default: the template's
     shares: tuple[str, ...] = ()  # "DIR[:TAG]", shared read-only
+    allow_system_folder: bool = False  # lets `shares` name system folders (never credential ones)
 
 
 class _Undo:
@@ -85,7 +86,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
     share_specs = [parse_share_spec(spec) for spec in request.shares]
     for source, tag in share_specs:  # refuse bad folders and tags before anything is made
         path = validate_share_source(source=source, home=Path.home(),
-                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir),
+                                     allow_system_folder=request.allow_system_folder)
         validate_tag(tag or default_tag(path))
     with workspace_lock(paths=ctx.paths, name=name):
         _refuse_existing(ctx=ctx, name=name)
@@ -95,7 +97,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         undo = _Undo()
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
-                          policy=policy, share_specs=share_specs, report=report, cancel=cancel, undo=undo)
+                          policy=policy, share_specs=share_specs, allow_system_folder=request.allow_system_folder,
+                          report=report, cancel=cancel, undo=undo)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()
@@ -103,8 +106,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
 
 
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
-           policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], report: _Reporter,
-           cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+           policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
+           report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -185,7 +188,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     undo.push(lambda: shares.release_all(record=record, remove_outbox=True))
     shares.attach_all(record=record)
     for source, tag in share_specs:
-        shares.add_locked(record=record, source=source, tag=tag)
+        shares.add_locked(record=record, source=source, tag=tag, allow_system_folder=allow_system_folder)
     record = replace(record, phase=Phase.READY)
     ctx.records.save(record=record)
     audit.append(event="created", details={"template": template.name, "image": image.image_id,

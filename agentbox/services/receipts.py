@@ -46,6 +46,7 @@ from agentbox.model.receipt import (
     StoredReceipt,
     receipt_from_json,
 )
+from agentbox.model.redaction import redact_argv
 from agentbox.provision.guest_changes import CHANGES_ARGV, CHANGES_LIMIT, NO_MARK_EXIT
 from agentbox.services.context import ServiceContext
 from agentbox.services.outbox import OutboxEntry, OutboxService
@@ -263,8 +264,10 @@ def _commands(records: list[AuditRecord]) -> tuple[CommandRun, ...]:
             continue
         d = record.details
         argv = d.get("argv")
-        runs.append(CommandRun(at=record.ts.isoformat(timespec="seconds"),
-                               argv=tuple(str(a) for a in argv) if isinstance(argv, list) else (),
+        # Again here: a log written before exec redacted its records may still hold a key.
+        recorded = redact_argv([str(a) for a in argv] if isinstance(argv, list) else [])
+        runs.append(CommandRun(at=record.ts.isoformat(timespec="seconds"), argv=recorded.argv,
+                               redacted=_int(d.get("redacted")) + recorded.count,
                                exit_code=_int(d.get("exit_code")), duration_s=_float(d.get("duration_s")),
                                stdout_bytes=_int(d.get("stdout_bytes")), stderr_bytes=_int(d.get("stderr_bytes"))))
     return tuple(runs)

@@ -84,16 +84,20 @@ class ShareService:
                                  else _serial(s.tag) in serials)
                      for s in self._load(name))
 
-    def add(self, *, name: str, source: str, tag: str | None = None, mechanism: str | None = None) -> Share:
+    def add(self, *, name: str, source: str, tag: str | None = None, mechanism: str | None = None,
+            allow_system_folder: bool = False) -> Share:
+        """Share `source` read-only; a system folder (share_paths.SYSTEM_DIRS) only with
+        `allow_system_folder`, a credential folder never."""
         with workspace_lock(paths=self._ctx.paths, name=name):
             return self.add_locked(record=load_ready_record(ctx=self._ctx, name=name), source=source, tag=tag,
-                                   mechanism=mechanism)
+                                   mechanism=mechanism, allow_system_folder=allow_system_folder)
 
     def add_locked(self, *, record: WorkspaceRecord, source: str, tag: str | None = None,
-                   mechanism: str | None = None) -> Share:
+                   mechanism: str | None = None, allow_system_folder: bool = False) -> Share:
         """add() for callers that hold the workspace lock (create)."""
         name = record.name
-        share = self._new_share(record=record, source=source, tag=tag, mechanism=mechanism)
+        share = self._new_share(record=record, source=source, tag=tag, mechanism=mechanism,
+                                allow_system_folder=allow_system_folder)
         try:
             if share.mechanism is ShareMechanism.COPY_DISK:
                 share_host.make_copy_disk(source=Path(share.source), image=self._copy_image(record, share.tag),
@@ -110,10 +114,12 @@ class ShareService:
                                           details={**asdict(share), "live": share.mechanism.live})
         return share
 
-    def _new_share(self, *, record: WorkspaceRecord, source: str, tag: str | None, mechanism: str | None) -> Share:
+    def _new_share(self, *, record: WorkspaceRecord, source: str, tag: str | None, mechanism: str | None,
+                   allow_system_folder: bool) -> Share:
         ctx = self._ctx
         path = validate_share_source(source=source, home=Path.home(),
-                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir),
+                                     allow_system_folder=allow_system_folder)
         tag = validate_tag(tag or default_tag(path))
         if any(s.tag == tag for s in self._load(record.name)):
             raise InvalidInput(f"workspace {record.name!r} already has a share {tag!r}",

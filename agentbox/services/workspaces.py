@@ -12,6 +12,7 @@ from agentbox.backends.base import DomainInfo, DomainState
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.model.redaction import redact_argv
 from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.context import ServiceContext
@@ -209,9 +210,11 @@ class WorkspaceService:
         started = time.monotonic()
         code = self._ctx.guest.run_command(target=target, argv=list(argv), stdout=out, stderr=err, cancel=cancel)
         duration = time.monotonic() - started
+        recorded = redact_argv(argv)  # the log and the receipts are kept for good: no keys in them
         self._ctx.audit(name=name).append(event="exec", details={
-            "argv": list(argv), "exit_code": code, "duration_s": round(duration, 3),
-            "stdout_bytes": counted["out"], "stderr_bytes": counted["err"]})
+            "argv": list(recorded.argv), "exit_code": code, "duration_s": round(duration, 3),
+            "stdout_bytes": counted["out"], "stderr_bytes": counted["err"],
+            **({"redacted": recorded.count} if recorded.count else {})})
         return ExecResult(exit_code=code, duration_s=duration)
 
     def ssh_command(self, *, name: str, command: Sequence[str]) -> builtins.list[str]:  # bare `list`: the method

@@ -130,11 +130,43 @@ def test_a_wildcard_never_unlocks_a_private_address() -> None:
     assert decide(host="git.corp.example", address=ip("10.0.0.5"), port=443, policy=live).rule == "blocked:private"
 
 
-def test_an_exact_host_entry_unlocks_the_private_address_its_name_resolves_to() -> None:
+def test_a_name_entry_never_unlocks_the_private_address_its_name_resolves_to() -> None:
+    # DNS rebinding: a listed name re-pointed at the LAN must not reach the LAN.
     live = policy("allowlist", "git.corp.example:443")
     decision = decide(host="git.corp.example", address=ip("10.0.0.5"), port=443, policy=live)
-    assert (decision.allowed, decision.rule) == (True, "git.corp.example:443")
-    assert not decide(host="git.corp.example", address=ip("10.0.0.5"), port=22, policy=live).allowed
+    assert (decision.allowed, decision.rule) == (False, "blocked:private")
+    assert "only an IP or CIDR entry naming it can allow it" in decision.reason
+    assert "a name entry allows public addresses only" in decision.reason
+    assert not decide(host="git.corp.example", address=ip("100.64.0.9"), port=443, policy=live).allowed
+    assert decide(host="git.corp.example", address=ip("151.101.0.1"), port=443, policy=live).allowed
+
+
+def test_a_private_address_needs_an_ip_or_cidr_entry_even_with_the_name_listed() -> None:
+    live = policy("allowlist", "git.corp.example:443", "10.0.0.0/24:443")
+    assert decide(host="git.corp.example", address=ip("10.0.0.5"), port=443, policy=live).rule == "10.0.0.0/24:443"
+
+
+def test_a_pinned_name_entry_unlocks_the_address_the_settings_pin_it_to() -> None:
+    live = policy("allowlist", "web.agentbox.test:8080", "nas.lan:443")
+    assert decide(host="web.agentbox.test", address=ip("127.0.0.1"), port=8080, policy=live, pinned=True).allowed
+    assert decide(host="nas.lan", address=ip("192.168.1.10"), port=443, policy=live, pinned=True).allowed
+    assert not decide(host="nas.lan", address=ip("192.168.1.10"), port=22, policy=live, pinned=True).allowed
+    # A pin is the user's word for an address, but metadata still needs an IP entry.
+    assert not decide(host="nas.lan", address=ip("169.254.169.254"), port=443, policy=live, pinned=True).allowed
+    assert not decide(host="web.agentbox.test", address=ip("127.0.0.1"), port=8080, policy=live).allowed
+    wildcard = policy("allowlist", "*.agentbox.test:8080")
+    assert not decide(host="web.agentbox.test", address=ip("127.0.0.1"), port=8080, policy=wildcard,
+                      pinned=True).allowed
+
+
+def test_a_pinned_name_is_also_allowed_by_an_ip_entry_for_its_address() -> None:
+    live = policy("allowlist", "127.0.0.1:8080", "203.0.113.5:443")
+    assert decide(host="web.agentbox.test", address=ip("127.0.0.1"), port=8080, policy=live,
+                  pinned=True).rule == "127.0.0.1:8080"
+    assert decide(host="api.test", address=ip("151.101.0.1"), port=443, policy=policy("allowlist", "151.101.0.1:443"),
+                  pinned=True).allowed
+    assert not decide(host="api.test", address=ip("151.101.0.1"), port=443,
+                      policy=policy("allowlist", "151.101.0.1:443")).allowed  # resolved, not pinned: by name only
 
 
 def test_a_host_entry_never_unlocks_link_local_metadata() -> None:
@@ -143,14 +175,13 @@ def test_a_host_entry_never_unlocks_link_local_metadata() -> None:
     assert (decision.allowed, decision.rule) == (False, "blocked:link-local")
 
 
-def test_only_a_loopback_name_entry_unlocks_loopback_by_name() -> None:
+def test_not_even_a_loopback_name_entry_unlocks_loopback() -> None:
     live = policy("allowlist", "localhost:8080", "app.localhost:9000")
-    assert decide(host="localhost", address=ip("127.0.0.1"), port=8080, policy=live).allowed
-    assert decide(host="localhost", address=ip("::1"), port=8080, policy=live).allowed
-    assert decide(host="app.localhost", address=ip("127.0.0.1"), port=9000, policy=live).allowed
-    assert not decide(host="localhost", address=ip("127.0.0.1"), port=9000, policy=live).allowed
-    # a loopback name does not reach private or metadata addresses either
-    assert not decide(host="localhost", address=ip("10.0.0.1"), port=8080, policy=live).allowed
+    for host, address, port in (("localhost", "127.0.0.1", 8080), ("localhost", "::1", 8080),
+                                ("app.localhost", "127.0.0.1", 9000), ("localhost", "10.0.0.1", 8080)):
+        assert not decide(host=host, address=ip(address), port=port, policy=live).allowed
+    assert decide(host="localhost", address=ip("127.0.0.1"), port=8080,
+                  policy=policy("allowlist", "127.0.0.1:8080")).rule == "127.0.0.1:8080"
 
 
 def test_an_ip_entry_unlocks_exactly_its_address_and_port() -> None:

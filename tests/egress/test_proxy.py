@@ -5,6 +5,7 @@ connection leaves a decision record."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import stat
@@ -134,6 +135,42 @@ def test_a_listed_name_that_resolves_to_loopback_is_refused() -> None:
             assert status == 403
             assert b"blocked:loopback" in body and b"127.0.0.1" in body
             assert connector.attempts == []  # refused before any connection was made
+
+    asyncio.run(scenario())
+
+
+def test_a_listed_name_that_resolves_to_a_lan_address_is_refused() -> None:
+    async def scenario() -> None:
+        async with echo_server() as port:
+            resolver = StubResolver({"rebind.example": ["192.168.1.1"]})
+            connector = LoopbackConnector({("192.168.1.1", port): port})
+            proxy = make_proxy(policy("allowlist", f"rebind.example:{port}"), resolver=resolver, connector=connector)
+            async with running_proxy(proxy):
+                status, body, _, _ = await open_tunnel(proxy.tcp_port, f"rebind.example:{port}")
+            assert status == 403
+            assert b"blocked:private" in body and b"name entry allows public addresses only" in body
+            assert connector.attempts == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1:{port}", "web.agentbox.test:{port}"])
+def test_a_pinned_name_reaches_its_loopback_address_by_an_ip_or_a_name_entry(entry: str) -> None:
+    async def scenario() -> None:
+        log, records = collecting_log()
+        async with echo_server() as port:
+            resolver = StubResolver()
+            proxy = make_proxy(policy("allowlist", entry.format(port=port)), resolver=resolver, decisions=log,
+                               pinned_hosts={"web.agentbox.test": ipaddress.ip_address("127.0.0.1")})
+            async with running_proxy(proxy):
+                status, body, reader, writer = await open_tunnel(proxy.tcp_port, f"web.agentbox.test:{port}")
+                assert status == 200, body
+                assert await echo_through(reader, writer, b"pinned") == b"pinned"
+                writer.close()
+            assert resolver.lookups == []  # a pinned name is never looked up
+        record = records[-1]
+        assert (record.host, record.address, record.decision.rule) == ("web.agentbox.test", "127.0.0.1",
+                                                                       entry.format(port=port))
 
     asyncio.run(scenario())
 
@@ -273,5 +310,49 @@ def test_read_response_helper_sees_what_a_client_sees() -> None:
             writer.close()
         assert status == 403 and headers["content-type"].startswith("text/plain")
         assert body == b"agentbox egress: denied by rule mode:off: network mode is off: no egress at all\n"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("greeting", "reply", "version"), [
+    (b"\x05\x01\x00", b"\x05\xff", "SOCKS5"),  # one method offered: no authentication
+    (b"\x04\x01\x01\xbb\x7f\x00\x00\x01agent\x00", b"\x00\x5b" + bytes(6), "SOCKS4"),
+])
+def test_a_socks_client_is_refused_at_once_in_its_own_protocol(greeting: bytes, reply: bytes, version: str) -> None:
+    async def scenario() -> None:
+        log, records = collecting_log()
+        connector = LoopbackConnector()
+        proxy = make_proxy(policy("open"), decisions=log, connector=connector)  # header timeout: 5 s
+        async with running_proxy(proxy):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp_port)
+            writer.write(greeting)
+            await writer.drain()
+            # Well inside the header timeout: a proxy that waited for an HTTP head would miss it.
+            answered = await asyncio.wait_for(reader.read(), timeout=1.0)
+            writer.close()
+            await asyncio.sleep(0)
+        assert answered == reply  # and then the proxy closed the connection
+        assert connector.attempts == []
+        [record] = records
+        assert (record.method, record.decision.allowed, record.decision.rule, record.outcome) == (
+            version, False, "socks", Outcome.DENIED)
+        assert record.decision.reason == f"{version} is not supported: use the HTTP proxy at http://127.0.0.1:3128"
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_first_byte_comes_alone_is_still_read() -> None:
+    async def scenario() -> None:
+        async with echo_server() as port:
+            proxy = make_proxy(policy("allowlist", f"127.0.0.1:{port}"))
+            async with running_proxy(proxy):
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp_port)
+                writer.write(b"C")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(f"ONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+                assert await echo_through(reader, writer, b"split") == b"split"
+                writer.close()
 
     asyncio.run(scenario())

@@ -285,3 +285,52 @@ def test_a_stored_receipt_reads_back_exactly(world: World) -> None:
     path = world.ctx.paths.workspace_receipts("ws") / f"{receipt.id}.json"
     assert json.loads(path.read_text())["guest"]["source"] == UNTRUSTED
     assert ReceiptStore(paths=world.ctx.paths).get(name="ws", receipt_id=receipt.id).receipt == receipt
+
+
+SECRET = "sk-ant-api03-Zx9yW8vU7tS6rQ5pO4nM3"
+
+
+def test_a_key_on_a_command_line_reaches_neither_the_audit_log_nor_the_receipt(world: World) -> None:
+    make(world)
+    session_id = start(world)
+    run(world, "claude", "--api-key", SECRET, "-p", "hello")
+    run(world, "sh", "-c", f"export ANTHROPIC_API_KEY={SECRET}; make")
+    end(world)
+
+    log = world.ctx.paths.audit_log("ws")
+    stored = ReceiptStore(paths=world.ctx.paths).get(name="ws", receipt_id=session_id)
+    assert SECRET not in log.read_text() and SECRET not in stored.path.read_text()
+    assert world.guest.commands.count(["claude", "--api-key", SECRET, "-p", "hello"]) == 1  # the guest got the key
+    execs = [r.details for r in read_records(path=log) if r.event == "exec"]
+    assert [(d["argv"], d["redacted"]) for d in execs] == [
+        (["claude", "--api-key", "[redacted]", "-p", "hello"], 1),
+        (["sh", "-c", "export ANTHROPIC_API_KEY=[redacted]; make"], 1)]
+    assert [(c.argv[-1], c.redacted) for c in stored.receipt.commands] == [
+        ("hello", 1), ("export ANTHROPIC_API_KEY=[redacted]; make", 1)]
+    assert verify_chain(path=log).intact
+
+
+def test_a_key_in_an_older_log_is_still_kept_out_of_the_receipt(world: World) -> None:
+    make(world)
+    session_id = start(world)
+    # As exec recorded commands before it redacted them.
+    world.ctx.audit(name="ws").append(event="exec", details={
+        "argv": ["env", f"TOKEN={SECRET}", "make"], "exit_code": 0, "duration_s": 0.1,
+        "stdout_bytes": 0, "stderr_bytes": 0})
+    end(world)
+    stored = ReceiptStore(paths=world.ctx.paths).get(name="ws", receipt_id=session_id)
+    assert SECRET not in stored.path.read_text()
+    assert [(c.argv, c.redacted) for c in stored.receipt.commands] == [(("env", "TOKEN=[redacted]", "make"), 1)]
+
+
+def test_a_run_records_its_command_without_the_key(world: World) -> None:
+    outcome = sessions(world).run(argv=["curl", "-H", f"x-api-key: {SECRET}", "https://api.test"], name=None,
+                                  template=None, max_minutes=None, stdout=lambda _: None, stderr=lambda _: None,
+                                  on_progress=world.progress.append, cancel=CancelToken())
+    receipt = outcome.end.receipt
+    assert receipt is not None and receipt.commands[0].argv == ("curl", "-H", "x-api-key: [redacted]",
+                                                                "https://api.test")
+    [kept] = ReceiptStore(paths=world.ctx.paths).list(name=outcome.workspace)
+    receipt_file = world.ctx.paths.data_dir / "receipts" / outcome.workspace / f"{kept.id}.json"
+    assert SECRET not in receipt_file.read_text()
+    assert SECRET not in world.ctx.paths.audit_log(outcome.workspace).read_text()

@@ -118,6 +118,35 @@ def test_create_refuses_a_bad_share_before_making_anything(world: World, tmp_pat
     assert world.backend.calls == [] and world.leftovers() == []
 
 
+def test_a_system_folder_is_shared_only_when_asked_and_a_credential_folder_never(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "looks-harmless").symlink_to("/etc/apt")
+    make(world)
+    shares = ShareService(ctx=world.ctx)
+    with pytest.raises(InvalidInput, match="system folder /etc") as refused:
+        shares.add(name="ws", source=str(tmp_path / "looks-harmless"))
+    assert "--allow-system-folder" in (refused.value.hint or "")
+    share = shares.add(name="ws", source=str(tmp_path / "looks-harmless"), tag="apt", mechanism="virtiofs-ro-bind",
+                       allow_system_folder=True)
+    assert share.source == "/etc/apt"
+    shares.remove(name="ws", tag="apt")
+    with pytest.raises(InvalidInput, match="credentials live"):
+        shares.add(name="ws", source=str(home / ".aws"), allow_system_folder=True)
+    assert [s.share.tag for s in shares.list(name="ws")] == []
+
+
+def test_create_shares_a_system_folder_only_when_asked(world: World) -> None:
+    with pytest.raises(InvalidInput, match="system folder /etc"):
+        make(world, shares=("/etc/apt:apt",))
+    assert world.backend.calls == [] and world.leftovers() == []
+    make(world, shares=("/etc/apt:apt",), allow_system_folder=True)
+    assert [s.share.source for s in ShareService(ctx=world.ctx).list(name="ws")] == ["/etc/apt"]
+    ShareService(ctx=world.ctx).remove(name="ws", tag="apt")  # its read-only bind mount goes with it
+
+
 def test_leftover_bind_mounts_of_stopped_workspaces_are_cleaned(world: World, project: Path) -> None:
     make(world)
     ShareService(ctx=world.ctx).add(name="ws", source=str(project), tag="code", mechanism="virtiofs-ro-bind")

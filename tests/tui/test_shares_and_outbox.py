@@ -137,11 +137,11 @@ def test_a_folder_the_service_refuses_is_explained_in_the_dialog(world: TuiWorld
         path.focus()
         await pilot.press("enter")  # Enter in the path submits too (a second click would land in the
         await settle(pilot)         # button's 0.2 s press animation, which ignores clicks)
-        assert "where your keys live" in shown(pilot, "#share-problem")
+        assert "where credentials live" in shown(pilot, "#share-problem")
         tag.value = "Bad Tag"
         await until(pilot, lambda: "✗ invalid share tag 'Bad Tag'" in shown(pilot, "#tag-problem"),
                     what="the tag is checked as it changes")
-        assert "where your keys live" in shown(pilot, "#share-problem")  # the folder's refusal stays
+        assert "where credentials live" in shown(pilot, "#share-problem")  # the folder's refusal stays
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(pilot.app.screen, SharesScreen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def test_nothing_usable_means_nothing_available() -> None:
 @pytest.fixture()
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
-    for sub in ("project", ".ssh/keys", ".gnupg", "agentbox-data"):
+    for sub in ("project", ".ssh/keys", ".gnupg", "agentbox-data", ".aws", ".config/gcloud", ".kube", ".docker",
+                ".azure", ".password-store", ".local/share/keyrings"):
         (home / sub).mkdir(parents=True)
     (home / "file.txt").write_text("x")
     (home / "link-to-ssh").symlink_to(home / ".ssh")
@@ -60,14 +62,68 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("source", "why"), [
-    ("/", "whole host"), ("{home}", "whole home"), ("{home}/.ssh", "keys live"), ("{home}/.ssh/keys", "keys live"),
-    ("{home}/.gnupg", "keys live"), ("{home}/link-to-ssh", "keys live"), ("{home}/missing", "no such folder"),
+    ("/", "whole host"), ("{home}", "whole home"), ("{home}/.ssh", "credentials live"),
+    ("{home}/.ssh/keys", "credentials live"), ("{home}/.gnupg", "credentials live"),
+    ("{home}/link-to-ssh", "credentials live"), ("{home}/missing", "no such folder"),
     ("{home}/file.txt", "not a folder"), ("{home}/agentbox-data", "agentbox's own"),
     ("{home}/..", "contains your home"),
 ])
 def test_dangerous_folders_are_refused_with_the_reason(home: Path, source: str, why: str) -> None:
     with pytest.raises(InvalidInput, match=why):
         validate_share_source(source=source.format(home=home), home=home, own_dirs=[home / "agentbox-data"])
+
+
+@pytest.mark.parametrize("folder", [".aws", ".config", ".config/gcloud", ".kube", ".docker", ".azure",
+                                    ".password-store", ".local/share/keyrings", ".local", ".local/share"])
+@pytest.mark.parametrize("allow_system_folder", [False, True])
+def test_credential_folders_and_folders_holding_one_are_never_shared(home: Path, folder: str,
+                                                                    allow_system_folder: bool) -> None:
+    with pytest.raises(InvalidInput, match="credentials live") as refused:
+        validate_share_source(source=str(home / folder), home=home, own_dirs=[],
+                              allow_system_folder=allow_system_folder)
+    assert "never shared" in (refused.value.hint or "")
+
+
+def test_a_credential_folder_is_refused_where_its_link_points(home: Path, tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere" / "kube"
+    real.mkdir(parents=True)
+    (home / ".kube").rmdir()
+    (home / ".kube").symlink_to(real)
+    with pytest.raises(InvalidInput, match="credentials live"):
+        validate_share_source(source=str(real), home=home, own_dirs=[])
+
+
+@pytest.mark.parametrize("folder", ["/etc", "/proc", "/dev", "/sys", "/var", "/var/log", "/root", "/boot", "/run",
+                                    "/usr", "/usr/lib", "/bin", "/sbin", "/lib"])
+def test_system_folders_are_refused_naming_the_rule_and_the_override(home: Path, folder: str) -> None:
+    if not Path(folder).is_dir():
+        pytest.skip(f"{folder} is not a folder on this host")
+    with pytest.raises(InvalidInput, match="system folder") as refused:
+        validate_share_source(source=folder, home=home, own_dirs=[])
+    assert "--allow-system-folder" in (refused.value.hint or "")
+
+
+def test_a_link_to_a_system_folder_is_refused(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "innocent").symlink_to("/etc")
+    with pytest.raises(InvalidInput, match="refusing to share /etc: it is or contains the system folder /etc"):
+        validate_share_source(source=str(tmp_path / "innocent"), home=home, own_dirs=[])
+
+
+def test_a_system_folder_is_shared_only_with_the_override(home: Path) -> None:
+    assert validate_share_source(source="/etc", home=home, own_dirs=[], allow_system_folder=True) == Path("/etc")
+
+
+def test_a_home_under_a_system_folder_keeps_its_own_folders_shareable() -> None:
+    # As for root (/root) or a service user (/var/lib/NAME): the home's own rules apply instead.
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as raw:
+        home = Path(raw).resolve()
+        (home / "project").mkdir()
+        (home / ".ssh").mkdir()
+        assert validate_share_source(source=str(home / "project"), home=home, own_dirs=[]) == home / "project"
+        with pytest.raises(InvalidInput, match="credentials live"):
+            validate_share_source(source=str(home / ".ssh"), home=home, own_dirs=[])
+        with pytest.raises(InvalidInput, match="system folder /var"):
+            validate_share_source(source="/var/log", home=home, own_dirs=[])
 
 
 def test_a_project_folder_is_accepted_resolved(home: Path) -> None:
