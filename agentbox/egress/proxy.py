@@ -281,7 +281,8 @@ class EgressProxy:
         """The addresses this connection may go to, in order; raises _Refused otherwise."""
         # A pinned name is never looked up, so judging it needs no prejudging (and it may be
         # allowed by an IP entry for its address, which prejudge knows nothing of).
-        early = None if self._is_pinned(request.host) else prejudge(host=request.host, port=request.port, policy=self._policy)
+        early = (None if self._is_pinned(request.host)
+                 else prejudge(host=request.host, port=request.port, policy=self._policy))
         if early is not None and not (early.approvable and may_hold and self.approvals.has_approvers):
             raise _Refused(early)
         if early is None:

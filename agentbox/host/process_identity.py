@@ -86,7 +86,8 @@ def spawn_detached(*, argv: Sequence[str], log_file: Path, env: Mapping[str, str
     return _identity_of_child(child)
 
 
-def spawn_child(*, argv: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn_child(*, argv: Sequence[str], log_file: Path,
+                env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a helper that must not outlive this process: the kernel kills it when its
     parent dies, even by SIGKILL, so a dead supervisor never leaves egress open."""
     return _popen(argv=argv, log_file=log_file, env=env, new_session=False, die_with_parent=True)

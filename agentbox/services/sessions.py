@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from agentbox.backends.base import DomainState
 from agentbox.config.atomic_file import write_atomically
-from agentbox.errors import AgentboxError, Busy, Cancelled, InvalidInput, NotFound
+from agentbox.errors import AgentboxError, Cancelled, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace

@@ -7,7 +7,6 @@ the RAM, and a share belongs to the host's present, not to the clean state.
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 import os

@@ -160,7 +160,8 @@ class SnapshotService:
         if ctx.backend.get(name=record.domain) is None:
             raise NotFound(f"the VM of workspace {record.name!r} is missing",
                            hint=f"agentbox destroy {record.name} removes what is left of it")
-        ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))  # the supervisor stays through the power cycle
+        # The supervisor stays through the power cycle; its forward is held down meanwhile.
+        ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))
         ctx.backend.destroy(name=record.domain)
         on_progress(Progress(step="revert", detail=f"back to {target}", index=2, total=4))
         ctx.backend.revert_snapshot(name=record.domain, snapshot=snapshot)

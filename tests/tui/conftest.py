@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.egress_runner import EgressHealth
 from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.services import share_host
-from agentbox.services.sessions import SessionService
 from agentbox.tui.app import AgentboxApp
 from agentbox.tui.audit_screen import FOLLOW_GROUP
 from agentbox.tui.terminal import TuiOptions

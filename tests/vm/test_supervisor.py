@@ -53,12 +53,13 @@ def kill(identity: ProcessIdentity | None) -> None:
 
 @pytest.fixture()
 def allowed(vm_env: VmEnv, clean_workspace: str, monkeypatch: pytest.MonkeyPatch,
-            servers: tuple[int, int]) -> Iterator[tuple[str, int]]:
+            request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    port = request.getfixturevalue("servers")[0]  # test_network's module fixture
     vm_env.cli_env(monkeypatch)
     net(vm_env, clean_workspace, "allowlist")
-    net(vm_env, "allow", clean_workspace, f"127.0.0.1:{servers[0]}")
-    assert curl(vm_env, clean_workspace, servers[0])[0] == 0
-    yield clean_workspace, servers[0]
+    net(vm_env, "allow", clean_workspace, f"127.0.0.1:{port}")
+    assert curl(vm_env, clean_workspace, port)[0] == 0
+    yield clean_workspace, port
 
 
 @pytest.mark.parametrize("helper", ["proxy", "forward"])
