@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,7 +19,7 @@ from agentbox.model.progress import CancelToken
 from agentbox.services.receipts import ReceiptStore
 from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
 
-from .conftest import VmEnv, quiet, run_in
+from .conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 from .test_network import curl, net, servers  # noqa: F401 - servers is a fixture used here
 
 
@@ -63,17 +64,28 @@ def allowed(vm_env: VmEnv, clean_workspace: str, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize("helper", ["proxy", "forward"])
-def test_a_killed_helper_closes_egress_and_is_back_without_any_command(
+def test_a_killed_helper_cuts_egress_at_once_and_is_back_without_any_command(
         vm_env: VmEnv, allowed: tuple[str, int], helper: str) -> None:
     name, port = allowed
     before = state(vm_env, name)
+    download: dict[str, object] = {}
+
+    def slow_download() -> None:  # one line every 0.2 s for a minute, through the proxy
+        code, out, err = run_in(vm_env, name, "curl", "-sS", "-m", "90", f"http://{EGRESS_TEST_HOST}:{port}/slow")
+        download["result"] = (code, out + err)
+
+    runner = threading.Thread(target=slow_download, daemon=True)
+    runner.start()
+    time.sleep(8)  # the SSH exec and curl are under way (TCG)
     kill(getattr(before, helper))
-    code, out = curl(vm_env, name, port)
-    assert code != 0, f"egress must be closed while the {helper} is down: {out}"
+    runner.join(timeout=40)
+    assert not runner.is_alive(), f"the download must be cut when the {helper} dies"
+    code, out = download["result"]  # type: ignore[misc]
+    assert code not in (0, 28) and "line 0" in out and "line 299" not in out, (code, out[-300:])
     took = until(lambda: getattr(supervisor_files(vm_env, name).read_state(), helper, None) not in (
         None, getattr(before, helper)) and vm_env.services().network.show(name=name).forward_connected,
                  what=f"the supervisor restarts the {helper}")
-    print(f"{helper} back after {took:.1f} s")
+    print(f"{helper} back {took:.1f} s after the download ended")
     assert curl(vm_env, name, port) == (0, f"hello from {port}\n")
     assert supervisor_files(vm_env, name).supervisor() is not None
 
