@@ -1,25 +1,32 @@
-"""The tamper-evident audit trail: one hash-chained JSONL file per workspace.
+"""The tamper-evident audit trail: one hash-chained JSONL log per workspace (an active file
+and the segments rotated out of it, see segments.py).
 
 Low in the layers (stdlib, agentbox.errors and agentbox.model only), so the egress proxy
 daemon can append its network decisions beside the services' lifecycle events.
 """
 
-from agentbox.audit.chain import AuditLog
-from agentbox.audit.reader import follow_records, read_records
+from agentbox.audit.chain import ROTATE_BYTES, AuditLog
+from agentbox.audit.reader import RecentRecords, follow_records, read_records, tail_records
 from agentbox.audit.record import GENESIS, TORN_TAIL_EVENT, AuditRecord, utc_now
+from agentbox.audit.segments import log_files, remove_log
 from agentbox.audit.verify import BreakKind, ChainBreak, RecoveredDamage, VerifyResult, verify_chain
 
 __all__ = [
     "GENESIS",
+    "ROTATE_BYTES",
     "TORN_TAIL_EVENT",
     "AuditLog",
     "AuditRecord",
     "BreakKind",
     "ChainBreak",
+    "RecentRecords",
     "RecoveredDamage",
     "VerifyResult",
     "follow_records",
+    "log_files",
     "read_records",
+    "remove_log",
+    "tail_records",
     "utc_now",
     "verify_chain",
 ]

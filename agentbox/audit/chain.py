@@ -15,6 +15,13 @@ recovery (it is visible forever) and checks the rest of the chain as usual. This
 attacker nothing new: cutting the file mid-line and letting the next append "recover" it
 hides no more than cutting it at a line boundary, which no chain inside the file can
 detect (compare `VerifyResult.head` with a copy kept elsewhere for that).
+
+Rotation: an append that finds the active file at `rotate_bytes` or more writes its record
+into a new file instead, whose first `prev` is the old file's last hash, and swaps it in
+(the old file is hard-linked as the next segment, then the new one renamed over the
+active name, so the name never goes missing). A writer that was waiting for the lock of the
+file rotated away sees, once it has the lock, that the name no longer points there, and
+starts over on the new file.
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ from agentbox.audit.record import (
     parse_record,
     utc_now,
 )
+from agentbox.audit.segments import inode_of, next_segment, segment_paths, staging_path
 from agentbox.errors import AgentboxError, InvalidInput
 
 _CHUNK = 4096
+ROTATE_BYTES = 8 << 20  # a segment holds ~25,000 records; readers of the newest ones never read more
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,11 @@ class _Tail:
 class AuditLog:
     """A workspace's audit log. `clock` must return timezone-aware datetimes."""
 
-    def __init__(self, *, path: Path, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, *, path: Path, clock: Callable[[], datetime] = utc_now,
+                 rotate_bytes: int = ROTATE_BYTES) -> None:
         self._path = path
         self._clock = clock
+        self._rotate_bytes = rotate_bytes
 
     @property
     def path(self) -> Path:
@@ -74,14 +85,12 @@ class AuditLog:
         if not isinstance(event, str) or not event.strip():
             raise InvalidInput(f"audit event {event!r} is not a non-empty string")
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = self._open_locked()
         except OSError as exc:
             raise _write_error(self._path, exc) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
-            tail = _read_tail(fd, size)
+            tail = _read_tail(fd, size) if size else self._segment_tail()
             now = self._clock()
             out, prev, seq = bytearray(), tail.prev, tail.seq
             if tail.damage is not None:
@@ -94,15 +103,61 @@ class AuditLog:
                 prev, seq = line_digest(line), seq + 1
             line = encode_record(seq=seq + 1, ts=now, event=event, details=details or {}, prev=prev)
             out += line + b"\n"
-            _write_all(fd, bytes(out))
-            os.fsync(fd)
-            if size == 0:
-                _fsync_dir(self._path.parent)  # a new file's name must survive a crash too
+            if tail.damage is None and size >= self._rotate_bytes:
+                self._rotate(fd, bytes(out))
+            else:
+                _write_all(fd, bytes(out))
+                os.fsync(fd)
+                if size == 0:
+                    _fsync_dir(self._path.parent)  # a new file's name must survive a crash too
         except OSError as exc:
             raise _write_error(self._path, exc) from None
         finally:
             os.close(fd)  # releases the lock
         return parse_record(line)
+
+    def _open_locked(self) -> int:
+        """The active file, opened and exclusively locked (the one the name points to once locked)."""
+        while True:
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == inode_of(self._path):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # rotated away while we waited for it: lock the new active file
+
+    def _segment_tail(self) -> _Tail:
+        """An empty active file continues the chain of the newest segment (a damaged end
+        there is not recovered in this file: `verify_chain` reports it)."""
+        segments = segment_paths(self._path)
+        if not segments:
+            return _Tail(prev=GENESIS, seq=0, damage=None)
+        fd = os.open(segments[-1], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            tail = _read_tail(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        return _Tail(prev=tail.prev, seq=tail.seq, damage=None)
+
+    def _rotate(self, fd: int, first: bytes) -> None:
+        """With the lock on `fd` (the active file): make `first` the start of a new active file."""
+        staging = staging_path(self._path)
+        new = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(new, first)
+            os.fsync(new)
+        finally:
+            os.close(new)
+        segments = segment_paths(self._path)
+        if not (segments and os.stat(segments[-1]).st_ino == os.fstat(fd).st_ino):  # else: linked before a crash
+            os.link(self._path, next_segment(self._path))
+            _fsync_dir(self._path.parent)  # the segment's name first: the rename must not lose the records
+        os.rename(staging, self._path)
+        _fsync_dir(self._path.parent)
 
 
 def _write_error(path: Path, exc: OSError) -> AgentboxError:

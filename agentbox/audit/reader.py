@@ -1,67 +1,32 @@
-"""Reading an audit log: iterate its records, filter by time, follow it as it grows.
-
-Readers never hold the lock while they work: they take it shared just long enough to note
-the file's size. Writers hold it exclusively for a whole append, so that size is always at
-a record boundary, and bytes before it never change in an append-only file.
-"""
+"""Reading an audit log: iterate its records (all segments, oldest first), filter by time,
+follow it as it grows, or take just the newest few from the end."""
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import threading
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agentbox.audit.lines import Cursor, last_lines, lines_after
 from agentbox.audit.record import AuditRecord, BadRecord, parse_record
+from agentbox.audit.segments import inode_of, log_files
 from agentbox.errors import Cancelled, NotFound
 from agentbox.model.progress import CancelToken
-
-_CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class Line:
-    number: int  # 1-based
-    offset: int  # byte offset of the line's first byte
-    data: bytes  # without the newline
-    terminated: bool  # False only for a last line cut short (see chain.py)
-
-
-def settled_size(fd: int) -> int:
-    """The file's size while no append is in progress."""
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    try:
-        return os.fstat(fd).st_size
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def open_log(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NotFound(f"no audit log at {path}", hint="a workspace's log starts when it is created") from None
+        raise _missing(path) from None
 
 
-def scan_lines(fd: int, *, start: int = 0, end: int) -> Iterator[Line]:
-    """The lines in bytes [start, end), numbered from 1 at `start`; the last may be unterminated."""
-    pos, number, pending = start, 1, b""
-    while pos < end:
-        block = os.pread(fd, min(_CHUNK, end - pos), pos)
-        if not block:
-            break  # shrank under us: only a purge does that; stop quietly
-        pos += len(block)
-        pending += block
-        *complete, pending = pending.split(b"\n")
-        line_start = pos - len(pending) - sum(len(c) + 1 for c in complete)
-        for data in complete:
-            yield Line(number=number, offset=line_start, data=data, terminated=True)
-            line_start += len(data) + 1
-            number += 1
-    if pending:
-        yield Line(number=number, offset=pos - len(pending), data=pending, terminated=False)
+def _missing(path: Path) -> NotFound:
+    return NotFound(f"no audit log at {path}", hint="a workspace's log starts when it is created")
 
 
 def _aware(since: datetime | None) -> datetime | None:
@@ -71,19 +36,22 @@ def _aware(since: datetime | None) -> datetime | None:
 
 
 def read_records(*, path: Path, since: datetime | None = None) -> Iterator[AuditRecord]:
-    """Well-formed records in file order (`since`: at or after it; naive means UTC).
+    """Well-formed records in log order (`since`: at or after it; naive means UTC).
 
     Lines that are not records are skipped here; `verify_chain` is what reports them.
     """
     since = _aware(since)
-    fd = open_log(path)
-    try:
-        for line in scan_lines(fd, end=settled_size(fd)):
-            record = _record_or_none(line)
+    if not log_files(path):
+        raise _missing(path)
+    cursor = Cursor()
+    while True:
+        for data in lines_after(path=path, cursor=cursor):
+            record = _record_or_none(data)
             if record is not None and (since is None or record.ts >= since):
                 yield record
-    finally:
-        os.close(fd)
+        # Rotated while we read: the old file was read through; the new one is still to come.
+        if inode_of(path) in (None, cursor.inode):
+            return
 
 
 def follow_records(*, path: Path, cancel: CancelToken, since: datetime | None = None, poll_s: float = 0.5,
@@ -91,15 +59,15 @@ def follow_records(*, path: Path, cancel: CancelToken, since: datetime | None = 
     """Yield the records already there, then new ones as they are appended.
 
     Polls every `poll_s` seconds; returns when `cancel` is set or `stop()` is true (both
-    checked between polls). Waits for a missing file to appear, and starts over when the
-    file is replaced (a purge followed by a new create of the same name).
+    checked between polls). Waits for a missing file to appear, follows it through a
+    rotation, and starts over when the log is replaced (a purge, then a new create).
     """
     since = _aware(since)
-    inode, pos = None, 0
+    cursor = Cursor()
     while True:
-        records, inode, pos = _read_new(path=path, inode=inode, pos=pos)
-        for record in records:
-            if since is None or record.ts >= since:
+        for data in lines_after(path=path, cursor=cursor):
+            record = _record_or_none(data)
+            if record is not None and (since is None or record.ts >= since):
                 yield record
         if cancel.cancelled or (stop is not None and stop()):
             return
@@ -109,33 +77,60 @@ def follow_records(*, path: Path, cancel: CancelToken, since: datetime | None = 
             return
 
 
-def _read_new(*, path: Path, inode: int | None, pos: int) -> tuple[list[AuditRecord], int | None, int]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return [], None, 0
-    try:
-        stat = os.fstat(fd)
-        if stat.st_ino != inode or stat.st_size < pos:
-            pos = 0  # a different file now: read it from the start
-        records = []
-        end = settled_size(fd)
-        for line in scan_lines(fd, start=pos, end=end):
-            if not line.terminated:
-                break  # torn: the next append terminates it; re-read from here then
-            record = _record_or_none(line)
-            if record is not None:
-                records.append(record)
-            pos = line.offset + len(line.data) + 1
-        return records, stat.st_ino, pos
-    finally:
-        os.close(fd)
+def tail_records(*, path: Path, count: int, skip_events: Collection[str] = ()) -> tuple[AuditRecord, ...]:
+    """The newest `count` well-formed records whose event is not in `skip_events`, oldest
+    first, read backward from the end: the cost follows what it has to pass over, not the
+    log's size."""
+    return RecentRecords(path=path, count=count, skip_events=skip_events).get()
 
 
-def _record_or_none(line: Line) -> AuditRecord | None:
-    if not line.terminated:
-        return None
+class RecentRecords:
+    """The newest `count` records of a log (but `skip_events`), kept up to date cheaply: found
+    once by reading backward from the end, then each `get` reads only what was appended
+    since (through rotations). For a view refreshed every few seconds: when the events it
+    wants are far behind a flood of skipped ones, only the first look pays for reaching them."""
+
+    def __init__(self, *, path: Path, count: int, skip_events: Collection[str] = ()) -> None:
+        self._path, self._skip = path, frozenset(skip_events)
+        # A line as the appender writes it (sorted keys) has its event right before its last
+        # "prev": lines of a skipped event are passed over without parsing.
+        self._markers = tuple(b'"event": ' + json.dumps(event).encode() for event in sorted(self._skip))
+        self._records: deque[AuditRecord] = deque(maxlen=count)
+        self._cursor: Cursor | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[AuditRecord, ...]:
+        with self._lock:
+            files = log_files(self._path)
+            if not files:
+                self._cursor = None
+                raise _missing(self._path)
+            cursor = self._cursor
+            if cursor is None or cursor.inode not in [inode_of(file) for file in files]:  # new, or replaced
+                cursor = Cursor()
+                self._records.clear()
+                self._records.extend(last_lines(path=self._path, count=self._records.maxlen or 0,
+                                                parse=self._parse, cursor=cursor))
+                self._cursor = cursor
+            else:
+                for data in lines_after(path=self._path, cursor=cursor):
+                    record = self._parse(data)
+                    if record is not None:
+                        self._records.append(record)
+            return tuple(self._records)
+
+    def _parse(self, data: bytes) -> AuditRecord | None:
+        if self._markers and data.endswith(self._markers, 0, max(data.rfind(_PREV), 0)):
+            return None
+        record = _record_or_none(data)
+        return record if record is not None and record.event not in self._skip else None
+
+
+_PREV = b', "prev": "'
+
+
+def _record_or_none(data: bytes) -> AuditRecord | None:
     try:
-        return parse_record(line.data)
+        return parse_record(data)
     except BadRecord:
         return None

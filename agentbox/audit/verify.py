@@ -1,21 +1,26 @@
 """Walking an audit log's hash chain and naming the first place it breaks.
 
-The walk is one streaming pass. Only when a link is broken does a second pass look at the
-whole file to tell an edit from a deletion, a reordering or an insertion. Limits of any
-hash chain kept in the file it protects: the newest record can be removed (or rewritten)
-without a trace, and so can the whole chain by someone who recomputes every hash; keep
-`VerifyResult.head` somewhere else to catch that.
+The walk is one streaming pass through the segments in order, then the active file: the
+chain runs across them (a segment's first record links to the last one of the segment
+before), so a segment deleted, edited or put out of order breaks it there. Only when a
+link is broken does a second pass look at the whole file to tell an edit from a deletion,
+a reordering or an insertion. Limits of any hash chain kept in the files it protects: the
+newest record can be removed (or rewritten) without a trace, and so can the whole chain by
+someone who recomputes every hash; keep `VerifyResult.head` somewhere else to catch that.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from agentbox.audit.reader import Line, open_log, scan_lines, settled_size
+from agentbox.audit.lines import Line, scan_lines, settled_size
+from agentbox.audit.reader import open_log
 from agentbox.audit.record import GENESIS, TORN_TAIL_EVENT, AuditRecord, BadRecord, line_digest, parse_record
+from agentbox.audit.segments import inode_of, segment_paths
+from agentbox.errors import NotFound
 
 
 class BreakKind(StrEnum):
@@ -34,6 +39,7 @@ class ChainBreak:
     line: int  # 1-based line number to look at
     kind: BreakKind
     detail: str
+    file: Path | None = None  # the file holding that line (the active file or a segment)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class RecoveredDamage:
     length: int
     reason: str
     recovered_by: int  # line of the audit.torn_tail record
+    file: Path | None = None  # the file holding both lines
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class VerifyResult:
     head: str  # when intact: hash of the last record (GENESIS when none), the chain's tip
     first_break: ChainBreak | None
     recovered: tuple[RecoveredDamage, ...]
+    files: tuple[Path, ...] = ()  # the log's files, oldest first: its segments, then the active file
 
     @property
     def intact(self) -> bool:
@@ -61,25 +69,49 @@ class VerifyResult:
 
 
 def verify_chain(*, path: Path) -> VerifyResult:
-    """Check every link of the log at `path`; raise NotFound if there is no such file."""
-    fd = open_log(path)
+    """Check every link of the log at `path`, across its segments; raise NotFound if there is none."""
     try:
-        end = settled_size(fd)
-        walk = _Walk(fd=fd, end=end)
-        first_break = walk.run()
+        active: int | None = open_log(path)
+    except NotFound:
+        active = None
+    try:
+        # Listed with the active file open: one rotated meanwhile is walked once, as the active file.
+        inode = os.fstat(active).st_ino if active is not None else None
+        segments = tuple(s for s in segment_paths(path) if inode_of(s) != inode)
+        if active is None and not segments:
+            open_log(path)  # raises NotFound
+        walk, first_break = _Walk(), None
+        for segment in segments:
+            fd = open_log(segment)  # one at a time: a long-lived log has many
+            try:
+                first_break = walk.run(fd=fd, end=settled_size(fd), file=segment)
+            finally:
+                os.close(fd)
+            if first_break is not None:
+                break
+        if first_break is None and active is not None:
+            first_break = walk.run(fd=active, end=settled_size(active), file=path)
     finally:
-        os.close(fd)
+        if active is not None:
+            os.close(active)
     return VerifyResult(path=path, records=walk.count, head=walk.head, first_break=first_break,
-                        recovered=tuple(walk.recovered))
+                        recovered=tuple(walk.recovered), files=segments + ((path,) if active is not None else ()))
 
 
 class _Walk:
-    def __init__(self, *, fd: int, end: int) -> None:
-        self.fd, self.end = fd, end
+    def __init__(self) -> None:
+        self.fd, self.end, self.file = -1, 0, Path()
         self.count, self.head, self.next_seq = 0, GENESIS, 1
+        self.head_at: tuple[Path, int] | None = None  # file and line of the record `head` is the hash of
         self.recovered: list[RecoveredDamage] = []
 
-    def run(self) -> ChainBreak | None:
+    def run(self, *, fd: int, end: int, file: Path) -> ChainBreak | None:
+        """Walk one file on from where the previous one left the chain."""
+        self.fd, self.end, self.file = fd, end, file
+        found = self._run()
+        return None if found is None else replace(found, file=found.file or file)
+
+    def _run(self) -> ChainBreak | None:
         damaged: tuple[Line, str] | None = None  # allowed only if the next record acknowledges it
         for line in scan_lines(self.fd, end=self.end):
             if not line.terminated:
@@ -101,15 +133,37 @@ class _Walk:
                     return _bad(*damaged)
                 self.recovered.append(RecoveredDamage(
                     line=bad_line.number, offset=bad_line.offset, length=len(bad_line.data),
-                    reason=str(record.details.get("reason", "")), recovered_by=line.number))
+                    reason=str(record.details.get("reason", "")), recovered_by=line.number, file=self.file))
                 self.head, damaged = line_digest(bad_line.data), None
             if record.prev != self.head:
+                if line.number == 1 and self.head_at is not None:
+                    return self._boundary(record=record)
                 return self._diagnose(number=line.number, record=record)
             if record.seq != self.next_seq:
                 return ChainBreak(line=line.number, kind=BreakKind.SEQ_GAP, detail=(
                     f"line {line.number} has seq {record.seq}, expected {self.next_seq}"))
             self.count, self.head, self.next_seq = self.count + 1, record.digest, record.seq + 1
+            self.head_at = (self.file, line.number)
         return _bad(*damaged) if damaged else None
+
+    def _boundary(self, *, record: AuditRecord) -> ChainBreak:
+        """The first record of a file does not link to the last one of the file before it."""
+        assert self.head_at is not None
+        before, last = self.head_at
+        if record.prev == GENESIS:
+            return ChainBreak(line=1, kind=BreakKind.BROKEN_LINK, detail=(
+                f"line 1 starts a new chain (genesis link), but {before.name} comes before it"))
+        if record.seq > self.next_seq:
+            return ChainBreak(line=1, kind=BreakKind.DELETED, detail=(
+                f"{record.seq - self.next_seq} record(s) missing before line 1 (after {before.name}): seq jumps "
+                f"from {self.next_seq - 1} to {record.seq}; a segment was deleted?"))
+        if record.seq == self.next_seq:
+            self.count -= 1
+            return ChainBreak(line=last, file=before, kind=BreakKind.EDITED, detail=(
+                f"line {last} (the last of {before.name}) was changed after it was written: "
+                f"line 1 of {self.file.name} holds a different hash for it"))
+        return ChainBreak(line=1, kind=BreakKind.REORDERED, detail=(
+            f"line 1 has seq {record.seq}, but {before.name} ends at {self.next_seq - 1}: segments out of order"))
 
     def _diagnose(self, *, number: int, record: AuditRecord) -> ChainBreak:
         """Line `number` does not link to what precedes it: work out why from the whole file."""

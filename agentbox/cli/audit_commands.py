@@ -9,6 +9,7 @@ import shlex
 import sys
 from dataclasses import asdict
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from agentbox.audit import AuditRecord, VerifyResult, follow_records, read_records, utc_now, verify_chain
@@ -119,13 +120,19 @@ def _verify(*, name: str, result: VerifyResult, as_json: bool) -> int:
     if as_json:
         print_json({**asdict(result), "intact": result.intact})
         return 0 if result.intact else 1
+    segmented = len(result.files) > 1
+
+    def where(file: Path | None) -> str:  # line numbers count within each file of a rotated log
+        return f" of {file.name}" if segmented and file is not None else ""
+
     if result.first_break is None:
-        print(f"{name}: audit log intact: {result.records} record(s), head {result.head[:16]}")
+        across = f" in {len(result.files)} files" if segmented else ""
+        print(f"{name}: audit log intact: {result.records} record(s){across}, head {result.head[:16]}")
     else:
         brk = result.first_break
-        print(f"{name}: audit log BROKEN at line {brk.line} ({brk.kind}): {brk.detail}")
+        print(f"{name}: audit log BROKEN at line {brk.line}{where(brk.file)} ({brk.kind}): {brk.detail}")
         print(f"  {result.records} record(s) before it verified")
     for damage in result.recovered:
-        print(f"  note: line {damage.line}: damaged write of {damage.length} bytes at offset {damage.offset} "
-              f"({damage.reason}), recorded by line {damage.recovered_by}")
+        print(f"  note: line {damage.line}{where(damage.file)}: damaged write of {damage.length} bytes at offset "
+              f"{damage.offset} ({damage.reason}), recorded by line {damage.recovered_by}")
     return 0 if result.intact else 1

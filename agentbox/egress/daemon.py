@@ -25,7 +25,13 @@ from agentbox.egress.approvals import ApprovalBroker
 from agentbox.egress.control import EgressControlServer
 from agentbox.egress.proxy import EgressProxy, ProxyLimits
 from agentbox.egress.records import ConnectionRecord, DecisionLog
-from agentbox.egress.wire import JsonlSink, policy_from_json, policy_to_json, record_to_json
+from agentbox.egress.wire import (
+    NET_LOG_ROTATE_BYTES,
+    JsonlSink,
+    policy_from_json,
+    policy_to_json,
+    record_to_json,
+)
 from agentbox.errors import AgentboxError, EgressError, InvalidInput
 from agentbox.model.network import IPAddress, NetworkPolicy
 
@@ -44,6 +50,7 @@ class DaemonOptions:
     limits: ProxyLimits = field(default_factory=ProxyLimits)
     audit_log: Path | None = None  # the workspace's hash-chained audit log: every decision goes there too
     pinned_hosts: tuple[tuple[str, str], ...] = ()  # (name, address) the proxy never looks up
+    log_rotate_bytes: int = NET_LOG_ROTATE_BYTES  # the decision log's segment size
 
 
 def load_policy_file(*, path: Path) -> NetworkPolicy:
@@ -68,7 +75,7 @@ def save_policy_file(*, path: Path, policy: NetworkPolicy) -> None:
 async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut everything down."""
     policy = load_policy_file(path=options.policy_file)
-    sink = JsonlSink(path=options.log_file)
+    sink = JsonlSink(path=options.log_file, rotate_bytes=options.log_rotate_bytes)
     audit = _AuditSink(path=options.audit_log) if options.audit_log else None
     pinned = _pinned(options.pinned_hosts)
     proxy = EgressProxy(policy=policy, limits=options.limits, pinned_hosts=pinned,

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from agentbox.audit.lines import Cursor, last_lines, lines_after
 from agentbox.backends.base import DomainState
 from agentbox.egress.client import ApprovalStream
 from agentbox.egress.daemon import load_policy_file, save_policy_file
@@ -133,25 +134,24 @@ class NetworkService:
 
     def records(self, *, name: str, follow: bool = False,
                 cancel: CancelToken | None = None) -> Iterator[ConnectionRecord]:
-        """The proxy's decisions, oldest first; with `follow`, then new ones as they come."""
+        """The proxy's decisions, oldest first (the kept segments, then the active file); with
+        `follow`, then new ones as they come, through any rotation of the log."""
         load_ready_record(ctx=self._ctx, name=name)
         path = self._files(name).net_log
-        offset = 0
+        cursor = Cursor()
         cancel = cancel or CancelToken()
         while True:
-            try:
-                with path.open("rb") as log:
-                    log.seek(offset)
-                    for line in log:
-                        if not line.endswith(b"\n"):
-                            break  # being written: read it whole next time
-                        offset += len(line)
-                        yield record_from_json(json.loads(line))
-            except FileNotFoundError:
-                pass
+            for line in lines_after(path=path, cursor=cursor):
+                yield record_from_json(json.loads(line))
             if not follow:
                 return
             cancel.wait(0.5)
+
+    def recent(self, *, name: str, count: int) -> tuple[ConnectionRecord, ...]:
+        """The newest `count` decisions, oldest first, read from the end of the log (a damaged
+        line is passed over): what a glance at the traffic needs, at any size of log."""
+        load_ready_record(ctx=self._ctx, name=name)
+        return tuple(last_lines(path=self._files(name).net_log, count=count, parse=_decision_or_none))
 
     def approval_requests(self, *, name: str) -> ApprovalStream:
         """Become an approver for the workspace's proxy: in allowlist mode it holds connections
@@ -167,3 +167,9 @@ class NetworkService:
     def _files(self, name: str) -> WorkspaceFiles:
         return self._ctx.records.files(name=name)
 
+
+def _decision_or_none(line: bytes) -> ConnectionRecord | None:
+    try:
+        return record_from_json(json.loads(line))
+    except (ValueError, KeyError, TypeError):
+        return None

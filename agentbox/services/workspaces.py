@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentbox.audit import remove_log
 from agentbox.backends.base import DomainInfo, DomainState
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
@@ -183,7 +184,7 @@ class WorkspaceService:
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)
             if purge:
-                ctx.paths.audit_log(name).unlink(missing_ok=True)
+                remove_log(ctx.paths.audit_log(name))  # with its rotated segments
                 ReceiptStore(paths=ctx.paths).purge(name=name)
             else:
                 ctx.audit(name=name).append(event="destroyed", details={"domain": domain})

@@ -41,7 +41,7 @@ from agentbox.tui.outbox_screen import OutboxScreen
 from agentbox.tui.shares_screen import SharesScreen
 from agentbox.tui.terminal import Terminal, TuiOptions
 from agentbox.tui.progress_screen import ProgressScreen
-from agentbox.tui.views import DashboardData, WorkspaceDetails, WorkspaceRow, load_dashboard
+from agentbox.tui.views import DashboardData, RecentEvents, WorkspaceDetails, WorkspaceRow, load_dashboard
 from agentbox.tui.widgets import BUTTON_PREFIX, DetailsPanel, WorkspaceTable, network_text, state_text
 from agentbox.tui.wizard import NewWorkspace, NewWorkspaceScreen
 
@@ -67,6 +67,7 @@ class DashboardScreen(Screen[None]):
         self._rows: tuple[WorkspaceRow, ...] | None = None  # None until the first load
         self._details: WorkspaceDetails | None = None
         self._selected: str | None = None
+        self._recent = RecentEvents()  # used by one load at a time (see below)
         self._doctor: DoctorScreen | None = None
         self._last_load_error = ""
         # One load at a time: on a slow host a load may outlast the interval, and replacing
@@ -117,7 +118,7 @@ class DashboardScreen(Screen[None]):
     @work(thread=True, group="refresh", exit_on_error=False)
     def _load(self, services: Services, selected: str | None) -> None:
         try:
-            data = load_dashboard(services=services, selected=selected)
+            data = load_dashboard(services=services, selected=selected, recent=self._recent)
         except Exception as exc:  # noqa: BLE001 - becomes a status line or the doctor screen
             self.post_message(LoadFailed(error_info(title="Could not list workspaces", exc=exc),
                                          unavailable=isinstance(exc, BackendUnavailable)))

@@ -6,14 +6,13 @@ records, audit logs and ask the backend), and widgets only ever receive these va
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentbox.audit import AuditRecord, read_records
+from agentbox.audit import AuditRecord, RecentRecords, tail_records
 from agentbox.bootstrap import Services
 from agentbox.egress.records import ConnectionRecord
 from agentbox.errors import AgentboxError
@@ -95,7 +94,21 @@ class AuditLine:
     details: str
 
 
-def load_dashboard(*, services: Services, selected: str | None) -> DashboardData:
+class RecentEvents:
+    """Each workspace's recent audit events, kept between refreshes so that a refresh reads
+    only what was appended since the last one (see RecentRecords)."""
+
+    def __init__(self) -> None:
+        self._logs: dict[Path, RecentRecords] = {}
+
+    def of(self, path: Path) -> RecentRecords:
+        if path not in self._logs:
+            self._logs[path] = RecentRecords(path=path, count=RECENT_EVENTS, skip_events=OWN_ROWS)
+        return self._logs[path]
+
+
+def load_dashboard(*, services: Services, selected: str | None,
+                   recent: RecentEvents | None = None) -> DashboardData:
     """All rows, plus the details of `selected` (or of the first workspace)."""
     workspaces = services.workspaces.list()
     templates = _templates(services)
@@ -104,11 +117,11 @@ def load_dashboard(*, services: Services, selected: str | None) -> DashboardData
     names = [w.name for w in workspaces]
     chosen = selected if selected in names else (names[0] if names else None)
     by_name = {w.name: w for w in workspaces}
-    details = load_details(services=services, workspace=by_name[chosen]) if chosen else None
+    details = load_details(services=services, workspace=by_name[chosen], recent=recent) if chosen else None
     return DashboardData(rows=rows, details=details)
 
 
-def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetails:
+def load_details(*, services: Services, workspace: Workspace, recent: RecentEvents | None = None) -> WorkspaceDetails:
     name = workspace.name
     record = _quietly(lambda: services.ctx.records.load(name=name), None)
     if record is None:
@@ -131,7 +144,7 @@ def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetail
         session=_session_text(session.started, session.deadline) if session else "none",
         in_session=session is not None,
         checkpoints=checkpoints,
-        recent_events=tuple(_event_text(rec) for rec in recent_records(services=services, name=name)),
+        recent_events=tuple(_event_text(rec) for rec in recent_records(services=services, name=name, recent=recent)),
         network=status.mode if status else None,
         egress=status.egress if status else "",
         allowlist=status.allowlist if status else (),
@@ -142,20 +155,18 @@ def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetail
     )
 
 
-def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS) -> tuple[AuditRecord, ...]:
+def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS,
+                   recent: RecentEvents | None = None) -> tuple[AuditRecord, ...]:
+    # From the end of the log, not a scan of it: a refresh costs about the same at any size.
     path = services.ctx.paths.audit_log(name)
-    if not path.exists():
-        return ()
-    return tuple(_quietly(lambda: deque((r for r in read_records(path=path) if r.event not in OWN_ROWS),
-                                        maxlen=limit), ()))
+    if recent is not None and limit <= RECENT_EVENTS:
+        return _quietly(lambda: recent.of(path).get()[-limit:], ())
+    return _quietly(lambda: tail_records(path=path, count=limit, skip_events=OWN_ROWS), ())
 
 
 def recent_decisions(*, services: Services, name: str,
                      limit: int = RECENT_DECISIONS) -> tuple[ConnectionRecord, ...]:
-    try:
-        return tuple(deque(services.network.records(name=name), maxlen=limit))
-    except (AgentboxError, OSError, ValueError, KeyError):  # a damaged log line: shown as nothing
-        return ()
+    return _quietly(lambda: services.network.recent(name=name, count=limit), ())
 
 
 def net_line(record: ConnectionRecord) -> NetLine:

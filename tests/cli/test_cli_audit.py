@@ -159,3 +159,21 @@ def test_destroy_keeps_the_log_and_purge_removes_it(agentbox_root: Path, capsys)
             assert run(["audit", "verify", "ws"], capsys)[0] == 0
         else:
             assert run(["audit", "ws"], capsys)[0] == 4
+
+
+def test_verify_walks_every_segment_and_names_the_file_of_a_break(agentbox_root: Path, capsys) -> None:
+    path = agentbox_root / "data" / "audit" / "ws.jsonl"
+    log = AuditLog(path=path, rotate_bytes=400)
+    for n in range(20):
+        log.append(event="exec", details={"argv": ["make", f"step{n}"], "exit_code": 0})
+    segments = sorted(path.parent.glob("ws.jsonl.*"), key=lambda p: int(p.suffix[1:]))
+    code, out, _ = run(["audit", "verify", "ws"], capsys)
+    assert code == 0 and f"intact: 20 record(s) in {len(segments) + 1} files" in out
+    code, out, _ = run(["audit", "ws"], capsys)
+    assert [line.split()[2] for line in out.splitlines()] == [str(n) for n in range(1, 21)]  # seq, in order
+
+    segments[1].unlink()
+    code, out, err = run(["audit", "verify", "ws"], capsys)
+    assert code == 1 and f"BROKEN at line 1 of {segments[2].name} (deleted)" in out
+    code, out, err = run(["audit", "ws"], capsys)
+    assert code == 0 and "warning: this log does not verify" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentbox.audit import GENESIS, read_records, verify_chain
+from agentbox.audit import GENESIS, AuditLog, log_files, read_records, verify_chain
 from agentbox.model.progress import CancelToken
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.workspaces import WorkspaceService
@@ -52,3 +52,13 @@ def test_destroy_with_purge_removes_the_log_and_the_next_life_starts_fresh(servi
     create_workspace(ctx=world.ctx, request=CreateRequest(name="ws"), on_progress=noop, cancel=CancelToken())
     first = next(read_records(path=log))
     assert (first.event, first.seq, first.prev) == ("create.started", 1, GENESIS)
+
+
+def test_purge_removes_every_rotated_segment(service: WorkspaceService, world: World) -> None:
+    path = world.ctx.paths.audit_log("ws")
+    log = AuditLog(path=path, rotate_bytes=500)
+    for n in range(20):
+        log.append(event="exec", details={"n": n})
+    assert len(log_files(path)) > 3 and verify_chain(path=path).intact
+    service.destroy(name="ws", on_progress=noop, purge=True)
+    assert list(path.parent.iterdir()) == []

@@ -7,7 +7,11 @@ import json
 
 import pytest
 
+from agentbox.audit.segments import segment_paths
 from agentbox.backends.base import DomainState
+from agentbox.egress.policy import Decision
+from agentbox.egress.records import ConnectionRecord, Outcome
+from agentbox.egress.wire import JsonlSink, dump_line, record_to_json
 from agentbox.errors import EgressError, InvalidInput
 from agentbox.model.network import NetworkMode
 from agentbox.model.progress import CancelToken
@@ -114,3 +118,39 @@ def test_show_says_what_the_guest_can_reach(world: World) -> None:
     assert not status.proxy_running and status.egress.startswith("none (fail closed)")
     world.backend.set_state("agentbox-ws", DomainState.STOPPED)
     assert network.show(name="ws").egress == "none: the workspace is not running"
+
+
+def decision(n: int) -> ConnectionRecord:
+    return ConnectionRecord(time=f"2025-03-14T09:30:{n % 60:02d}.000+00:00", host=f"host{n}.example", address="",
+                            port=443, method="CONNECT", decision=Decision(False, "off", "network is off"),
+                            outcome=Outcome.DENIED, bytes_up=0, bytes_down=0, duration_s=0.0)
+
+
+def test_the_net_log_is_followed_through_rotations_and_read_from_its_end(world: World) -> None:
+    make(world)
+    network = NetworkService(ctx=world.ctx)
+    path = world.ctx.records.files(name="ws").net_log
+    sink = JsonlSink(path=path, rotate_bytes=600, keep=4)  # about 3 decisions a file
+    follow = network.records(name="ws", follow=True, cancel=CancelToken())
+    written = 0
+    for _ in range(4):  # each batch rotates the file the follower is in, twice
+        for _ in range(7):
+            sink(decision(written))
+            written += 1
+        assert [next(follow).host for _ in range(7)] == [f"host{n}.example" for n in range(written - 7, written)]
+    sink.close()
+    follow.close()
+    assert len(segment_paths(path)) == 4  # the oldest were dropped
+    kept = [r.host for r in network.records(name="ws")]
+    assert kept == [f"host{n}.example" for n in range(written - len(kept), written)] and len(kept) < written
+    assert [r.host for r in network.recent(name="ws", count=3)] == [f"host{n}.example" for n in (25, 26, 27)]
+
+
+def test_recent_decisions_pass_over_a_damaged_line(world: World) -> None:
+    make(world)
+    network = NetworkService(ctx=world.ctx)
+    assert network.recent(name="ws", count=3) == ()  # no log yet
+    path = world.ctx.records.files(name="ws").net_log
+    path.write_bytes(dump_line(record_to_json(decision(1))) + b"not json\n" + dump_line(record_to_json(decision(2)))
+                     + b'{"time": "partial')
+    assert [r.host for r in network.recent(name="ws", count=5)] == ["host1.example", "host2.example"]

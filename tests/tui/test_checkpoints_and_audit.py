@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from textual.widgets import Button, DataTable, Input
 
+from agentbox.audit import AuditLog, verify_chain
+from agentbox.audit.segments import segment_paths
 from agentbox.model.progress import CancelToken, ignore_progress
 from agentbox.tui.audit_screen import FOLLOW_GROUP, AuditScreen
 from agentbox.tui.checkpoints_screen import CheckpointsScreen
@@ -98,5 +100,32 @@ def test_the_audit_log_lists_the_records_and_follows_new_ones(world: TuiWorld) -
         # Leaving the screen stops the follower thread.
         await until(pilot, lambda: not [w for w in pilot.app.workers if w.group == FOLLOW_GROUP and w.is_running],
                     what="the follower stops")
+
+    world.run(scenario)
+
+
+def test_the_details_show_the_recent_events_of_a_rotated_log_behind_many_decisions(world: TuiWorld) -> None:
+    world.make("demo")
+    path = world.services.ctx.paths.audit_log("demo")
+    log = AuditLog(path=path, clock=world.clock, rotate_bytes=700)  # as the proxy and the services append
+
+    def busy(first: int, last: int) -> None:
+        for n in range(first, last):
+            log.append(event="network.decision", details={"host": f"h{n}.example", "allowed": True})
+            if n % 10 == 9:
+                log.append(event="checkpoint", details={"label": f"cp{n // 10}"})
+
+    busy(0, 40)
+    assert len(segment_paths(path)) > 5 and verify_chain(path=path).intact
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        text = screen_text(pilot)
+        assert all(f"checkpoint label=cp{n}" in text for n in range(4)) and "09:30 created" in text
+        assert "h39.example" not in text  # decisions have a row of their own, from the network log
+        busy(40, 60)  # more rotations while the dashboard is open
+        await pilot.press("f5")
+        await settle(pilot)
+        text = screen_text(pilot)
+        assert all(f"checkpoint label=cp{n}" in text for n in range(1, 6)) and "label=cp0" not in text
 
     world.run(scenario)
