@@ -109,12 +109,14 @@ class RecordingEgress:
     running: set[str] = field(default_factory=set)  # workspace names with live helpers
     forward_stopped: list[str] = field(default_factory=list)
     held_for_reset: list[str] = field(default_factory=list)
+    ensured: list[str] = field(default_factory=list)  # every ensure_running call, in order
     policies: list[NetworkPolicy] = field(default_factory=list)
     fail_start: bool = False
     held: dict[str, list[ApprovalRequest]] = field(default_factory=dict)  # what the next stream hands out
     approval_streams: list[tuple[str, ScriptedApprovalStream]] = field(default_factory=list)
 
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
+        self.ensured.append(record.name)
         if self.fail_start:
             raise EgressError("the egress proxy did not come up (injected)")
         self.running.add(record.name)

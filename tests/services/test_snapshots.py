@@ -180,3 +180,31 @@ def test_fake_backend_snapshot_contract() -> None:
     fake = FakeBackend(owner="o")
     with pytest.raises(NotFound):
         fake.list_snapshots(name="missing")
+
+
+def test_a_status_read_during_a_checkpoint_never_brings_the_forward_back(world: World) -> None:
+    """The TUI refreshes the details every 2 s; a RAM snapshot must not catch a live forward."""
+    from agentbox.services.network import NetworkService
+
+    make(world)
+    snapshot = world.backend.create_snapshot
+    during: list[list[str]] = []
+
+    def snapshot_while_the_tui_looks(**kwargs):  # type: ignore[no-untyped-def]
+        before = list(world.egress.ensured)
+        NetworkService(ctx=world.ctx).show(name="ws")
+        during.append(world.egress.ensured[len(before):])
+        return snapshot(**kwargs)
+
+    world.backend.create_snapshot = snapshot_while_the_tui_looks  # type: ignore[method-assign]
+    SnapshotService(ctx=world.ctx).checkpoint(name="ws", label="before")
+    assert world.egress.forward_stopped == ["ws"]
+    assert during == [[]], "show() started the forward in the middle of the snapshot"
+    assert world.egress.ensured[-1] == "ws"  # the checkpoint itself brings it back afterwards
+
+
+def test_a_reset_holds_the_forward_down_through_the_power_cycle_and_releases_it(world: World) -> None:
+    make(world)
+    world.egress.ensured.clear()
+    reset(world)
+    assert world.egress.held_for_reset == ["ws"] and world.egress.ensured == ["ws"]
