@@ -179,7 +179,7 @@ def export_outbox(*, services: Services, name: str, dest: Path) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         on_progress(Progress(step="export", detail=f"copying regular files into {dest}"))
         result = services.outbox.export(name=name, dest=dest)
-        skipped = f"; {len(result.skipped)} skipped (only regular files are exported)" if result.skipped else ""
+        skipped = f"; {len(result.skipped)} skipped (only new regular files are exported)" if result.skipped else ""
         return f"exported {len(result.copied)} file(s), {result.bytes} bytes, to {dest.expanduser()}{skipped}"
     return Operation(title=f"Exporting the outbox of {name}", workspace=name, run=run, cancellable=False)
 
