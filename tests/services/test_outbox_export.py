@@ -1,6 +1,6 @@
-"""Outbox export against a guest that changes the outbox while the host copies it: whatever
-it swaps, and whenever, no host-only file ends up in the export, and nothing is written
-through a link in the destination."""
+"""Outbox export and clearing against a guest that changes the outbox while the host walks
+it: whatever it swaps, and whenever, no host-only file ends up in the export or is deleted,
+and nothing is written through a link in the destination."""
 
 from __future__ import annotations
 
@@ -113,3 +113,24 @@ def test_export_never_writes_through_a_link_or_over_a_file_in_the_destination(
     assert (dest / "keep.txt").read_text() == "the user's\n"
     assert result.copied == ()
     assert [path for path, _ in result.skipped] == ["keep.txt", "notes.txt", "sub"]
+
+
+def test_clearing_never_deletes_through_a_folder_swapped_for_a_link(
+        outbox: OutboxService, host_only: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    box = outbox.directory(name="ws")
+    fill(box)
+    real_unlink, swapped = os.unlink, []
+
+    def unlink_after_swap(path: object, *args: object, **kwargs: object) -> None:
+        # The host is about to delete zz/secret.txt when the guest makes zz a link to a host folder.
+        if not swapped and Path(os.fspath(path)).name == "secret.txt":  # type: ignore[arg-type]
+            (box / "zz").rename(box / "zz-moved")
+            (box / "zz").symlink_to(host_only)
+            swapped.append(True)
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", unlink_after_swap)
+    outbox.clear(name="ws")
+    assert swapped
+    assert (host_only / "secret.txt").read_text() == HOST_SECRET
+    assert not (box / "zz").exists() and not (box / "a.txt").exists()
