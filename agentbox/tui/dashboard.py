@@ -280,8 +280,10 @@ class DashboardScreen(Screen[None]):
 
     def action_network(self) -> None:
         if (name := self._target("network")) and self._details is not None:
-            self.app.push_screen(NetworkModeScreen(name=name, current=self._details.network),
-                                 lambda mode: self._switch_network(self._services, name, mode) if mode else None)
+            def chosen(mode: NetworkMode | None) -> None:
+                if mode is not None:
+                    self._switch_network(self._services, name, mode)
+            self.app.push_screen(NetworkModeScreen(name=name, current=self._details.network), chosen)
 
     def action_allowlist(self) -> None:
         if name := self._target("allowlist"):

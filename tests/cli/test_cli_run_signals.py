@@ -30,7 +30,7 @@ def start_run(work: Path, *, signal_in_cleanup: int | None = None) -> subprocess
     while not (work / "running").exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            out, err = process.communicate()
+            _, err = process.communicate()
             pytest.fail(f"the run never got to its command:\n{err.decode(errors='replace')}")
         time.sleep(0.05)
     return process
