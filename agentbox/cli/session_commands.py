@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -12,8 +14,9 @@ from agentbox.cli.output import print_json
 from agentbox.cli.progress import ProgressPrinter
 from agentbox.cli.receipt_commands import SESSION_END_FILES, format_receipt
 from agentbox.cli.snapshot_commands import describe_outcome
-from agentbox.errors import InvalidInput
-from agentbox.model.progress import CancelToken
+from agentbox.cli.signals import cancel_on_signals
+from agentbox.errors import Cancelled, InvalidInput
+from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.services.sessions import SessionEnd
 
 
@@ -103,13 +106,44 @@ def run_command(args: argparse.Namespace) -> int:
             stream.flush()
         return write
 
-    outcome = bootstrap.build_services().sessions.run(
-        argv=command, name=args.name, template=args.template, max_minutes=args.max_minutes,
-        stdout=sink(sys.stdout.buffer), stderr=sink(sys.stderr.buffer), on_progress=ProgressPrinter(),
-        cancel=CancelToken())
+    cancel = CancelToken()
+    with cancel_on_signals(cancel) as received:
+        try:
+            outcome = bootstrap.build_services().sessions.run(
+                argv=command, name=args.name, template=args.template, max_minutes=args.max_minutes,
+                stdout=sink(sys.stdout.buffer), stderr=sink(sys.stderr.buffer),
+                on_progress=_unless_gone(ProgressPrinter()), cancel=cancel)
+        except (Cancelled, OSError) as exc:
+            # The service cleaned up before this reached here (had that failed, its error would
+            # have come instead); EPIPE and EIO are the closed terminal the command's output went to.
+            if received.signum is None or (isinstance(exc, OSError) and exc.errno not in _TERMINAL_GONE):
+                raise
+            done = "its throw-away workspace was destroyed" if args.name is None else \
+                f"the session of {args.name} was ended"
+            _quietly(f"\n{received.name}: the run was stopped; {done}\n")
+            return received.exit_code
     if outcome.timed_out:
         sys.stderr.write(f"time limit of {args.max_minutes:g} min reached: the command was stopped\n")
-    sys.stderr.write(_receipt_text(outcome.end) + "\n\n")
-    sys.stderr.write(_end_text(outcome.end) + ("; the throw-away workspace was destroyed" if outcome.temporary
-                                               else "") + "\n")
+    _quietly(_receipt_text(outcome.end) + "\n\n" + _end_text(outcome.end)
+             + ("; the throw-away workspace was destroyed" if outcome.temporary else "") + "\n")
+    if received.signum is not None:  # it came after the command, during the cleanup, which went on to the end
+        _quietly(f"{received.name} during the cleanup: it finished all the same\n")
+        return received.exit_code
     return outcome.exit_code
+
+
+_TERMINAL_GONE = (errno.EPIPE, errno.EIO)
+
+
+def _unless_gone(on_progress: ProgressCallback) -> ProgressCallback:
+    """Progress that never stops the cleanup: after SIGHUP the terminal may be gone (EIO)."""
+    def report(progress: Progress) -> None:
+        with contextlib.suppress(OSError):
+            on_progress(progress)
+    return report
+
+
+def _quietly(text: str) -> None:
+    with contextlib.suppress(OSError):
+        sys.stderr.write(text)
+        sys.stderr.flush()

@@ -1,8 +1,12 @@
-"""Removing a workspace's storage directory (disks, seed, console log, share mountpoints)."""
+"""Removing a workspace's storage directory (disks, seed, console log, share mountpoints),
+and emptying the folder its guest writes."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 from pathlib import Path
 
 from agentbox.services.context import ServiceContext
@@ -26,19 +30,50 @@ def remove_storage(*, ctx: ServiceContext, storage: Path) -> None:
 
 def remove_untrusted_contents(root: Path) -> int:
     """Empty a folder the guest wrote (the outbox) without following anything it put there;
-    returns how many files and links went."""
+    returns how many files and links went. Each name is removed relative to its parent's
+    descriptor: the guest may swap a folder for a link to a host folder at any moment, and a
+    path-based walk would then delete the host folder's files."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link, not the folder itself: nothing of ours
+            return 0
+        raise
+    try:
+        return _empty(fd)
+    finally:
+        os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _empty(fd: int) -> int:
     count = 0
-    if not root.is_dir() or root.is_symlink():
-        return count
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False, followlinks=False):
-        for entry in filenames:
-            os.unlink(os.path.join(dirpath, entry))
-            count += 1
-        for entry in dirnames:
-            full = os.path.join(dirpath, entry)
-            if os.path.islink(full):  # os.walk lists a link to a folder among the folders
-                os.unlink(full)
-                count += 1
+    for name in os.listdir(fd):
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as error:
+                if error.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
             else:
-                os.rmdir(full)
+                try:
+                    count += _empty(sub)
+                finally:
+                    os.close(sub)
+                try:
+                    os.rmdir(name, dir_fd=fd)
+                    continue
+                except NotADirectoryError:  # swapped for a link meanwhile: the link goes below
+                    pass
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=fd)
+            count += 1
     return count

@@ -24,6 +24,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from agentbox.bootstrap import Services
 from agentbox.errors import BackendUnavailable
+from agentbox.model.network import NetworkMode
 from agentbox.model.workspace import WorkspaceState
 from agentbox.tui import operations
 from agentbox.tui.actions import BY_ACTION, DASHBOARD_ACTIONS, applies
@@ -35,7 +36,7 @@ from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, TypeNameScreen
 from agentbox.tui.doctor_screen import DoctorScreen
 from agentbox.tui.messages import (ActionFailed, ApprovalAnswered, ApprovalRequested, DashboardLoaded, LoadFailed,
                                    QuickActionDone, SshCommandReady)
-from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen
+from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen, NetworkModeScreen
 from agentbox.tui.operations import ErrorInfo, Operation, OperationResult, error_info
 from agentbox.tui.outbox_screen import OutboxScreen
 from agentbox.tui.shares_screen import SharesScreen
@@ -279,8 +280,11 @@ class DashboardScreen(Screen[None]):
             self.app.push_screen(CheckpointsScreen(services=self._services, name=name), lambda _: self.reload())
 
     def action_network(self) -> None:
-        if name := self._target("network"):
-            self._switch_network(self._services, name)
+        if (name := self._target("network")) and self._details is not None:
+            def chosen(mode: NetworkMode | None) -> None:
+                if mode is not None:
+                    self._switch_network(self._services, name, mode)
+            self.app.push_screen(NetworkModeScreen(name=name, current=self._details.network), chosen)
 
     def action_allowlist(self) -> None:
         if name := self._target("allowlist"):
@@ -338,9 +342,9 @@ class DashboardScreen(Screen[None]):
         self.reload()
 
     @work(thread=True, group="quick", exit_on_error=False)
-    def _switch_network(self, services: Services, name: str) -> None:
+    def _switch_network(self, services: Services, name: str, mode: NetworkMode) -> None:
         try:
-            update = operations.cycle_network(services=services, name=name)
+            update = operations.set_network(services=services, name=name, mode=mode)
         except Exception as exc:  # noqa: BLE001 - shown as a dialog
             self.post_message(ActionFailed(error_info(title=f"Could not switch the network of {name}", exc=exc)))
         else:

@@ -1,5 +1,5 @@
-"""A workspace's network beyond the one-key mode switch: the allowlist editor, and the
-network log followed live (every connection the agent tried, as the proxy decided it)."""
+"""A workspace's network: the mode picker, the allowlist editor, and the network log
+followed live (every connection the agent tried, as the proxy decided it)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Static
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, Cancelled
@@ -38,6 +38,46 @@ def entry_meaning(text: str) -> str:
     assert network is not None
     single = network.prefixlen == network.max_prefixlen
     return f"{'the address ' + str(network.network_address) if single else f'addresses in {network}'} on {port_words}"
+
+
+PICKER_KEYS = {NetworkMode.OFF: "1", NetworkMode.ALLOWLIST: "2", NetworkMode.OPEN: "3"}  # least open first
+
+
+class NetworkModeScreen(ModalScreen[NetworkMode | None]):
+    """Pick the mode itself: a switch goes straight to the one chosen, never through a more
+    open one on the way (as stepping through off → allowlist → open would)."""
+
+    BINDINGS = [*(Binding(key, f"pick('{mode.value}')", mode.value.capitalize(), show=False)
+                  for mode, key in PICKER_KEYS.items()),
+                Binding("escape", "pick('')", "Cancel")]
+
+    def __init__(self, *, name: str, current: NetworkMode | None) -> None:
+        super().__init__(classes="dialog-screen")
+        self.workspace = name
+        self._current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog mode-picker"):
+            yield Label(f"Network of {self.workspace}", classes="dialog-title")
+            now = network_text(self._current, meaning=True) if self._current else Text("? unknown")
+            yield Static(Text.assemble("now ", now, "\nA running workspace changes at once, a stopped one "
+                                                    "when it next runs."))
+            with Horizontal(classes="dialog-buttons"):
+                for mode, key in PICKER_KEYS.items():
+                    yield Button(f"{mode.value.capitalize()} ({key})", id=f"mode-{mode.value}", compact=True,
+                                 variant="primary" if mode is self._current else "default")
+                yield Button("Cancel (Esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(f"#mode-{(self._current or NetworkMode.OFF).value}", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        button = event.button.id or ""
+        self.action_pick(button.removeprefix("mode-") if button.startswith("mode-") else "")
+
+    def action_pick(self, mode: str) -> None:
+        self.dismiss(NetworkMode(mode) if mode else None)
 
 
 class AllowlistScreen(GoesBack, Screen[None]):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, Cancelled
+from agentbox.model.network import NetworkMode
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.network import PolicyUpdate
 from agentbox.services.shares import GUEST_SHARES
 from agentbox.services.snapshots import RestoreOutcome, RestorePath
-from agentbox.tui.views import NEXT_MODE
 
 SESSION_END_REASON = "ended in the TUI"
 
@@ -146,10 +146,9 @@ def delete_checkpoint(*, services: Services, name: str, label: str) -> Operation
     return Operation(title=f"Deleting checkpoint {label}", workspace=name, run=run, cancellable=False)
 
 
-def cycle_network(*, services: Services, name: str) -> PolicyUpdate:
-    """off → allowlist → open → off, from the mode the workspace really has now (quick)."""
-    current = services.network.policy(name=name).mode
-    return services.network.set_mode(name=name, mode=NEXT_MODE[current].value)
+def set_network(*, services: Services, name: str, mode: NetworkMode) -> PolicyUpdate:
+    """The mode picked, and only that one (quick)."""
+    return services.network.set_mode(name=name, mode=mode.value)
 
 
 def describe_update(*, name: str, update: PolicyUpdate) -> str:
@@ -179,7 +178,7 @@ def export_outbox(*, services: Services, name: str, dest: Path) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         on_progress(Progress(step="export", detail=f"copying regular files into {dest}"))
         result = services.outbox.export(name=name, dest=dest)
-        skipped = f"; {len(result.skipped)} skipped (only regular files are exported)" if result.skipped else ""
+        skipped = f"; {len(result.skipped)} skipped (only new regular files are exported)" if result.skipped else ""
         return f"exported {len(result.copied)} file(s), {result.bytes} bytes, to {dest.expanduser()}{skipped}"
     return Operation(title=f"Exporting the outbox of {name}", workspace=name, run=run, cancellable=False)
 

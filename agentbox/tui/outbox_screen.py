@@ -37,7 +37,8 @@ class ExportScreen(ModalScreen[Path | None]):
         with VerticalScroll(classes="dialog wide-dialog"):
             yield Label(f"Export the outbox of {self.workspace}", classes="dialog-title")
             yield Static("Its regular files are copied into this folder (made if missing); links, devices and "
-                         "the like are skipped.", classes="hint", markup=False)
+                         "the like are skipped, and so is any name the folder already has.", classes="hint",
+                         markup=False)
             yield FolderPicker(root=Path.home(), placeholder="/path/to/a/folder",
                                value=str(Path.home() / f"{self.workspace}-outbox"), id="export-folder")
             yield Static("", id="export-problem", classes="problem", markup=False)

@@ -28,8 +28,6 @@ RECENT_KEYS = ("target", "label", "path", "how", "reason", "tag", "mode", "verdi
 OWN_ROWS = ("network.decision",)  # shown in the details' own network row, not among recent events
 NETWORK_MEANING = {NetworkMode.OFF: "no network at all", NetworkMode.ALLOWLIST: "only listed destinations",
                    NetworkMode.OPEN: "any public address"}
-NEXT_MODE = {NetworkMode.OFF: NetworkMode.ALLOWLIST, NetworkMode.ALLOWLIST: NetworkMode.OPEN,
-             NetworkMode.OPEN: NetworkMode.OFF}
 NEVER = "never"
 T = TypeVar("T")
 D = TypeVar("D")

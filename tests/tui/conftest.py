@@ -158,6 +158,7 @@ class StandInEgress:
     answers: list[tuple[str, str, ApprovalVerdict]] = field(default_factory=list)
     decided: set[str] = field(default_factory=set)  # request ids the proxy settled by itself
     streams: list[ScriptedApprovalStream] = field(default_factory=list)
+    applied: list[tuple[str, NetworkPolicy]] = field(default_factory=list)  # every policy the proxy got
 
     def queue(self, name: str) -> queue.Queue[ApprovalRequest]:
         return self.held.setdefault(name, queue.Queue())
@@ -193,6 +194,7 @@ class StandInEgress:
         return EgressHealth(proxy_running=up, forward_connected=up, supervised=up)
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:
+        self.applied.append((files.directory.name, policy))
         save_policy_file(path=files.policy, policy=policy)  # as the real proxy does
         return PolicyChange(policy=policy, cut=0)
 

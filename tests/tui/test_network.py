@@ -1,4 +1,4 @@
-"""The network from the TUI: the one-key mode switch, the allowlist editor, egress status and
+"""The network from the TUI: the mode picker, the allowlist editor, egress status and
 recent decisions in the details, and the live network log."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from agentbox.model.progress import CancelToken, ignore_progress
 from agentbox.tui.audit_screen import FOLLOW_GROUP
 from agentbox.tui.dashboard import DashboardScreen
 from agentbox.tui.dialogs import ErrorScreen
-from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen
+from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen, NetworkModeScreen
 
 from .conftest import TuiWorld, screen_text, settle, until
 from .test_actions import status
@@ -22,14 +22,28 @@ def mode(world: TuiWorld, name: str = "demo") -> NetworkMode:
     return world.services.network.policy(name=name).mode
 
 
-def test_w_cycles_the_network_off_allowlist_open_and_back_to_off(world: TuiWorld) -> None:
+def applied_modes(world: TuiWorld, name: str = "demo") -> list[str]:
+    """Every mode the workspace's proxy was given, in order."""
+    return [policy.mode.value for workspace, policy in world.egress.applied if workspace == name]
+
+
+def test_w_picks_the_network_mode_directly(world: TuiWorld) -> None:
     world.make("demo")
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         assert re.search(r"demo +● running +tiny +⊘ off", screen_text(pilot))
+        before = len(applied_modes(world))
         await pilot.press("w")
         await settle(pilot)
+        picker = pilot.app.screen
+        assert isinstance(picker, NetworkModeScreen)
+        text = screen_text(pilot)
+        assert "Network of demo" in text and "now ⊘ off: no network at all" in text
+        assert "Off (1)" in text and "Allowlist (2)" in text and "Open (3)" in text
+        await pilot.press("2")
+        await settle(pilot)
         assert mode(world) is NetworkMode.ALLOWLIST
+        assert applied_modes(world)[before:] == ["allowlist"]
         assert status(pilot) == "demo: network allowlist (applies now, for the next connection)"
         text = screen_text(pilot)
         assert re.search(r"demo +● running +tiny +☰ allowlist", text)  # the table: a mark and the word
@@ -40,14 +54,42 @@ def test_w_cycles_the_network_off_allowlist_open_and_back_to_off(world: TuiWorld
                                                                                        "allowlist", True)
         await pilot.click("#do-network")  # the button does what the key does
         await settle(pilot)
+        await pilot.click("#mode-open")  # and so do the picker's buttons
+        await settle(pilot)
         assert mode(world) is NetworkMode.OPEN
         assert "◉ open: any public address" in screen_text(pilot)
         await pilot.press("w")
         await settle(pilot)
+        await pilot.press("escape")  # cancelled: nothing changes
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, DashboardScreen)
+        assert mode(world) is NetworkMode.OPEN
+        await pilot.press("w", "1")
+        await settle(pilot)
         assert mode(world) is NetworkMode.OFF
         assert "reaches now: none: network mode is off" in screen_text(pilot)
+        assert applied_modes(world)[before:] == ["allowlist", "open", "off"]
 
     world.run(scenario, size=(80, 24))  # narrow: the details span the screen, no line wraps
+
+
+def test_turning_an_allowlisted_workspace_off_never_passes_through_open(world: TuiWorld) -> None:
+    world.make("demo")
+    world.services.network.set_mode(name="demo", mode="allowlist")
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        before = len(applied_modes(world))
+        await pilot.press("w")
+        await settle(pilot)
+        assert "now ☰ allowlist" in screen_text(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        assert mode(world) is NetworkMode.OFF
+        assert applied_modes(world)[before:] == ["off"]  # once, and the proxy never saw open
+        assert [r["details"]["mode"] for r in world.audit("demo") if r["event"] == "network.policy"][-1:] == ["off"]
+        assert "open" not in [r["details"]["mode"] for r in world.audit("demo") if r["event"] == "network.policy"]
+
+    world.run(scenario)
 
 
 def test_switching_a_stopped_workspace_applies_when_it_next_runs(world: TuiWorld) -> None:
@@ -55,7 +97,7 @@ def test_switching_a_stopped_workspace_applies_when_it_next_runs(world: TuiWorld
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         assert "reaches now: none: the workspace is not running" in screen_text(pilot)
-        await pilot.press("w")
+        await pilot.press("w", "2")
         await settle(pilot)
         assert mode(world, "idle") is NetworkMode.ALLOWLIST
         assert status(pilot) == "idle: network allowlist (applies when the workspace next runs)"
@@ -69,7 +111,7 @@ def test_a_switch_the_service_refuses_shows_its_message_and_hint(world: TuiWorld
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         assert "? unknown" in screen_text(pilot)  # the table and details say they cannot tell
-        await pilot.press("w")
+        await pilot.press("w", "2")
         await settle(pilot)
         assert isinstance(pilot.app.screen, ErrorScreen)
         text = screen_text(pilot)
