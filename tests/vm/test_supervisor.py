@@ -81,7 +81,9 @@ def test_a_killed_helper_cuts_egress_at_once_and_is_back_without_any_command(
     runner.join(timeout=40)
     assert not runner.is_alive(), f"the download must be cut when the {helper} dies"
     code, out = download["result"]  # type: ignore[misc]
-    assert code not in (0, 28) and "line 0" in out and "line 299" not in out, (code, out[-300:])
+    # The server delimits the body by closing (HTTP/1.0), so curl may call a cut body complete:
+    # what counts is that it stopped short, long before the minute it would take.
+    assert code != 28 and "line 0" in out and "line 299" not in out, (code, out[-300:])
     took = until(lambda: getattr(supervisor_files(vm_env, name).read_state(), helper, None) not in (
         None, getattr(before, helper)) and vm_env.services().network.show(name=name).forward_connected,
                  what=f"the supervisor restarts the {helper}")
