@@ -12,7 +12,6 @@ from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.receipt_commands import add_receipt_parsers
-from agentbox.cli.supervise_command import add_supervise_parser
 from agentbox.cli.share_commands import add_share_parsers
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
@@ -115,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     template_show.set_defaults(handler=commands.template_show)
     add_audit_parser(sub)
     add_receipt_parsers(sub)
-    add_supervise_parser(sub)
     add_completion_parser(sub, parser)
     return parser
 

@@ -136,7 +136,7 @@ class SupervisedEgress:
         env = dict(os.environ)
         if self._paths.root is not None:
             env[ROOT_ENV] = str(self._paths.root)
-        spawn_detached(argv=python_module_argv(SUPERVISOR_MODULE, "supervise", name), log_file=sup.log, env=env)
+        spawn_detached(argv=python_module_argv(SUPERVISOR_MODULE, name), log_file=sup.log, env=env)
 
 
 def _tail(*logs: Path) -> str:

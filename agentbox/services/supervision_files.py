@@ -17,7 +17,7 @@ from agentbox.config.atomic_file import write_atomically
 from agentbox.host.locks import holder
 from agentbox.host.process_identity import ProcessIdentity, current_identity, is_alive
 
-SUPERVISOR_MODULE = "agentbox"  # `python -m agentbox supervise NAME`
+SUPERVISOR_MODULE = "agentbox.cli.supervise_command"  # `python -m ... NAME`
 LOCK_FILE = "supervisor.lock"
 STATE_FILE = "supervisor.json"
 HOLD_FILE = "hold.json"

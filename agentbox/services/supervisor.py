@@ -1,4 +1,4 @@
-"""One supervisor per running workspace: `agentbox supervise NAME`, started with the VM
+"""One supervisor per running workspace: `python -m agentbox.cli.supervise_command NAME`, started with the VM
 (by create, start, reset: whoever brings the VM up calls `ensure_running`) and ending with it.
 
 It owns what lives beside the VM: the egress proxy and the SSH forward (its children,

@@ -185,7 +185,8 @@ def test_the_outbox_is_listed_exported_and_cleared(world: TuiWorld) -> None:
         assert (dest / "report.md").read_text() == "all done\n"
         assert (dest / "data" / "table.csv").read_text() == "a,b\n1,2\n"
         assert not (dest / "sneaky").exists()
-        assert status(pilot) == f"exported 2 file(s), 17 bytes, to {dest}; 1 skipped (only new regular files are exported)"
+        assert status(pilot) == (f"exported 2 file(s), 17 bytes, to {dest}; 1 skipped"
+                                 " (only new regular files are exported)")
         assert world.audit("demo")[-1]["event"] == "outbox.exported"
 
         await pilot.press("c")
