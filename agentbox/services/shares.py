@@ -109,10 +109,15 @@ class ShareService:
                                           details={**asdict(share), "live": share.mechanism.live})
         return share
 
+    def check_source(self, *, source: str) -> Path:
+        """The folder `source` resolved, or InvalidInput saying why it may not be shared."""
+        ctx = self._ctx
+        return validate_share_source(source=source, home=Path.home(),
+                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+
     def _new_share(self, *, record: WorkspaceRecord, source: str, tag: str | None, mechanism: str | None) -> Share:
         ctx = self._ctx
-        path = validate_share_source(source=source, home=Path.home(),
-                                     own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+        path = self.check_source(source=source)
         tag = validate_tag(tag or default_tag(path))
         if any(s.tag == tag for s in self._load(record.name)):
             raise InvalidInput(f"workspace {record.name!r} already has a share {tag!r}",

@@ -142,13 +142,13 @@ class ApprovalDesk:
         self._report(outcome.summary(), "information" if ok else "warning")
 
     def _show_next(self) -> None:
-        now = self._services.ctx.clock()
+        now = self._services.clock()
         while self._prompt is None and self._queue:
             held = self._queue.popleft()
             if held.remaining_s(now=now) <= 0:  # it waited behind another prompt for too long
                 self._expired(held)
                 continue
-            self._prompt = ApprovalScreen(held=held, clock=self._services.ctx.clock, waiting=len(self._queue))
+            self._prompt = ApprovalScreen(held=held, clock=self._services.clock, waiting=len(self._queue))
             self._screen.app.push_screen(self._prompt, partial(self._answered, held))
 
     def _answered(self, held: HeldRequest, verdict: ApprovalVerdict | None) -> None:

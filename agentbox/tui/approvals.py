@@ -130,7 +130,7 @@ class ApprovalWatch:
         while not self._cancel.cancelled:
             request = stream.next_request(timeout=self._poll_s)
             if request is not None:
-                self._on_request(held_request(workspace=self.name, request=request, now=self._services.ctx.clock()))
+                self._on_request(held_request(workspace=self.name, request=request, now=self._services.clock()))
             self._deliver(stream)
 
     def _deliver(self, stream: ApprovalStream | None) -> None:
@@ -156,7 +156,7 @@ class ApprovalWatch:
         if error:
             details["error"] = error
         try:
-            self._services.ctx.audit(name=self.name).append(event=AUDIT_EVENT, details=details)
+            self._services.audit.append(name=self.name, event=AUDIT_EVENT, details=details)
         except AgentboxError as exc:
             error = error or f"not recorded in the audit log: {exc.message}"
         self._on_outcome(ApprovalOutcome(held=held, verdict=verdict, applied=applied, error=error))

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 from agentbox.bootstrap import Services
-from agentbox.services.doctor import CheckStatus, DoctorReport, run_doctor
+from agentbox.services.doctor import CheckStatus, DoctorReport
 from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import DoctorDone
 from agentbox.tui.operations import ErrorInfo, error_info
@@ -67,7 +67,7 @@ class DoctorScreen(DismissOnTop, Screen[bool]):
     @work(thread=True, exit_on_error=False)
     def _check(self, services: Services) -> None:
         try:
-            self.post_message(DoctorDone(run_doctor(ctx=services.ctx)))
+            self.post_message(DoctorDone(services.doctor.run()))
         except Exception as exc:  # noqa: BLE001 - shown on the screen
             self.post_message(DoctorDone(None, error=error_info(title="doctor", exc=exc)))
 

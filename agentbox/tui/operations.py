@@ -15,7 +15,7 @@ from pathlib import Path
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, Cancelled
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
-from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.create import CreateRequest
 from agentbox.services.network import PolicyUpdate
 from agentbox.services.shares import GUEST_SHARES
 from agentbox.services.snapshots import RestoreOutcome, RestorePath
@@ -77,7 +77,7 @@ def create(*, services: Services, request: CreateRequest, allow: Sequence[str] =
     """Create, then put `allow` (entries the wizard already checked) on the new allowlist."""
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         started = time.monotonic()
-        create_workspace(ctx=services.ctx, request=request, on_progress=on_progress, cancel=cancel)
+        services.create.create(request=request, on_progress=on_progress, cancel=cancel)
         for entry in allow:
             on_progress(Progress(step="allowlist", detail=f"allowing {entry}"))
             services.network.allow(name=request.name, entry=entry)

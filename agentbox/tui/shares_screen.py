@@ -16,7 +16,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sel
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError
 from agentbox.model.shares import MechanismChoice
-from agentbox.services.share_paths import default_tag, validate_share_source, validate_tag
+from agentbox.services.share_paths import default_tag, validate_tag
 from agentbox.tui import operations
 from agentbox.tui.dialogs import ConfirmScreen, GoesBack
 from agentbox.tui.messages import MechanismsLoaded, SharesLoaded
@@ -37,9 +37,7 @@ class ShareChoice:
 
 def check_share_folder(*, services: Services, source: str) -> Path:
     """The service's own check of a folder (InvalidInput says why it may not be shared)."""
-    ctx = services.ctx
-    return validate_share_source(source=source, home=Path.home(),
-                                 own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+    return services.shares.check_source(source=source)
 
 
 def mechanism_about(choice: MechanismChoice) -> str:

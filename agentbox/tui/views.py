@@ -99,7 +99,7 @@ def load_dashboard(*, services: Services, selected: str | None) -> DashboardData
     """All rows, plus the details of `selected` (or of the first workspace)."""
     workspaces = services.workspaces.list()
     templates = _templates(services)
-    now = services.ctx.clock()
+    now = services.clock()
     rows = tuple(_row(services=services, workspace=w, templates=templates, now=now) for w in workspaces)
     names = [w.name for w in workspaces]
     chosen = selected if selected in names else (names[0] if names else None)
@@ -110,7 +110,7 @@ def load_dashboard(*, services: Services, selected: str | None) -> DashboardData
 
 def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetails:
     name = workspace.name
-    record = _quietly(lambda: services.ctx.records.load(name=name), None)
+    record = _quietly(lambda: services.workspaces.record(name=name), None)
     if record is None:
         clean = "unknown"
     elif record.clean_snapshot:
@@ -143,7 +143,7 @@ def load_details(*, services: Services, workspace: Workspace) -> WorkspaceDetail
 
 
 def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS) -> tuple[AuditRecord, ...]:
-    path = services.ctx.paths.audit_log(name)
+    path = services.audit.log_path(name=name)
     if not path.exists():
         return ()
     return tuple(_quietly(lambda: deque((r for r in read_records(path=path) if r.event not in OWN_ROWS),
@@ -248,7 +248,7 @@ def short_date(iso: str) -> str:
 
 def _row(*, services: Services, workspace: Workspace, templates: Mapping[str, Template],
          now: datetime) -> WorkspaceRow:
-    record = _quietly(lambda: services.ctx.records.load(name=workspace.name), None)
+    record = _quietly(lambda: services.workspaces.record(name=workspace.name), None)
     # The workspace's own policy (what its proxy enforces); else what its template starts with.
     policy = _quietly(lambda: services.network.policy(name=workspace.name), None)
     template = templates.get(workspace.template)
