@@ -22,6 +22,7 @@ from textual.widgets import Button, Label, ProgressBar, Static
 from agentbox.bootstrap import Services
 from agentbox.egress.approvals import ApprovalVerdict
 from agentbox.tui.approvals import APPROVAL_WAIT_S, ApprovalOutcome, ApprovalWatch, HeldRequest
+from agentbox.tui.crash import UnexpectedError
 from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import ApprovalAnswered, ApprovalRequested
 
@@ -122,7 +123,9 @@ class ApprovalDesk:
         for name in sorted(wanted - set(self._watches)):
             watch = ApprovalWatch(services=self._services, name=name,
                                   on_request=lambda held: self._screen.post_message(ApprovalRequested(held)),
-                                  on_outcome=lambda outcome: self._screen.post_message(ApprovalAnswered(outcome)))
+                                  on_outcome=lambda outcome: self._screen.post_message(ApprovalAnswered(outcome)),
+                                  on_crash=lambda exc, name=name: self._screen.app.post_message(
+                                      UnexpectedError(exc, where=f"the approval watch of {name}")))
             self._watches[name] = watch
             watch.start()
 

@@ -45,7 +45,7 @@ class AuditScreen(Screen[None]):
     def on_unmount(self) -> None:
         self._cancel.cancel()  # ends the follower thread within one poll
 
-    @work(thread=True, group=FOLLOW_GROUP, exit_on_error=False)
+    @work(thread=True, group=FOLLOW_GROUP)
     def _follow(self, services: Services, cancel: CancelToken) -> None:
         batch: list[AuditRecord] = []
 

@@ -64,7 +64,7 @@ def perform(*, operation: Operation, on_progress: ProgressCallback, cancel: Canc
     except Cancelled:
         return OperationResult(workspace=operation.workspace, cancelled=True,
                                summary=f"{operation.title}: cancelled")
-    except Exception as exc:  # noqa: BLE001 - the boundary: shown as a message, never a traceback
+    except AgentboxError as exc:  # anything else is a bug: the app's boundary logs it
         return OperationResult(workspace=operation.workspace,
                                error=error_info(title=f"{operation.title} failed", exc=exc))
     return OperationResult(workspace=operation.workspace, summary=summary)

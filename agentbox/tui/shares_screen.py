@@ -78,11 +78,11 @@ class AddShareScreen(ModalScreen[ShareChoice | None]):
         self.query_one("#share-folder-tree").focus()
         self._load(self._services)
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True)
     def _load(self, services: Services) -> None:
         try:
             self.post_message(MechanismsLoaded(services.shares.mechanisms()))
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog
+        except AgentboxError as exc:  # shown in the dialog
             self.post_message(MechanismsLoaded((), error=error_info(title="share mechanisms", exc=exc)))
 
     def on_mechanisms_loaded(self, message: MechanismsLoaded) -> None:
@@ -189,11 +189,11 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
     def action_reload(self) -> None:
         self._load(self._services)
 
-    @work(thread=True, exclusive=True, group="shares", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="shares")
     def _load(self, services: Services) -> None:
         try:
             self.post_message(SharesLoaded(services.shares.list(name=self.workspace)))
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(SharesLoaded(None, error=error_info(title="shares", exc=exc)))
 
     def on_shares_loaded(self, message: SharesLoaded) -> None:

@@ -103,11 +103,11 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         self.query_one("#folders").display = False
         self._load_templates(self._services)
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True)
     def _load_templates(self, services: Services) -> None:
         try:
             self.post_message(TemplatesLoaded(services.images.templates()))
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog
+        except AgentboxError as exc:  # shown in the dialog
             self.post_message(TemplatesLoaded((), error=error_info(title="templates", exc=exc)))
 
     def on_templates_loaded(self, message: TemplatesLoaded) -> None:
