@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from agentbox.backends.libvirt.backend import LibvirtBackend
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import load_settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
+from agentbox.services.audit import AuditService
 from agentbox.services.context import ServiceContext
+from agentbox.services.crash_log import CrashLog
+from agentbox.services.create import CreateService
+from agentbox.services.doctor import DoctorService
 from agentbox.services.egress_runner import SupervisedEgress
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox import OutboxService
+from agentbox.services.receipts import ReceiptStore
 from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
 from agentbox.services.snapshots import SnapshotService
@@ -25,8 +32,10 @@ from agentbox.services.workspaces import WorkspaceService
 
 @dataclass(frozen=True)
 class Services:
-    ctx: ServiceContext
+    """Everything the CLI and the TUI call; they never see the ServiceContext behind it."""
+
     workspaces: WorkspaceService
+    create: CreateService
     images: ImageService
     snapshots: SnapshotService
     sessions: SessionService
@@ -34,6 +43,20 @@ class Services:
     shares: ShareService
     outbox: OutboxService
     supervisor: WorkspaceSupervisor
+    doctor: DoctorService
+    audit: AuditService
+    receipts: ReceiptStore
+    crash_log: CrashLog
+    clock: Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class History:
+    """What reads the data dir alone (audit logs, receipts): it works with broken settings or
+    no hypervisor, and after the workspace is gone."""
+
+    audit: AuditService
+    receipts: ReceiptStore
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -61,6 +84,14 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     snapshots = SnapshotService(ctx=ctx, end_session=lambda *args: sessions.reset_in_session(*args))
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots)
     supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline)
-    return Services(ctx=ctx, workspaces=workspaces, images=ImageService(ctx=ctx), snapshots=snapshots,
-                    sessions=sessions, network=NetworkService(ctx=ctx), shares=ShareService(ctx=ctx),
-                    outbox=OutboxService(ctx=ctx), supervisor=supervisor)
+    return Services(workspaces=workspaces, create=CreateService(ctx=ctx), images=ImageService(ctx=ctx),
+                    snapshots=snapshots, sessions=sessions, network=NetworkService(ctx=ctx),
+                    shares=ShareService(ctx=ctx), outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
+                    audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
+                    crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
+                    supervisor=supervisor)
+
+
+def build_history(*, paths: AppPaths | None = None) -> History:
+    paths = paths or AppPaths.default()
+    return History(audit=AuditService(paths=paths), receipts=ReceiptStore(paths=paths))

@@ -12,12 +12,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agentbox.audit import AuditRecord, VerifyResult, follow_records, read_records, utc_now, verify_chain
+from agentbox import bootstrap
+from agentbox.audit import AuditRecord, VerifyResult, utc_now
 from agentbox.cli.output import print_json
-from agentbox.config.paths import AppPaths
 from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
-from agentbox.services.audit import find_audit_log
 
 FOLLOW_POLL_S = 0.5
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -51,26 +50,27 @@ def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def audit_command(args: argparse.Namespace) -> int:
     action, name = _action_and_name(args.words)
-    path = find_audit_log(paths=AppPaths.default(), name=name)
+    audit = bootstrap.build_history().audit
+    audit.find(name=name)  # NotFound before anything else is said
     if action == "verify":
         if args.follow or args.since:
             raise InvalidInput("--follow and --since apply to showing a log, not to verify",
                                hint=f"agentbox audit verify {name}")
-        return _verify(name=name, result=verify_chain(path=path), as_json=args.json)
+        return _verify(name=name, result=audit.verify(name=name), as_json=args.json)
     since = parse_since(text=args.since, now=utc_now()) if args.since else None
     if args.follow:
-        for record in follow_records(path=path, since=since, cancel=CancelToken(), poll_s=FOLLOW_POLL_S):
+        for record in audit.follow(name=name, since=since, cancel=CancelToken(), poll_s=FOLLOW_POLL_S):
             _print_record(record, as_json=args.json)
             sys.stdout.flush()
         return 0
     shown = 0
-    for record in read_records(path=path, since=since):
+    for record in audit.records(name=name, since=since):
         _print_record(record, as_json=args.json)
         shown += 1
     if not args.json:
         if not shown:
             print("no audit records" + (f" since {args.since}" if since else ""))
-        result = verify_chain(path=path)
+        result = audit.verify(name=name)
         if result.first_break is not None:  # showing a log must not make a broken one look fine
             sys.stderr.write(f"warning: this log does not verify ({result.first_break.detail}); "
                              f"agentbox audit verify {name}\n")

@@ -16,8 +16,8 @@ from agentbox.cli.progress import ProgressPrinter
 from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
 from agentbox.model.template import BuildRecipe
-from agentbox.services.create import CreateRequest, create_workspace
-from agentbox.services.doctor import CheckStatus, run_doctor
+from agentbox.services.create import CreateRequest
+from agentbox.services.doctor import CheckStatus
 
 
 def _services() -> bootstrap.Services:
@@ -26,8 +26,7 @@ def _services() -> bootstrap.Services:
 
 def create(args: argparse.Namespace) -> int:
     services = _services()
-    record = create_workspace(
-        ctx=services.ctx,
+    record = services.create.create(
         request=CreateRequest(name=args.name, template=args.template, vcpus=args.cpus,
                               memory_mib=args.memory, disk_gib=args.disk, network=args.network,
                               shares=tuple(args.share), allow_system_folder=args.allow_system_folder),
@@ -119,8 +118,7 @@ def ssh_config(args: argparse.Namespace) -> int:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    services = _services()
-    report = run_doctor(ctx=services.ctx)
+    report = _services().doctor.run()
     if args.json:
         print_json({"ok": report.ok, "checks": [asdict(c) for c in report.checks]})
     else:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from agentbox import __version__
@@ -18,6 +20,29 @@ from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
 from agentbox.services.share_paths import ALLOW_SYSTEM_OPTION
 
+OS_ERROR_EXIT = 15  # the host refused a file operation (permissions, a full disk, ...)
+UNEXPECTED_EXIT = 70  # a bug in agentbox, under --debug (sysexits' EX_SOFTWARE)
+EXIT_CODES = f"""\
+exit codes:
+  0    success          1    failed (a check or a command said no)
+  2    invalid input    3    bad settings or template file    4    not found
+  5    already exists   6    busy (another agentbox operation holds the workspace)
+  7    image error      8    libvirt unreachable              9    libvirt refused
+  10   permission       11   guest did not come up            12   guest host key mismatch
+  13   a tool failed    14   egress proxy error
+  {OS_ERROR_EXIT}   the host refused a file operation (permissions, disk full, ...)
+  {UNEXPECTED_EXIT}   a bug in agentbox, under --debug (without it Python prints the traceback, exit 1)
+  130  cancelled or interrupted
+agentbox exec and agentbox run exit with the command's own exit code."""
+_OS_HINTS = {
+    errno.EACCES: "check the owner and permissions of {where} (agentbox runs as you, not as root)",
+    errno.EPERM: "check the owner and permissions of {where} (agentbox runs as you, not as root)",
+    errno.ENOSPC: "free some space on the file system of {where}",
+    errno.EDQUOT: "free some space: your disk quota is used up",
+    errno.EROFS: "{where} is on a read-only file system",
+    errno.ENOTDIR: "a part of {where} is a file where agentbox expects a folder: move it away",
+}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -28,8 +53,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="agentbox", description="Disposable local VMs as safe workspaces for AI agents.")
+    parser = _Parser(prog="agentbox", description="Disposable local VMs as safe workspaces for AI agents.",
+                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"agentbox {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the traceback and everything that led to it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("tui", help="open the full-screen interface (also: agentbox with no command)"
                    ).set_defaults(handler=None, tui=True)
@@ -132,15 +160,48 @@ def main(argv: Sequence[str] | None = None, *, open_tui: Callable[[], int] | Non
         return int(args.handler(args))
     except Cancelled as exc:
         sys.stderr.write(f"\ncancelled: {exc.message}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
+        return _debug(exc, args, exc.exit_code)
+    except KeyboardInterrupt as exc:
         sys.stderr.write("\ninterrupted\n")
-        return 130
+        return _debug(exc, args, 130)
     except AgentboxError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
-        return exc.exit_code
+        return _debug(exc, args, exc.exit_code)
+    except OSError as exc:  # a file operation no service expected to fail
+        message, hint = describe_os_error(exc)
+        sys.stderr.write(f"error: {message}\nhint: {hint}\n")
+        return _debug(exc, args, OS_ERROR_EXIT)
+    except Exception as exc:
+        if not args.debug:
+            raise  # a bug: Python's own traceback is what a report needs
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc}\n")
+        return _debug(exc, args, UNEXPECTED_EXIT)
+
+
+def describe_os_error(exc: OSError) -> tuple[str, str]:
+    """One line naming the path and the system's reason, and what to do about it."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    message = f"{' -> '.join(paths)}: {reason}" if paths else reason
+    where = paths[0] if paths else "agentbox's data dir"
+    hint = _OS_HINTS.get(exc.errno or 0, "agentbox --debug ... shows where it happened").format(where=where)
+    return message, hint
+
+
+def _debug(exc: BaseException, args: argparse.Namespace, code: int) -> int:
+    """With --debug: the traceback of `exc` and every exception behind it, even those a
+    service replaced by a clearer error (`raise ... from None`)."""
+    if getattr(args, "debug", False):
+        link: BaseException | None = exc
+        seen: set[int] = set()
+        while link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.__suppress_context__ = False
+            link = link.__cause__ or link.__context__
+        sys.stderr.write("".join(traceback.format_exception(exc)))
+    return code
 
 
 def _tui(open_tui: Callable[[], int] | None) -> int:

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
+from agentbox import bootstrap
 from agentbox.cli.output import print_json
-from agentbox.config.paths import AppPaths
 from agentbox.model.receipt import GuestStatus, Integrity, Receipt
 from agentbox.model.redaction import REDACTED
-from agentbox.services.receipts import ReceiptStore
 
 SESSION_END_FILES = 30  # guest paths printed when a session ends; `agentbox receipt` shows all
 _INTEGRITY = {
@@ -41,7 +40,7 @@ def add_receipt_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def list_receipts(args: argparse.Namespace) -> int:
-    summaries = ReceiptStore(paths=AppPaths.default()).list(name=args.name)
+    summaries = bootstrap.build_history().receipts.list(name=args.name)
     if args.json:
         print_json([asdict(s) for s in summaries])
         return 0
@@ -58,7 +57,7 @@ def list_receipts(args: argparse.Namespace) -> int:
 
 
 def show_receipt(args: argparse.Namespace) -> int:
-    stored = ReceiptStore(paths=AppPaths.default()).get(name=args.name, receipt_id=args.id)
+    stored = bootstrap.build_history().receipts.get(name=args.name, receipt_id=args.id)
     if args.json:
         print_json(asdict(stored))
     else:

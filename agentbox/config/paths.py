@@ -74,6 +74,11 @@ class AppPaths:
         return self.audit_dir / f"{name}.jsonl"
 
     @property
+    def error_log(self) -> Path:
+        # Tracebacks of errors nobody expected (the TUI cannot print them).
+        return self.cache_dir / "errors.log"
+
+    @property
     def receipts_dir(self) -> Path:
         # Beside the audit logs, for the same reason: receipts outlive reset and destroy.
         return self.data_dir / "receipts"

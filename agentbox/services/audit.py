@@ -1,12 +1,17 @@
-"""Finding a workspace's audit log (the chain itself lives in agentbox.audit)."""
+"""Reading and appending a workspace's audit log (the chain itself lives in agentbox.audit)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from agentbox.audit import AuditLog, AuditRecord, VerifyResult, follow_records, read_records, utc_now, verify_chain
 from agentbox.config.paths import AppPaths
 from agentbox.errors import NotFound
 from agentbox.model.names import validate_workspace_name
+from agentbox.model.progress import CancelToken
 
 
 def find_audit_log(*, paths: AppPaths, name: str) -> Path:
@@ -18,3 +23,35 @@ def find_audit_log(*, paths: AppPaths, name: str) -> Path:
                        hint="agentbox list shows your workspaces; a log starts when a workspace is created "
                             "and is kept after destroy unless --purge was given")
     return path
+
+
+class AuditService:
+    """The audit logs by workspace name; needs the data dir alone (no settings, no hypervisor)."""
+
+    def __init__(self, *, paths: AppPaths, clock: Callable[[], datetime] = utc_now) -> None:
+        self._paths = paths
+        self._clock = clock
+
+    def log_path(self, *, name: str) -> Path:
+        """Where the log is or will be (it may not exist yet)."""
+        return self._paths.audit_log(name)
+
+    def find(self, *, name: str) -> Path:
+        """The existing log of `name`; NotFound (with a hint) when there is none."""
+        return find_audit_log(paths=self._paths, name=name)
+
+    def records(self, *, name: str, since: datetime | None = None) -> Iterator[AuditRecord]:
+        return read_records(path=self.find(name=name), since=since)
+
+    def follow(self, *, name: str, cancel: CancelToken, since: datetime | None = None, poll_s: float = 0.5,
+               stop: Callable[[], bool] | None = None) -> Iterator[AuditRecord]:
+        """The records so far, then new ones as they come; waits for a log that is not there yet."""
+        validate_workspace_name(name)
+        return follow_records(path=self._paths.audit_log(name), cancel=cancel, since=since, poll_s=poll_s,
+                              stop=stop)
+
+    def verify(self, *, name: str) -> VerifyResult:
+        return verify_chain(path=self.find(name=name))
+
+    def append(self, *, name: str, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
+        return AuditLog(path=self._paths.audit_log(name), clock=self._clock).append(event=event, details=details)

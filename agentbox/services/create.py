@@ -105,6 +105,25 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
             raise
 
 
+class CreateService:
+    """Creating workspaces, as the CLI and the TUI's wizard ask for it."""
+
+    def __init__(self, *, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def default_template(self) -> str:
+        return self._ctx.settings.default_template
+
+    def resources(self, *, template: Template, request: CreateRequest) -> Resources:
+        """What `request` would get from `template`; InvalidInput past the limits create enforces."""
+        return resolve_resources(template=template, request=request)
+
+    def create(self, *, request: CreateRequest, on_progress: ProgressCallback,
+               cancel: CancelToken) -> WorkspaceRecord:
+        return create_workspace(ctx=self._ctx, request=request, on_progress=on_progress, cancel=cancel)
+
+
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
            policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
            report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:

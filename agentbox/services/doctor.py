@@ -53,6 +53,16 @@ def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
     ))
 
 
+class DoctorService:
+    """What `agentbox doctor` and the TUI's doctor screen run."""
+
+    def __init__(self, *, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    def run(self) -> DoctorReport:
+        return run_doctor(ctx=self._ctx)
+
+
 def _libvirt(ctx: ServiceContext) -> Check:
     uri = ctx.settings.libvirt_uri
     try:

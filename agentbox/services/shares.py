@@ -113,18 +113,22 @@ class ShareService:
                                           details={**asdict(share), "live": share.mechanism.live})
         return share
 
-    def _new_share(self, *, record: WorkspaceRecord, source: str, tag: str | None, mechanism: str | None,
-                   allow_system_folder: bool) -> Share:
+    def check_source(self, *, source: str, allow_system_folder: bool = False) -> Path:
+        """The folder `source` resolved, or InvalidInput saying why it may not be shared."""
         ctx = self._ctx
-        path = validate_share_source(source=source, home=Path.home(),
+        return validate_share_source(source=source, home=Path.home(),
                                      own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir),
                                      allow_system_folder=allow_system_folder)
+
+    def _new_share(self, *, record: WorkspaceRecord, source: str, tag: str | None, mechanism: str | None,
+                   allow_system_folder: bool) -> Share:
+        path = self.check_source(source=source, allow_system_folder=allow_system_folder)
         tag = validate_tag(tag or default_tag(path))
         if any(s.tag == tag for s in self._load(record.name)):
             raise InvalidInput(f"workspace {record.name!r} already has a share {tag!r}",
                                hint=f"pick another --tag, or agentbox share rm {record.name} {tag}")
         return Share(tag=tag, source=str(path), mechanism=self._choose(mechanism),
-                     added=ctx.clock().isoformat(timespec="seconds"))
+                     added=self._ctx.clock().isoformat(timespec="seconds"))
 
     def remove(self, *, name: str, tag: str) -> Share:
         ctx = self._ctx

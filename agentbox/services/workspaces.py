@@ -67,6 +67,10 @@ class WorkspaceService:
             raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
         return self._describe(name=name, domain=domain)
 
+    def record(self, *, name: str) -> WorkspaceRecord | None:
+        """What agentbox keeps about `name` (clean snapshot, last reset), None if nothing."""
+        return self._ctx.records.load(name=name)
+
     def _describe(self, *, name: str, domain: DomainInfo | None) -> Workspace:
         ctx = self._ctx
         try:

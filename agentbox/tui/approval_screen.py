@@ -22,6 +22,7 @@ from textual.widgets import Button, Label, ProgressBar, Static
 from agentbox.bootstrap import Services
 from agentbox.egress.approvals import ApprovalVerdict
 from agentbox.tui.approvals import APPROVAL_WAIT_S, ApprovalOutcome, ApprovalWatch, HeldRequest
+from agentbox.tui.crash import UnexpectedError
 from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import ApprovalAnswered, ApprovalRequested
 
@@ -122,9 +123,15 @@ class ApprovalDesk:
         for name in sorted(wanted - set(self._watches)):
             watch = ApprovalWatch(services=self._services, name=name,
                                   on_request=lambda held: self._screen.post_message(ApprovalRequested(held)),
-                                  on_outcome=lambda outcome: self._screen.post_message(ApprovalAnswered(outcome)))
+                                  on_outcome=lambda outcome: self._screen.post_message(ApprovalAnswered(outcome)),
+                                  on_crash=self._crash_reporter(name))
             self._watches[name] = watch
             watch.start()
+
+    def _crash_reporter(self, name: str) -> Callable[[BaseException], object]:
+        def report(exc: BaseException) -> object:
+            return self._screen.app.post_message(UnexpectedError(exc, where=f"the approval watch of {name}"))
+        return report
 
     def stop_all(self) -> None:
         for watch in self._watches.values():
@@ -142,13 +149,13 @@ class ApprovalDesk:
         self._report(outcome.summary(), "information" if ok else "warning")
 
     def _show_next(self) -> None:
-        now = self._services.ctx.clock()
+        now = self._services.clock()
         while self._prompt is None and self._queue:
             held = self._queue.popleft()
             if held.remaining_s(now=now) <= 0:  # it waited behind another prompt for too long
                 self._expired(held)
                 continue
-            self._prompt = ApprovalScreen(held=held, clock=self._services.ctx.clock, waiting=len(self._queue))
+            self._prompt = ApprovalScreen(held=held, clock=self._services.clock, waiting=len(self._queue))
             self._screen.app.push_screen(self._prompt, partial(self._answered, held))
 
     def _answered(self, held: HeldRequest, verdict: ApprovalVerdict | None) -> None:

@@ -76,12 +76,14 @@ class ApprovalWatch:
     delivers answers queued by `answer()` (from the UI thread), reporting to `on_outcome`."""
 
     def __init__(self, *, services: Services, name: str, on_request: Callable[[HeldRequest], object],
-                 on_outcome: Callable[[ApprovalOutcome], object], poll_s: float = POLL_S,
+                 on_outcome: Callable[[ApprovalOutcome], object],
+                 on_crash: Callable[[BaseException], object] | None = None, poll_s: float = POLL_S,
                  retry_s: float = RETRY_S) -> None:
         self.name = name
         self._services = services
         self._on_request = on_request
         self._on_outcome = on_outcome
+        self._on_crash = on_crash
         self._poll_s = poll_s
         self._retry_s = retry_s
         self._cancel = CancelToken()
@@ -95,7 +97,7 @@ class ApprovalWatch:
         """Run on a thread of its own, not a pooled worker: a watch lasts as long as its
         workspace runs, and a few of them would otherwise hold every thread of the pool that
         the dashboard's loads and all long operations wait for."""
-        threading.Thread(target=self._run_quietly, name=f"approvals of {self.name}", daemon=True).start()
+        threading.Thread(target=self._run_reporting, name=f"approvals of {self.name}", daemon=True).start()
 
     def stop(self) -> None:
         self._cancel.cancel()  # the thread ends within one poll; closing the stream denies what is left
@@ -103,11 +105,13 @@ class ApprovalWatch:
     def answer(self, held: HeldRequest, verdict: ApprovalVerdict) -> None:
         self._answers.put((held, verdict))
 
-    def _run_quietly(self) -> None:
+    def _run_reporting(self) -> None:
         try:
             self.run()
-        except Exception:  # noqa: BLE001 - nothing to print on a full screen; unanswered requests are denied
-            pass
+        except Exception as exc:  # a thread's end: the app's boundary shows it (requests left are denied)
+            if self._on_crash is None:
+                raise
+            self._on_crash(exc)
 
     def run(self) -> None:
         try:
@@ -130,7 +134,7 @@ class ApprovalWatch:
         while not self._cancel.cancelled:
             request = stream.next_request(timeout=self._poll_s)
             if request is not None:
-                self._on_request(held_request(workspace=self.name, request=request, now=self._services.ctx.clock()))
+                self._on_request(held_request(workspace=self.name, request=request, now=self._services.clock()))
             self._deliver(stream)
 
     def _deliver(self, stream: ApprovalStream | None) -> None:
@@ -156,7 +160,7 @@ class ApprovalWatch:
         if error:
             details["error"] = error
         try:
-            self._services.ctx.audit(name=self.name).append(event=AUDIT_EVENT, details=details)
+            self._services.audit.append(name=self.name, event=AUDIT_EVENT, details=details)
         except AgentboxError as exc:
             error = error or f"not recorded in the audit log: {exc.message}"
         self._on_outcome(ApprovalOutcome(held=held, verdict=verdict, applied=applied, error=error))

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from agentbox.audit import AuditRecord, follow_records
+from agentbox.audit import AuditRecord
 from agentbox.bootstrap import Services
 from agentbox.model.progress import CancelToken
 from agentbox.tui.messages import AuditArrived
@@ -45,7 +45,7 @@ class AuditScreen(Screen[None]):
     def on_unmount(self) -> None:
         self._cancel.cancel()  # ends the follower thread within one poll
 
-    @work(thread=True, group=FOLLOW_GROUP, exit_on_error=False)
+    @work(thread=True, group=FOLLOW_GROUP)
     def _follow(self, services: Services, cancel: CancelToken) -> None:
         batch: list[AuditRecord] = []
 
@@ -58,8 +58,7 @@ class AuditScreen(Screen[None]):
             return False
 
         stop: Callable[[], bool] = flush
-        for record in follow_records(path=services.ctx.paths.audit_log(self.workspace), cancel=cancel,
-                                     poll_s=self._poll_s, stop=stop):
+        for record in services.audit.follow(name=self.workspace, cancel=cancel, poll_s=self._poll_s, stop=stop):
             batch.append(record)
 
     def on_audit_arrived(self, message: AuditArrived) -> None:

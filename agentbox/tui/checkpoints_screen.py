@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from agentbox.bootstrap import Services
+from agentbox.errors import AgentboxError
 from agentbox.model.names import validate_label
 from agentbox.tui import operations
 from agentbox.tui.dialogs import AskScreen, ConfirmScreen, GoesBack
@@ -54,11 +55,11 @@ class CheckpointsScreen(RunsOperations, GoesBack, Screen[None]):
     def action_reload(self) -> None:
         self._load(self._services)
 
-    @work(thread=True, exclusive=True, group="checkpoints", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="checkpoints")
     def _load(self, services: Services) -> None:
         try:
             found = services.snapshots.checkpoints(name=self.workspace)
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(CheckpointsLoaded(None, error=error_info(title="checkpoints", exc=exc)))
         else:
             self.post_message(CheckpointsLoaded(found))

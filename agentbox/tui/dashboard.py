@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from agentbox.bootstrap import Services
-from agentbox.errors import BackendUnavailable
+from agentbox.errors import AgentboxError, BackendUnavailable
 from agentbox.model.network import NetworkMode
 from agentbox.model.workspace import WorkspaceState
 from agentbox.tui import operations
@@ -116,11 +116,11 @@ class DashboardScreen(Screen[None]):
     def action_reload(self) -> None:
         self.reload()
 
-    @work(thread=True, group="refresh", exit_on_error=False)
+    @work(thread=True, group="refresh")
     def _load(self, services: Services, selected: str | None) -> None:
         try:
             data = load_dashboard(services=services, selected=selected, recent=self._recent)
-        except Exception as exc:  # noqa: BLE001 - becomes a status line or the doctor screen
+        except AgentboxError as exc:  # becomes a status line or the doctor screen
             self.post_message(LoadFailed(error_info(title="Could not list workspaces", exc=exc),
                                          unavailable=isinstance(exc, BackendUnavailable)))
         else:
@@ -341,11 +341,11 @@ class DashboardScreen(Screen[None]):
             self.notify(result.summary, severity="warning" if result.cancelled else "information")
         self.reload()
 
-    @work(thread=True, group="quick", exit_on_error=False)
+    @work(thread=True, group="quick")
     def _switch_network(self, services: Services, name: str, mode: NetworkMode) -> None:
         try:
             update = operations.set_network(services=services, name=name, mode=mode)
-        except Exception as exc:  # noqa: BLE001 - shown as a dialog
+        except AgentboxError as exc:  # shown as a dialog
             self.post_message(ActionFailed(error_info(title=f"Could not switch the network of {name}", exc=exc)))
         else:
             self.post_message(QuickActionDone(operations.describe_update(name=name, update=update)))
@@ -355,11 +355,11 @@ class DashboardScreen(Screen[None]):
         self.notify(message.summary)
         self.reload()
 
-    @work(thread=True, group="quick", exit_on_error=False)
+    @work(thread=True, group="quick")
     def _ssh_command(self, services: Services, name: str, purpose: str) -> None:
         try:
             argv = services.workspaces.ssh_command(name=name, command=[])
-        except Exception as exc:  # noqa: BLE001 - shown as a dialog
+        except AgentboxError as exc:  # shown as a dialog
             title = f"Could not open a shell in {name}" if purpose == "shell" else \
                 f"Could not copy the SSH command of {name}"
             self.post_message(ActionFailed(error_info(title=title, exc=exc)))
@@ -375,7 +375,7 @@ class DashboardScreen(Screen[None]):
             return
         try:
             code = self._terminal.hand_over(app=self.app, argv=message.argv)
-        except Exception as exc:  # noqa: BLE001 - e.g. no ssh client, or a terminal that cannot suspend
+        except (AgentboxError, OSError) as exc:  # e.g. no ssh client, or a terminal that cannot suspend
             self._show_error(error_info(title=f"Could not open a shell in {message.name}", exc=exc))
         else:
             self._status(f"shell in {message.name} closed (exit code {code})")

@@ -13,7 +13,8 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 from agentbox.bootstrap import Services
-from agentbox.services.doctor import CheckStatus, DoctorReport, run_doctor
+from agentbox.errors import AgentboxError
+from agentbox.services.doctor import CheckStatus, DoctorReport
 from agentbox.tui.dialogs import DismissOnTop
 from agentbox.tui.messages import DoctorDone
 from agentbox.tui.operations import ErrorInfo, error_info
@@ -64,11 +65,11 @@ class DoctorScreen(DismissOnTop, Screen[bool]):
     def on_mount(self) -> None:
         self._check(self._services)
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True)
     def _check(self, services: Services) -> None:
         try:
-            self.post_message(DoctorDone(run_doctor(ctx=services.ctx)))
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+            self.post_message(DoctorDone(services.doctor.run()))
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(DoctorDone(None, error=error_info(title="doctor", exc=exc)))
 
     def on_doctor_done(self, message: DoctorDone) -> None:

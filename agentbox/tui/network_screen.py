@@ -118,11 +118,11 @@ class AllowlistScreen(GoesBack, Screen[None]):
     def action_reload(self) -> None:
         self._load(self._services)
 
-    @work(thread=True, exclusive=True, group="allowlist", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="allowlist")
     def _load(self, services: Services) -> None:
         try:
             self.post_message(NetworkLoaded(services.network.show(name=self.workspace)))
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(NetworkLoaded(None, error=error_info(title="network", exc=exc)))
 
     def on_network_loaded(self, message: NetworkLoaded) -> None:
@@ -190,13 +190,13 @@ class AllowlistScreen(GoesBack, Screen[None]):
         if self._entries and table.cursor_row >= 0:
             self._change(self._services, self._entries[min(table.cursor_row, len(self._entries) - 1)], False)
 
-    @work(thread=True, group="allowlist-change", exit_on_error=False)
+    @work(thread=True, group="allowlist-change")
     def _change(self, services: Services, entry: str, allow: bool) -> None:
         verb = "allowed" if allow else "removed"
         try:
             change = services.network.allow if allow else services.network.deny
             update = change(name=self.workspace, entry=entry)
-        except Exception as exc:  # noqa: BLE001 - shown on the screen, with the service's hint
+        except AgentboxError as exc:  # shown on the screen, with the service's hint
             self.post_message(AllowlistChanged(error=error_info(title=f"{entry} not {verb}", exc=exc)))
         else:
             self.post_message(AllowlistChanged(
@@ -250,7 +250,7 @@ class NetLogScreen(GoesBack, Screen[None]):
     def on_unmount(self) -> None:
         self._cancel.cancel()  # ends the follower thread within one poll
 
-    @work(thread=True, group=FOLLOW_GROUP, exit_on_error=False)
+    @work(thread=True, group=FOLLOW_GROUP)
     def _follow(self, services: Services, cancel: CancelToken) -> None:
         try:
             # What is there already arrives in one message; then each new one as it comes.
@@ -262,7 +262,7 @@ class NetLogScreen(GoesBack, Screen[None]):
                     self.post_message(NetRecordsArrived([record]))
         except Cancelled:
             pass
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(NetRecordsArrived((), error=error_info(title="network log", exc=exc)))
 
     def on_net_records_arrived(self, message: NetRecordsArrived) -> None:

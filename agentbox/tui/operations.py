@@ -16,7 +16,7 @@ from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, Cancelled
 from agentbox.model.network import NetworkMode
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
-from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.create import CreateRequest
 from agentbox.services.network import PolicyUpdate
 from agentbox.services.shares import GUEST_SHARES
 from agentbox.services.snapshots import RestoreOutcome, RestorePath
@@ -64,7 +64,7 @@ def perform(*, operation: Operation, on_progress: ProgressCallback, cancel: Canc
     except Cancelled:
         return OperationResult(workspace=operation.workspace, cancelled=True,
                                summary=f"{operation.title}: cancelled")
-    except Exception as exc:  # noqa: BLE001 - the boundary: shown as a message, never a traceback
+    except AgentboxError as exc:  # anything else is a bug: the app's boundary logs it
         return OperationResult(workspace=operation.workspace,
                                error=error_info(title=f"{operation.title} failed", exc=exc))
     return OperationResult(workspace=operation.workspace, summary=summary)
@@ -77,7 +77,7 @@ def create(*, services: Services, request: CreateRequest, allow: Sequence[str] =
     """Create, then put `allow` (entries the wizard already checked) on the new allowlist."""
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         started = time.monotonic()
-        create_workspace(ctx=services.ctx, request=request, on_progress=on_progress, cancel=cancel)
+        services.create.create(request=request, on_progress=on_progress, cancel=cancel)
         for entry in allow:
             on_progress(Progress(step="allowlist", detail=f"allowing {entry}"))
             services.network.allow(name=request.name, entry=entry)

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 
 from agentbox.bootstrap import Services
+from agentbox.errors import AgentboxError
 from agentbox.services.shares import GUEST_OUTBOX
 from agentbox.tui import operations
 from agentbox.tui.dialogs import ConfirmScreen, GoesBack
@@ -106,11 +107,11 @@ class OutboxScreen(RunsOperations, GoesBack, Screen[None]):
     def action_reload(self) -> None:
         self._load(self._services)
 
-    @work(thread=True, exclusive=True, group="outbox", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="outbox")
     def _load(self, services: Services) -> None:
         try:
             self.post_message(OutboxLoaded(services.outbox.list(name=self.workspace)))
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(OutboxLoaded(None, error=error_info(title="outbox", exc=exc)))
 
     def on_outbox_loaded(self, message: OutboxLoaded) -> None:

@@ -42,7 +42,7 @@ class ProgressScreen(DismissOnTop, ModalScreen[OperationResult]):
     def on_mount(self) -> None:
         self._run(self._cancel)
 
-    @work(thread=True, group=OPERATION_GROUP, exit_on_error=False)
+    @work(thread=True, group=OPERATION_GROUP)
     def _run(self, cancel: CancelToken) -> None:
         result = perform(operation=self.operation, cancel=cancel,
                          on_progress=lambda p: self.post_message(OperationProgressed(p)))

@@ -16,7 +16,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sel
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError
 from agentbox.model.shares import MechanismChoice
-from agentbox.services.share_paths import default_tag, validate_share_source, validate_tag
+from agentbox.services.share_paths import default_tag, validate_tag
 from agentbox.tui import operations
 from agentbox.tui.dialogs import ConfirmScreen, GoesBack
 from agentbox.tui.messages import MechanismsLoaded, SharesLoaded
@@ -37,9 +37,7 @@ class ShareChoice:
 
 def check_share_folder(*, services: Services, source: str) -> Path:
     """The service's own check of a folder (InvalidInput says why it may not be shared)."""
-    ctx = services.ctx
-    return validate_share_source(source=source, home=Path.home(),
-                                 own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir))
+    return services.shares.check_source(source=source)
 
 
 def mechanism_about(choice: MechanismChoice) -> str:
@@ -80,11 +78,11 @@ class AddShareScreen(ModalScreen[ShareChoice | None]):
         self.query_one("#share-folder-tree").focus()
         self._load(self._services)
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True)
     def _load(self, services: Services) -> None:
         try:
             self.post_message(MechanismsLoaded(services.shares.mechanisms()))
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog
+        except AgentboxError as exc:  # shown in the dialog
             self.post_message(MechanismsLoaded((), error=error_info(title="share mechanisms", exc=exc)))
 
     def on_mechanisms_loaded(self, message: MechanismsLoaded) -> None:
@@ -191,11 +189,11 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
     def action_reload(self) -> None:
         self._load(self._services)
 
-    @work(thread=True, exclusive=True, group="shares", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="shares")
     def _load(self, services: Services) -> None:
         try:
             self.post_message(SharesLoaded(services.shares.list(name=self.workspace)))
-        except Exception as exc:  # noqa: BLE001 - shown on the screen
+        except AgentboxError as exc:  # shown on the screen
             self.post_message(SharesLoaded(None, error=error_info(title="shares", exc=exc)))
 
     def on_shares_loaded(self, message: SharesLoaded) -> None:

@@ -110,7 +110,7 @@ def load_dashboard(*, services: Services, selected: str | None,
     """All rows, plus the details of `selected` (or of the first workspace)."""
     workspaces = services.workspaces.list()
     templates = _templates(services)
-    now = services.ctx.clock()
+    now = services.clock()
     rows = tuple(_row(services=services, workspace=w, templates=templates, now=now) for w in workspaces)
     names = [w.name for w in workspaces]
     chosen = selected if selected in names else (names[0] if names else None)
@@ -121,7 +121,7 @@ def load_dashboard(*, services: Services, selected: str | None,
 
 def load_details(*, services: Services, workspace: Workspace, recent: RecentEvents | None = None) -> WorkspaceDetails:
     name = workspace.name
-    record = _quietly(lambda: services.ctx.records.load(name=name), None)
+    record = _quietly(lambda: services.workspaces.record(name=name), None)
     if record is None:
         clean = "unknown"
     elif record.clean_snapshot:
@@ -156,7 +156,7 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
 def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS,
                    recent: RecentEvents | None = None) -> tuple[AuditRecord, ...]:
     # From the end of the log, not a scan of it: a refresh costs about the same at any size.
-    path = services.ctx.paths.audit_log(name)
+    path = services.audit.log_path(name=name)
     if recent is not None and limit <= RECENT_EVENTS:
         return _quietly(lambda: recent.of(path).get()[-limit:], ())
     return _quietly(lambda: tail_records(path=path, count=limit, skip_events=OWN_ROWS), ())
@@ -257,7 +257,7 @@ def short_date(iso: str) -> str:
 
 def _row(*, services: Services, workspace: Workspace, templates: Mapping[str, Template],
          now: datetime) -> WorkspaceRow:
-    record = _quietly(lambda: services.ctx.records.load(name=workspace.name), None)
+    record = _quietly(lambda: services.workspaces.record(name=workspace.name), None)
     # The workspace's own policy (what its proxy enforces); else what its template starts with.
     policy = _quietly(lambda: services.network.policy(name=workspace.name), None)
     template = templates.get(workspace.template)

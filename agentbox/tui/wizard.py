@@ -23,7 +23,7 @@ from agentbox.errors import AgentboxError
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.network import NetworkMode, parse_allow_entry
 from agentbox.model.template import Template
-from agentbox.services.create import CreateRequest, resolve_resources
+from agentbox.services.create import CreateRequest
 from agentbox.services.share_paths import default_tag
 from agentbox.tui.messages import TemplatesLoaded
 from agentbox.tui.operations import error_info
@@ -103,11 +103,11 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         self.query_one("#folders").display = False
         self._load_templates(self._services)
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True)
     def _load_templates(self, services: Services) -> None:
         try:
             self.post_message(TemplatesLoaded(services.images.templates()))
-        except Exception as exc:  # noqa: BLE001 - shown in the dialog
+        except AgentboxError as exc:  # shown in the dialog
             self.post_message(TemplatesLoaded((), error=error_info(title="templates", exc=exc)))
 
     def on_templates_loaded(self, message: TemplatesLoaded) -> None:
@@ -118,7 +118,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         self._templates = {t.name: t for t in message.templates}
         select = self.query_one("#template", Select)
         select.set_options((t.name, t.name) for t in message.templates)
-        default = self._services.ctx.settings.default_template
+        default = self._services.create.default_template
         if default in self._templates:
             select.value = default
         elif message.templates:
@@ -266,7 +266,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         request = CreateRequest(name=name, template=template.name, vcpus=numbers[0], memory_mib=numbers[1],
                                 disk_gib=numbers[2], network=self._network(), shares=tuple(self._folders()))
         try:
-            resolve_resources(template=template, request=request)  # the service's own limits
+            self._services.create.resources(template=template, request=request)  # the service's own limits
         except AgentboxError as exc:
             self.query_one("#resources-problem", Static).update(f"✗ {exc.message}")
             return

@@ -73,7 +73,7 @@ def test_fish_offers_every_command_and_each_commands_own_options(capsys: pytest.
     assert fish_complete(script, "agentbox image ", tmp_path) == ["build", "list", "pull", "rm"]
     create_options = fish_complete(script, "agentbox create demo --", tmp_path)
     assert "--template" in create_options and "--cpus" in create_options and "--version" not in create_options
-    assert fish_complete(script, "agentbox --", tmp_path) == ["--help", "--version"]
+    assert fish_complete(script, "agentbox --", tmp_path) == ["--debug", "--help", "--version"]
     assert fish_complete(script, "agentbox completion ", tmp_path) == ["bash", "fish", "zsh"]
 
 

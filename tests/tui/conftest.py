@@ -215,6 +215,7 @@ class RecordingTerminal:
 @dataclass
 class TuiWorld:
     services: Services
+    ctx: ServiceContext  # what the services are built on, for tests that look behind them
     backend: FlakyBackend
     guest: ScriptedGuest
     terminal: RecordingTerminal
@@ -235,13 +236,13 @@ class TuiWorld:
         drive(app or self.app(), scenario, size=size, finally_=release)
 
     def make(self, name: str, *, running: bool = True) -> None:
-        create_workspace(ctx=self.services.ctx, request=CreateRequest(name=name), on_progress=ignore_progress,
+        create_workspace(ctx=self.ctx, request=CreateRequest(name=name), on_progress=ignore_progress,
                          cancel=CancelToken())
         if not running:
             self.backend.set_state(self.domain(name), DomainState.STOPPED)
 
     def domain(self, name: str) -> str:
-        return self.services.ctx.domain_name(name=name)
+        return self.ctx.domain_name(name=name)
 
     def state(self, name: str) -> DomainState | None:
         info = self.backend.get(name=self.domain(name))
@@ -251,7 +252,7 @@ class TuiWorld:
         return [record["event"] for record in self.audit(name)]
 
     def audit(self, name: str) -> list[dict[str, Any]]:
-        path = self.services.ctx.paths.audit_log(name)
+        path = self.ctx.paths.audit_log(name)
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def log_connection(self, name: str, *, host: str, port: int = 443, allowed: bool, rule: str,
@@ -262,7 +263,7 @@ class TuiWorld:
             address="" if not allowed else "151.101.0.50", port=port, method="CONNECT",
             decision=Decision(allowed, rule, "test"), outcome=Outcome(outcome if allowed else "denied"),
             bytes_up=10, bytes_down=20, duration_s=0.5)
-        with self.services.ctx.records.files(name=name).net_log.open("ab") as log:
+        with self.ctx.records.files(name=name).net_log.open("ab") as log:
             log.write(dump_line(record_to_json(record)))
 
 
@@ -315,7 +316,8 @@ def world(tmp_path: Path, base_image: tuple[Path, str], home: Path) -> Iterator[
                          fragments_dir=fragments_dir(), owner="test-owner", egress=egress, clock=clock)
     # The real wiring over the fake collaborators.
     services = build_services(ctx=ctx)
-    yield TuiWorld(services=services, backend=backend, guest=guest, terminal=RecordingTerminal(), egress=egress,
+    yield TuiWorld(services=services, ctx=ctx, backend=backend, guest=guest, terminal=RecordingTerminal(),
+                   egress=egress,
                    clock=clock, home=home)
     # A share made on this host may be a real read-only bind mount: never leave one behind.
     for mountpoint in share_host.leftover_mounts(under=settings.storage_dir, keep=()):

@@ -60,7 +60,7 @@ def test_reset_asks_first_then_reverts_and_says_how_long_it_took(world: TuiWorld
         await settle(pilot)
         assert ("revert_snapshot", world.domain("demo")) in world.backend.calls
         assert world.events("demo")[-1] == "reset"
-        record = world.services.ctx.records.load(name="demo")
+        record = world.ctx.records.load(name="demo")
         assert record is not None and record.last_reset == FIXED_NOW.isoformat(timespec="seconds")
         assert re.fullmatch(r"demo back to its clean state in \d+\.\d s, from the snapshot", status(pilot))
         assert re.search(r"demo +● running +tiny +⊘ off +just now", screen_text(pilot))
@@ -166,7 +166,7 @@ def test_copy_ssh_command_puts_it_on_the_clipboard_and_says_so(world: TuiWorld) 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         await pilot.press("c")
         await settle(pilot)
-        config = world.services.ctx.records.files(name="demo").ssh_config
+        config = world.ctx.records.files(name="demo").ssh_config
         assert pilot.app.clipboard == f"ssh -F {config} -t agentbox-demo"
         assert status(pilot) == f"copied: ssh -F {config} -t agentbox-demo"
         assert [n.title for n in pilot.app._notifications] == ["SSH command copied"]
@@ -206,7 +206,7 @@ def test_destroy_needs_the_name_typed_then_removes_everything(world: TuiWorld) -
         await pilot.press("o", "enter")
         await settle(pilot)
         assert world.state("demo") is None
-        assert world.services.ctx.records.names() == ()
+        assert world.ctx.records.names() == ()
         assert world.events("demo")[-1] == "destroyed"
         assert EMPTY_TEXT in screen_text(pilot)
         assert status(pilot) == "demo destroyed (its audit log is kept)"

@@ -106,7 +106,7 @@ def test_the_audit_log_lists_the_records_and_follows_new_ones(world: TuiWorld) -
 
 def test_the_details_show_the_recent_events_of_a_rotated_log_behind_many_decisions(world: TuiWorld) -> None:
     world.make("demo")
-    path = world.services.ctx.paths.audit_log("demo")
+    path = world.ctx.paths.audit_log("demo")
     log = AuditLog(path=path, clock=world.clock, rotate_bytes=700)  # as the proxy and the services append
 
     def busy(first: int, last: int) -> None:

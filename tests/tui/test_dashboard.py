@@ -122,7 +122,7 @@ def test_a_background_worker_keeps_it_current(world: TuiWorld) -> None:
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         assert EMPTY_TEXT in screen_text(pilot)
-        create_workspace(ctx=world.services.ctx, request=CreateRequest(name="elsewhere"),
+        create_workspace(ctx=world.ctx, request=CreateRequest(name="elsewhere"),
                          on_progress=ignore_progress, cancel=CancelToken())
         await until(pilot, lambda: "elsewhere" in screen_text(pilot), what="the new workspace is listed")
         assert EMPTY_TEXT not in screen_text(pilot)

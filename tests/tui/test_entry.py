@@ -29,8 +29,9 @@ def test_agentbox_tui_opens_the_app_on_the_configured_services(agentbox_root: Pa
     _terminal(monkeypatch, tty=True)
     assert main(["tui"]) == 0
     assert len(started) == 1
-    assert started[0].services.ctx.paths.root == agentbox_root
-    assert started[0].services.ctx.settings.libvirt_uri.startswith("test://")
+    services = started[0].services
+    assert services.audit.log_path(name="ws").is_relative_to(agentbox_root)
+    assert services.workspaces.list() == ()  # on the test driver of the settings (no libvirtd there)
 
 
 def test_agentbox_alone_in_a_terminal_opens_the_app(agentbox_root: Path, started: list[AgentboxApp],

@@ -107,7 +107,7 @@ def test_switching_a_stopped_workspace_applies_when_it_next_runs(world: TuiWorld
 
 def test_a_switch_the_service_refuses_shows_its_message_and_hint(world: TuiWorld) -> None:
     world.make("demo")
-    world.services.ctx.records.files(name="demo").policy.write_text("{not json")  # damaged behind our back
+    world.ctx.records.files(name="demo").policy.write_text("{not json")  # damaged behind our back
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         assert "? unknown" in screen_text(pilot)  # the table and details say they cannot tell

@@ -40,7 +40,7 @@ def shown(pilot, selector: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def shares_file(world: TuiWorld) -> list[dict[str, str]]:
-    return json.loads(world.services.ctx.records.files(name="demo").shares.read_text())
+    return json.loads(world.ctx.records.files(name="demo").shares.read_text())
 
 
 def test_a_folder_picked_in_the_tree_is_shared_read_only_then_removed(world: TuiWorld) -> None:
@@ -145,7 +145,7 @@ def test_a_folder_the_service_refuses_is_explained_in_the_dialog(world: TuiWorld
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(pilot.app.screen, SharesScreen)
-        assert not world.services.ctx.records.files(name="demo").shares.exists() or shares_file(world) == []
+        assert not world.ctx.records.files(name="demo").shares.exists() or shares_file(world) == []
 
     world.run(scenario)
 

@@ -76,7 +76,7 @@ def test_resources_out_of_the_services_range_are_refused_in_the_wizard(world: Tu
         await settle(pilot)
         assert pilot.app.screen is wizard
         assert "✗ --cpus 99 is out of range 1..64" in screen_text(pilot)
-        assert world.services.ctx.records.names() == ()
+        assert world.ctx.records.names() == ()
 
     world.run(scenario)
 
@@ -101,7 +101,7 @@ def test_create_shows_each_step_then_selects_the_ready_workspace(world: TuiWorld
         assert (bar.progress, bar.total) == (step - 1, total)  # the steps before this one are done
         world.guest.hold.set()
         await settle(pilot)
-        record = world.services.ctx.records.load(name="fresh")
+        record = world.ctx.records.load(name="fresh")
         assert record is not None and record.resources.vcpus == 3
         assert world.state("fresh") is DomainState.RUNNING
         assert world.events("fresh")[-1] == "created"
@@ -123,8 +123,8 @@ def test_escape_cancels_a_create_half_way_and_leaves_nothing(world: TuiWorld) ->
         await pilot.press("escape")
         await settle(pilot)
         assert world.state("doomed") is None
-        assert world.services.ctx.records.names() == ()
-        assert not list((world.services.ctx.settings.storage_dir / "workspaces").glob("*"))
+        assert world.ctx.records.names() == ()
+        assert not list((world.ctx.settings.storage_dir / "workspaces").glob("*"))
         text = screen_text(pilot)
         assert "Creating doomed: cancelled" in text
         assert "No workspaces yet" in text
@@ -138,7 +138,7 @@ def test_escape_closes_the_wizard_without_creating_anything(world: TuiWorld) -> 
         await pilot.press(*"later", "escape")
         await settle(pilot)
         assert not isinstance(pilot.app.screen, NewWorkspaceScreen)
-        assert world.services.ctx.records.names() == ()
+        assert world.ctx.records.names() == ()
         assert world.backend.calls == [("list_domains", "")] * len(world.backend.calls)  # only looked
 
     world.run(scenario)
@@ -184,14 +184,14 @@ def test_the_wizard_shares_folders_and_sets_the_network_and_allowlist(world: Tui
         assert "✗ invalid allowlist entry 'http://bad/'" in screen_text(pilot)
         await pilot.press("enter")  # not created with a bad entry
         await settle(pilot)
-        assert pilot.app.screen is wizard and world.services.ctx.records.names() == ()
+        assert pilot.app.screen is wizard and world.ctx.records.names() == ()
         allowlist.value = "pypi.org *.GitHub.com"
         await pilot.pause()
         assert "It starts with network allowlist" in screen_text(pilot)
         await pilot.click("#create")
         await settle(pilot)
 
-        assert world.services.ctx.records.names() == ("fresh",)
+        assert world.ctx.records.names() == ("fresh",)
         policy = world.services.network.policy(name="fresh")
         assert (policy.mode.value, policy.render()) == ("allowlist", ("pypi.org", "*.github.com"))
         shares = world.services.shares.list(name="fresh")

@@ -21,7 +21,8 @@ from agentbox.bootstrap import Services, build_context, build_services
 from agentbox.errors import Busy
 from agentbox.config.paths import ROOT_ENV, SYSTEM_STORAGE_DIR, AppPaths
 from agentbox.model.progress import CancelToken, Progress
-from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.context import ServiceContext
+from agentbox.services.create import CreateRequest
 
 TEST_STORAGE_ROOT = Path("/var/lib/libvirt/images/agentbox-tests")
 SHARED_IMAGE_DIR = SYSTEM_STORAGE_DIR / "images"  # the cache, keyed by recipe hash
@@ -59,12 +60,15 @@ class VmEnv:
             f"egress_hosts:\n  {EGRESS_TEST_HOST}: 127.0.0.1\n"
         )
 
+    def context(self) -> ServiceContext:
+        return build_context(paths=self.paths)
+
     def services(self) -> Services:
-        return build_services(ctx=build_context(paths=self.paths))
+        return build_services(ctx=self.context())
 
     def create(self, name: str, **kwargs: object) -> None:
-        create_workspace(ctx=self.services().ctx, request=CreateRequest(name=name, **kwargs),  # type: ignore[arg-type]
-                         on_progress=_log, cancel=CancelToken())
+        self.services().create.create(request=CreateRequest(name=name, **kwargs),  # type: ignore[arg-type]
+                                      on_progress=_log, cancel=CancelToken())
 
     def cli_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(ROOT_ENV, str(self.root))

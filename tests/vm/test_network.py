@@ -121,7 +121,7 @@ def test_the_host_and_qemus_dns_are_unreachable_directly(vm_env: VmEnv, ws: str,
 @pytest.mark.parametrize("helper", ["proxy", "forward"])
 def test_killing_a_helper_leaves_no_egress_until_agentbox_brings_it_back(
         vm_env: VmEnv, ws: str, servers: tuple[int, int], helper: str) -> None:
-    pid_file = vm_env.services().ctx.records.files(name=ws).egress_dir / f"{helper}.pid"
+    pid_file = vm_env.context().records.files(name=ws).egress_dir / f"{helper}.pid"
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     time.sleep(1)
     code, out = curl(vm_env, ws, servers[0])

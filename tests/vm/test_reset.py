@@ -112,7 +112,7 @@ def test_checkpoints_save_restore_and_delete(vm_env: VmEnv, clean_workspace: str
 
 
 def test_the_base_image_is_never_written(vm_env: VmEnv, clean_workspace: str) -> None:
-    record = vm_env.services().ctx.records.load(name=clean_workspace)
+    record = vm_env.context().records.load(name=clean_workspace)
     [image] = [i for i in vm_env.services().images.list_images() if i.image_id == record.image_id]
     digest = hashlib.sha256()
     with Path(image.disk).open("rb") as disk:

@@ -29,7 +29,7 @@ def audit(env: VmEnv, name: str) -> list[AuditRecord]:
 
 
 def supervisor_files(env: VmEnv, name: str) -> SupervisorFiles:
-    return SupervisorFiles(egress_dir=env.services().ctx.records.files(name=name).egress_dir)
+    return SupervisorFiles(egress_dir=env.context().records.files(name=name).egress_dir)
 
 
 def state(env: VmEnv, name: str) -> SupervisorState:
@@ -113,7 +113,7 @@ def test_a_vm_stopped_from_outside_takes_the_supervisor_and_its_helpers_along(
     name, _ = allowed
     before = state(vm_env, name)
     supervisor = supervisor_files(vm_env, name).supervisor()
-    domain = vm_env.services().ctx.domain_name(name=name)
+    domain = vm_env.context().domain_name(name=name)
     subprocess.run(["virsh", "-c", "qemu:///system", "destroy", domain], check=True, capture_output=True)
     until(lambda: not is_alive(supervisor) and not is_alive(before.proxy) and not is_alive(before.forward),
           what="supervisor, proxy and forward end with the VM", timeout_s=15)
@@ -135,7 +135,7 @@ def test_an_overdue_session_ends_with_a_receipt_and_a_reset_after_a_simulated_ho
     services.workspaces.start(name=name, on_progress=quiet, cancel=CancelToken())
     until(lambda: services.sessions.current(name=name) is None,
           what="the repaired supervisor ends the overdue session", timeout_s=120)
-    receipts = ReceiptStore(paths=services.ctx.paths).list(name=name)
+    receipts = ReceiptStore(paths=vm_env.paths).list(name=name)
     assert session.id in [r.id for r in receipts]
     ended = [r for r in audit(vm_env, name) if r.event == "session.ended"][-1]
     assert ended.details["reason"] == "time limit reached" and ended.details["reset"] == "snapshot"

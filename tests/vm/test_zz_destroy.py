@@ -14,9 +14,9 @@ from .conftest import VmEnv
 
 def test_destroy_leaves_no_domain_and_no_file(vm_env: VmEnv, shared_workspace: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    services = vm_env.services()
-    storage = Path(services.ctx.records.load(name=shared_workspace).storage_dir)
-    files = services.ctx.records.files(name=shared_workspace).directory
+    records = vm_env.context().records
+    storage = Path(records.load(name=shared_workspace).storage_dir)
+    files = records.files(name=shared_workspace).directory
     assert storage.exists() and files.exists()
     vm_env.cli_env(monkeypatch)
     assert main(["destroy", shared_workspace, "--yes"]) == 0
@@ -25,4 +25,4 @@ def test_destroy_leaves_no_domain_and_no_file(vm_env: VmEnv, shared_workspace: s
     assert f"{vm_env.prefix}{shared_workspace}" not in domains
     assert not storage.exists()
     assert not files.exists()
-    assert services.workspaces.list() == ()
+    assert vm_env.services().workspaces.list() == ()
