@@ -22,7 +22,7 @@ from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox import OutboxService
-from agentbox.services.receipts import ReceiptStore
+from agentbox.stores.receipts import ReceiptStore
 from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
 from agentbox.services.snapshots import SnapshotService

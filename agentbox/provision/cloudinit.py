@@ -18,8 +18,8 @@ from agentbox.config.yaml_source import YamlDoc, load_yaml_file
 from agentbox.errors import ConfigError, InvalidInput
 from agentbox.model.template import CloudInitSpec
 from agentbox.provision.keys import KeyPair
+from agentbox.model.guest import GUEST_USER
 
-GUEST_USER = "agent"
 BASE_FRAGMENT = "base"  # always merged first, whether or not a template lists it
 
 # Set by agentbox after all merging: a template that sets them is overridden, because they

@@ -15,7 +15,7 @@ from agentbox.config.templates import TemplateCatalogue
 from agentbox.images.store import ImageStore
 from agentbox.services.egress_runner import EgressRunner
 from agentbox.services.guest import GuestAccess
-from agentbox.services.records import RecordStore
+from agentbox.stores.records import RecordStore
 
 
 @dataclass(frozen=True)

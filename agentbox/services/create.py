@@ -23,13 +23,14 @@ from agentbox.provision import cloudinit, keys, seed
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
-from agentbox.services.records import Phase, WorkspaceRecord
+from agentbox.stores.records import Phase, WorkspaceRecord
 from agentbox.services.network import NetworkService
 from agentbox.services.share_paths import default_tag, parse_share_spec, validate_share_source, validate_tag
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
-from agentbox.services.storage import remove_storage
-from agentbox.services.ssh_access import ssh_target, write_workspace_ssh_files
+from agentbox.host.storage import remove_storage
+from agentbox.services.ssh_access import ssh_target
+from agentbox.stores.ssh_config import write_workspace_ssh_files
 
 STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "network", "shares",
          "done")
@@ -152,10 +153,10 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     cancel.raise_if_cancelled()
     report.step("disk", f"{resources.disk_gib} GiB overlay on {image.image_id}")
-    undo.push(lambda: remove_storage(ctx=ctx, storage=storage))
+    undo.push(lambda: remove_storage(storage=storage, delete_volume=_volume_deleter(ctx)))
     storage.mkdir(parents=True, exist_ok=True, mode=0o711)
     storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
-    disk = storage / "disk.qcow2"
+    disk = record.storage.disk
     ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,
                                size_gib=resources.disk_gib)
 
@@ -164,7 +165,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     user_data = cloudinit.build_user_data(spec=template.cloud_init, fragments_dir=ctx.fragments_dir,
                                           hostname=name, authorized_key=client_key.public_openssh,
                                           host_key=host_key)
-    seed_path = storage / "seed.img"
+    seed_path = record.storage.seed
     seed.write_seed_iso(path=seed_path, user_data=cloudinit.render_user_data(user_data=user_data),
                         meta_data=cloudinit.render_meta_data(instance_id=f"agentbox-{name}-{record.created}",
                                                              hostname=name))
@@ -177,7 +178,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         vcpus=resources.vcpus, memory_mib=resources.memory_mib,
         disks=(DiskSpec(path=disk, format="qcow2", serial="agentbox-root"),
                DiskSpec(path=seed_path, format="raw", readonly=True, serial="agentbox-seed")),
-        ssh_port=record.ssh_port, console_log=storage / "console.log",
+        ssh_port=record.ssh_port, console_log=record.storage.console_log,
         kernel_boot=(DirectKernelBoot(kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline or "")
                      if image.kernel and image.initrd else None),
     )
@@ -262,3 +263,7 @@ class _Reporter:
 
     def forward(self, progress: Progress) -> None:
         self._sink(progress)
+
+
+def _volume_deleter(ctx: ServiceContext) -> Callable[[Path], None]:
+    return lambda path: ctx.backend.delete_volume(path=path)

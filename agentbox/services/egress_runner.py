@@ -22,8 +22,8 @@ from agentbox.errors import EgressError
 from agentbox.host.process_identity import is_alive, python_module_argv, spawn_detached, terminate
 from agentbox.model.network import NetworkPolicy
 from agentbox.remote.forward import read_state
-from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
-from agentbox.services.supervision_files import SUPERVISOR_MODULE, SupervisorFiles
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.host.supervision_files import SUPERVISOR_MODULE, SupervisorFiles
 
 READY_TIMEOUT_S = 20.0
 RESPAWN_EVERY_S = 1.0

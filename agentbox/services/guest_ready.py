@@ -3,14 +3,13 @@ log's tail as the hint when it does not come up."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from agentbox.backends.base import DomainState
 from agentbox.errors import GuestError
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
-from agentbox.services.records import WorkspaceRecord
+from agentbox.stores.records import WorkspaceRecord
 
 CONSOLE_TAIL_LINES = 15
 
@@ -36,7 +35,7 @@ def wait_for_guest(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshT
 
 
 def console_hint(*, record: WorkspaceRecord) -> str:
-    log = Path(record.storage_dir) / "console.log"
+    log = record.storage.console_log
     try:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-CONSOLE_TAIL_LINES:]
     except OSError:

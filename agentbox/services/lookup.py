@@ -5,7 +5,7 @@ from __future__ import annotations
 from agentbox.errors import AgentboxError, NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.services.context import ServiceContext
-from agentbox.services.records import Phase, WorkspaceRecord
+from agentbox.stores.records import Phase, WorkspaceRecord
 
 
 def load_ready_record(*, ctx: ServiceContext, name: str) -> WorkspaceRecord:

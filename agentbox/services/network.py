@@ -25,7 +25,7 @@ from agentbox.model.progress import CancelToken
 from agentbox.model.template import Template
 from agentbox.services.context import ServiceContext
 from agentbox.services.lookup import load_ready_record
-from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 
 
 

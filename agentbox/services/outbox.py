@@ -19,7 +19,7 @@ from agentbox.errors import InvalidInput
 from agentbox.services.context import ServiceContext
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.shares import ShareService
-from agentbox.services.storage import remove_untrusted_contents
+from agentbox.host.storage import remove_untrusted_contents
 
 DEFAULT_EXPORT_LIMIT = 1 << 30  # 1 GiB
 

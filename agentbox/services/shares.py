@@ -21,14 +21,14 @@ from agentbox.backends.base import DiskSpec, DomainState, FilesystemSpec
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.shares import MechanismChoice, Share, ShareMechanism, rank_mechanisms
-from agentbox.services import share_host
+from agentbox.host import bind_mounts
 from agentbox.services.context import ServiceContext
 from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
-from agentbox.services.records import WorkspaceRecord
+from agentbox.stores.records import WorkspaceRecord
 from agentbox.services.share_paths import OUTBOX_TAG, default_tag, validate_share_source, validate_tag
 from agentbox.services.ssh_access import ssh_target
-from agentbox.services.storage import remove_untrusted_contents
+from agentbox.host.storage import remove_untrusted_contents
 
 GUEST_SHARES = "/mnt/shares"
 GUEST_OUTBOX = "/mnt/outbox"
@@ -50,7 +50,7 @@ class ShareService:
 
     def mechanisms(self) -> tuple[MechanismChoice, ...]:
         caps = self._ctx.backend.capabilities
-        facts = share_host.probe_facts(libvirt_version=caps.libvirt_version,
+        facts = bind_mounts.probe_facts(libvirt_version=caps.libvirt_version,
                                        local=not urlsplit(caps.uri).netloc, guest_9p=False)
         return rank_mechanisms(facts=facts)
 
@@ -99,7 +99,7 @@ class ShareService:
                                 allow_system_folder=allow_system_folder)
         try:
             if share.mechanism is ShareMechanism.COPY_DISK:
-                share_host.make_copy_disk(source=Path(share.source), image=self._copy_image(record, share.tag),
+                bind_mounts.make_copy_disk(source=Path(share.source), image=self._copy_image(record, share.tag),
                                           label=share.tag)
             self._save(name, (*self._load(name), share))
             if self._running(record):
@@ -185,10 +185,10 @@ class ShareService:
     # -- the outbox ---------------------------------------------------------------------
 
     def outbox_dir(self, record: WorkspaceRecord) -> Path:
-        return Path(record.storage_dir) / "outbox"
+        return record.storage.outbox
 
     def _attach_outbox(self, record: WorkspaceRecord) -> str:
-        virtiofsd = share_host.find_virtiofsd()
+        virtiofsd = bind_mounts.find_virtiofsd()
         if not virtiofsd or not self._ctx.backend.capabilities.hotplug:
             return ""  # no virtiofs here: the workspace has no outbox (doctor says why)
         outbox = self.outbox_dir(record)
@@ -220,8 +220,8 @@ class ShareService:
         source = Path(share.source)
         if share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND:
             source = self._bind_point(record, share.tag)
-            share_host.mount_readonly_bind(source=Path(share.source), mountpoint=source)
-        virtiofsd = share_host.find_virtiofsd()
+            bind_mounts.mount_readonly_bind(source=Path(share.source), mountpoint=source)
+        virtiofsd = bind_mounts.find_virtiofsd()
         backend.attach_filesystem(name=record.domain, fs=FilesystemSpec(
             tag=share.tag, source=source, driver="9p" if share.mechanism is ShareMechanism.NINEP_READONLY
             else "virtiofs", readonly=share.mechanism is not ShareMechanism.VIRTIOFS_RO_BIND, virtiofsd=virtiofsd))
@@ -243,7 +243,7 @@ class ShareService:
 
     def _release_host(self, record: WorkspaceRecord, share: Share) -> None:
         if share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND:
-            share_host.unmount(self._bind_point(record, share.tag))
+            bind_mounts.unmount(self._bind_point(record, share.tag))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -267,10 +267,10 @@ class ShareService:
         return info is not None and info.state is DomainState.RUNNING
 
     def _bind_point(self, record: WorkspaceRecord, tag: str) -> Path:
-        return Path(record.storage_dir) / "shares" / tag
+        return record.storage.share_mountpoint(tag)
 
     def _copy_image(self, record: WorkspaceRecord, tag: str) -> Path:
-        return Path(record.storage_dir) / f"share-{tag}.img"
+        return record.storage.share_image(tag)
 
     def _load(self, name: str) -> tuple[Share, ...]:
         path = self._ctx.records.files(name=name).shares

@@ -28,7 +28,7 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
-from agentbox.services.records import WorkspaceRecord
+from agentbox.stores.records import WorkspaceRecord
 from agentbox.services.shares import ShareService
 from agentbox.services.ssh_access import ssh_target
 
@@ -188,7 +188,7 @@ class SnapshotService:
         ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))
         ctx.backend.destroy(name=record.domain)
         image = self._image(record=record)
-        disk = Path(record.storage_dir) / "disk.qcow2"
+        disk = record.storage.disk
         on_progress(Progress(step="disk", detail="recreating the disk from the base image", index=2, total=4))
         ctx.backend.delete_volume(path=disk)
         ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,

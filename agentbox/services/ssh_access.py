@@ -1,21 +1,14 @@
-"""SSH into workspaces: pinned host keys, per-workspace config, the managed ~/.ssh include."""
+"""How agentbox reaches a workspace over SSH: the pinned target, and the system ssh's argv
+(through the workspace's own config from stores/ssh_config.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-from agentbox.provision.cloudinit import GUEST_USER
+from agentbox.model.guest import GUEST_USER
 from agentbox.remote.ssh import SshTarget
-from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
-
-LOOPBACK = "127.0.0.1"
-MANAGED_CONFIG = "config.d/agentbox"
-
-
-def alias(name: str) -> str:
-    return f"agentbox-{name}"
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.stores.ssh_config import LOOPBACK, alias
 
 
 def ssh_target(*, record: WorkspaceRecord, files: WorkspaceFiles) -> SshTarget:
@@ -23,66 +16,8 @@ def ssh_target(*, record: WorkspaceRecord, files: WorkspaceFiles) -> SshTarget:
                      private_key=files.client_key, host_key=record.host_key_public)
 
 
-def host_block(*, record: WorkspaceRecord, files: WorkspaceFiles) -> str:
-    # HostKeyAlias pins the key to the workspace, not to a loopback port another
-    # workspace may reuse later; StrictHostKeyChecking=yes refuses any other key.
-    return "\n".join([
-        f"Host {alias(record.name)}",
-        f"  HostName {LOOPBACK}",
-        f"  Port {record.ssh_port}",
-        f"  User {GUEST_USER}",
-        f"  IdentityFile {files.client_key}",
-        "  IdentitiesOnly yes",
-        f"  UserKnownHostsFile {files.known_hosts}",
-        f"  HostKeyAlias {alias(record.name)}",
-        "  StrictHostKeyChecking yes",
-        "  UpdateHostKeys no",
-        "  PasswordAuthentication no",
-        "  LogLevel ERROR",
-        "",
-    ])
-
-
-def write_workspace_ssh_files(*, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
-    _write_private(files.known_hosts, f"{alias(record.name)} {record.host_key_public}\n")
-    _write_private(files.ssh_config, host_block(record=record, files=files))
-
-
 def ssh_argv(*, record: WorkspaceRecord, files: WorkspaceFiles, command: Sequence[str]) -> list[str]:
     argv = ["ssh", "-F", str(files.ssh_config)]
     if not command:
         argv.append("-t")
     return [*argv, alias(record.name), *command]
-
-
-@dataclass(frozen=True)
-class ManagedSshConfig:
-    path: Path
-    workspaces: tuple[str, ...]
-    included: bool  # whether ~/.ssh/config already includes the managed file
-    include_line: str
-
-
-def write_managed_ssh_config(
-    *, ssh_dir: Path, entries: Sequence[tuple[WorkspaceRecord, WorkspaceFiles]]
-) -> ManagedSshConfig:
-    path = ssh_dir / MANAGED_CONFIG
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    header = "# Managed by agentbox (agentbox ssh-config); edits are overwritten.\n\n"
-    _write_private(path, header + "\n".join(host_block(record=r, files=f) for r, f in entries))
-    include_line = f"Include {path}"
-    main_config = ssh_dir / "config"
-    text = main_config.read_text(encoding="utf-8") if main_config.exists() else ""
-    included = any(
-        line.strip().lower().startswith("include") and ("config.d/agentbox" in line or "config.d/*" in line)
-        for line in text.splitlines()
-    )
-    return ManagedSshConfig(path=path, workspaces=tuple(r.name for r, _ in entries),
-                            included=included, include_line=include_line)
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)

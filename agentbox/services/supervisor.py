@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 
 from agentbox.backends.base import DomainState
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.errors import AgentboxError, Busy
 from agentbox.host.locks import held_lock
-from agentbox.host.process_identity import ProcessIdentity, identity_of, python_module_argv, spawn_child
+from agentbox.host.child_process import ChildProcess, SupervisedChild
+from agentbox.host.process_identity import python_module_argv
 from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT
 from agentbox.services.context import ServiceContext
-from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
-from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
 from agentbox.services.ssh_access import ssh_target
 
 log = logging.getLogger(__name__)
@@ -40,63 +39,10 @@ FORWARD_MODULE = "agentbox.remote"
 TICK_S = 0.1  # how soon a dead helper or a hold is noticed
 DOMAIN_EVERY_S = 1.0  # a libvirt round trip: not every tick
 DOWN_CHECKS = 2  # consecutive "not running" answers before the supervisor ends (not one glitch)
-RESTART_MIN_S, RESTART_MAX_S = 0.2, 5.0
-STABLE_S = 10.0  # a helper that lived this long gets its quick restart back
 SESSION_RETRY_S = 2.0
 
 SessionEnder = Callable[[str, str], None]  # (workspace, session id): end it because its time is up
 SessionReader = Callable[[str], tuple[str, str] | None]  # workspace → (session id, deadline ISO) or None
-
-
-class _Helper:
-    """One child process, restarted with backoff."""
-
-    def __init__(self, *, name: str, argv: Callable[[], list[str]], log_path: Path,
-                 ready: Callable[[subprocess.Popen[bytes]], bool]) -> None:
-        self.name = name
-        self._argv = argv
-        self._log = log_path
-        self._ready = ready
-        self.child: subprocess.Popen[bytes] | None = None
-        self.identity: ProcessIdentity | None = None
-        self._started = 0.0
-        self._delay = RESTART_MIN_S
-        self._not_before = 0.0
-
-    def poll(self) -> int | None:
-        """Reaps a dead child; returns its exit code once, else None."""
-        if self.child is None or self.child.poll() is None:
-            return None
-        code = self.child.returncode
-        lived = time.monotonic() - self._started
-        self._delay = RESTART_MIN_S if lived > STABLE_S else min(self._delay * 2, RESTART_MAX_S)
-        self._not_before = time.monotonic() + self._delay
-        self.child, self.identity = None, None
-        return code
-
-    def start_if_due(self) -> None:
-        if self.child is not None or time.monotonic() < self._not_before:
-            return
-        self.child = spawn_child(argv=self._argv(), log_file=self._log, env=os.environ)
-        self._started = time.monotonic()
-
-    def ready_identity(self) -> ProcessIdentity | None:
-        """Its identity once it is ready to serve (None before)."""
-        if self.child is not None and self.identity is None and self._ready(self.child):
-            self.identity = identity_of(self.child.pid)
-        return self.identity
-
-    def stop(self) -> None:
-        if self.child is None:
-            return
-        self.child.terminate()
-        try:
-            self.child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.child.kill()
-            self.child.wait()
-        self.child, self.identity = None, None
-        self._not_before = 0.0
 
 
 @dataclass(frozen=True)
@@ -218,7 +164,8 @@ class _SessionEnding:
             log.error("ending the overdue session %s failed: %s", session_id, exc.message)
 
 
-def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecord, files: WorkspaceFiles) -> _Helper:
+def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecord,
+                  files: WorkspaceFiles) -> SupervisedChild:
     egress = files.egress_dir
     pid_file = egress / "proxy.pid"
 
@@ -231,16 +178,16 @@ def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecor
             str(egress / "control.sock"), "--policy-file", str(files.policy), "--log-file", str(files.net_log),
             "--pid-file", str(pid_file), "--audit-log", str(paths.audit_log(record.name)), *pins)
 
-    def ready(child: subprocess.Popen[bytes]) -> bool:  # it writes its pid file once both sockets listen
+    def ready(child: ChildProcess) -> bool:  # it writes its pid file once both sockets listen
         try:
             return pid_file.read_text().strip() == str(child.pid)
         except OSError:
             return False
 
-    return _Helper(name="proxy", argv=argv, log_path=egress / "proxy.log", ready=ready)
+    return SupervisedChild(name="proxy", argv=argv, log_path=egress / "proxy.log", ready=ready)
 
 
-def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> _Helper:
+def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> SupervisedChild:
     egress = files.egress_dir
     state_file = egress / "forward.state"
 
@@ -252,7 +199,7 @@ def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> _Helpe
             "--host-key", target.host_key, "--proxy-socket", str(egress / "proxy.sock"),
             "--state-file", str(state_file), "--pid-file", str(egress / "forward.pid"))
 
-    def ready(child: subprocess.Popen[bytes]) -> bool:
+    def ready(child: ChildProcess) -> bool:
         return child.poll() is None  # connected or not is its state file's business
 
-    return _Helper(name="forward", argv=argv, log_path=egress / "forward.log", ready=ready)
+    return SupervisedChild(name="forward", argv=argv, log_path=egress / "forward.log", ready=ready)

@@ -20,16 +20,12 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
 from agentbox.host.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
-from agentbox.services.receipts import ReceiptStore
+from agentbox.stores.receipts import ReceiptStore
 from agentbox.services.shares import ShareService
-from agentbox.services.storage import remove_storage
-from agentbox.services.records import Phase, WorkspaceRecord
-from agentbox.services.ssh_access import (
-    ManagedSshConfig,
-    ssh_argv,
-    ssh_target,
-    write_managed_ssh_config,
-)
+from agentbox.host.storage import remove_storage
+from agentbox.stores.records import Phase, WorkspaceRecord
+from agentbox.services.ssh_access import ssh_argv, ssh_target
+from agentbox.stores.ssh_config import ManagedSshConfig, write_managed_ssh_config
 
 _DOMAIN_STATES = {
     DomainState.RUNNING: WorkspaceState.RUNNING,
@@ -184,7 +180,7 @@ class WorkspaceService:
             storage = Path(record.storage_dir) if record else ctx.workspace_storage(name=name)
             if record is not None:
                 self._shares.release_all(record=record, remove_outbox=True)
-            remove_storage(ctx=ctx, storage=storage)
+            remove_storage(storage=storage, delete_volume=lambda path: ctx.backend.delete_volume(path=path))
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)
             if purge:

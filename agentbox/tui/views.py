@@ -20,7 +20,7 @@ from agentbox.model.template import NetworkMode, Template
 from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.services.outbox import OutboxEntry
 from agentbox.services.shares import GUEST_SHARES, ShareStatus
-from agentbox.services.ssh_access import alias
+from agentbox.stores.ssh_config import alias
 
 RECENT_EVENTS = 5
 RECENT_DECISIONS = 3

@@ -23,7 +23,7 @@ from agentbox.model.receipt import (
     OutboxReport,
     Receipt,
 )
-from agentbox.services.receipts import ReceiptStore
+from agentbox.stores.receipts import ReceiptStore
 
 FIRST, SECOND = "a1b2c3d4e5f6", "0f9e8d7c6b5a"
 

@@ -21,7 +21,7 @@ from agentbox.egress.daemon import save_policy_file
 from agentbox.errors import EgressError, GuestError
 from agentbox.model.network import NetworkPolicy
 from agentbox.services.egress_runner import EgressHealth
-from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.images.store import ImageStore
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.provision.refresh import is_refresh

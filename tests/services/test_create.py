@@ -12,7 +12,7 @@ from agentbox.model.progress import CancelToken
 from agentbox.model.workspace import WorkspaceState
 from agentbox.services.create import STEPS, CreateRequest, create_workspace
 from agentbox.host.locks import workspace_lock
-from agentbox.services.records import Phase
+from agentbox.stores.records import Phase
 from agentbox.services.workspaces import WorkspaceService
 
 from .conftest import World

@@ -11,7 +11,7 @@ from agentbox.errors import InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.model.workspace import WorkspaceState
 from agentbox.services.create import CreateRequest, create_workspace
-from agentbox.services.records import Phase
+from agentbox.stores.records import Phase
 from agentbox.services.workspaces import WorkspaceService
 
 from .conftest import World

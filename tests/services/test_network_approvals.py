@@ -20,7 +20,7 @@ from agentbox.model.progress import CancelToken
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.egress_runner import SupervisedEgress
 from agentbox.services.network import NetworkService
-from agentbox.services.records import WorkspaceFiles
+from agentbox.stores.records import WorkspaceFiles
 from tests.egress.conftest import StubResolver, make_proxy, open_tunnel, policy
 
 from .conftest import World

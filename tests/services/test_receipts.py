@@ -23,7 +23,7 @@ from agentbox.model.receipt import UNTRUSTED, GuestStatus, Integrity, OutboxChan
 from agentbox.provision.guest_changes import CHANGES_ARGV, CHANGES_LIMIT
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.outbox import OutboxService
-from agentbox.services.receipts import ReceiptStore
+from agentbox.stores.receipts import ReceiptStore
 from agentbox.services.sessions import SessionEnd, SessionService
 from agentbox.services.snapshots import SnapshotService
 from agentbox.services.workspaces import WorkspaceService

@@ -13,7 +13,7 @@ import pytest
 from agentbox.backends.base import DomainState
 from agentbox.errors import InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
-from agentbox.services import share_host
+from agentbox.host import bind_mounts
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.outbox import OutboxService
 from agentbox.services.shares import ShareService
@@ -63,11 +63,11 @@ def test_a_read_only_bind_share_cannot_be_written_on_the_host_side(world: World,
     ShareService(ctx=world.ctx).add(name="ws", source=str(project), tag="code", mechanism="virtiofs-ro-bind")
     fs = world.backend.attached_filesystem(DOMAIN, "code")
     assert fs.driver == "virtiofs" and fs.source != project
-    assert share_host.is_readonly_mount(fs.source)
+    assert bind_mounts.is_readonly_mount(fs.source)
     with pytest.raises(OSError):  # what virtiofsd would meet for the guest
         (fs.source / "new").write_text("x")
     ShareService(ctx=world.ctx).remove(name="ws", tag="code")
-    assert not share_host.is_mounted(fs.source) and not fs.source.exists()
+    assert not bind_mounts.is_mounted(fs.source) and not fs.source.exists()
     assert (project / "readme.md").read_text() == "hello\n"
 
 
@@ -77,7 +77,7 @@ def test_shares_follow_start_stop_reset_and_checkpoints(world: World, project: P
     assert "code" in world.backend.attached(name=DOMAIN)[0]
     fs = world.backend.attached_filesystem(DOMAIN, "code")
     workspaces.stop(name="ws", force=True, on_progress=world.progress.append, cancel=CancelToken())
-    assert not share_host.is_mounted(fs.source)  # released with the VM
+    assert not bind_mounts.is_mounted(fs.source)  # released with the VM
     workspaces.start(name="ws", on_progress=world.progress.append, cancel=CancelToken())
     assert "code" in world.backend.attached(name=DOMAIN)[0]
     SnapshotService(ctx=world.ctx).reset(name="ws", on_progress=world.progress.append, cancel=CancelToken())
@@ -87,7 +87,7 @@ def test_shares_follow_start_stop_reset_and_checkpoints(world: World, project: P
     assert "code" in world.backend.attached(name=DOMAIN)[0]
     assert [s.share.tag for s in shares.list(name="ws")] == ["code"]
     workspaces.destroy(name="ws", on_progress=world.progress.append)
-    assert not share_host.is_mounted(fs.source) and world.leftovers() == []
+    assert not bind_mounts.is_mounted(fs.source) and world.leftovers() == []
 
 
 def test_a_share_added_to_a_stopped_workspace_waits_for_its_start(world: World, project: Path) -> None:
@@ -153,14 +153,14 @@ def test_leftover_bind_mounts_of_stopped_workspaces_are_cleaned(world: World, pr
     fs = world.backend.attached_filesystem(DOMAIN, "code")
     world.backend.set_state(DOMAIN, DomainState.STOPPED)  # the VM died; agentbox never saw it stop
     world.egress.running.discard("ws")  # and its supervisor went with it
-    assert share_host.is_mounted(fs.source)
+    assert bind_mounts.is_mounted(fs.source)
     WorkspaceService(ctx=world.ctx).list()
-    assert share_host.is_mounted(fs.source), "a read changes nothing"
+    assert bind_mounts.is_mounted(fs.source), "a read changes nothing"
     seen: list[bool] = []
     boot = world.backend.start
 
     def start_and_look(*, name: str) -> None:
-        seen.append(share_host.is_mounted(fs.source))
+        seen.append(bind_mounts.is_mounted(fs.source))
         boot(name=name)
 
     world.backend.start = start_and_look  # type: ignore[method-assign]

@@ -15,7 +15,7 @@ from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import SEED_BYTES, is_refresh
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.host.locks import workspace_lock
-from agentbox.services.records import WorkspaceRecord
+from agentbox.stores.records import WorkspaceRecord
 from agentbox.services.snapshots import RestorePath, SnapshotService
 
 from .conftest import World

@@ -48,8 +48,8 @@ from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.egress_runner import EgressHealth
-from agentbox.services.records import WorkspaceFiles, WorkspaceRecord
-from agentbox.services import share_host
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
+from agentbox.host import bind_mounts
 from agentbox.tui.app import AgentboxApp
 from agentbox.tui.audit_screen import FOLLOW_GROUP
 from agentbox.tui.terminal import TuiOptions
@@ -320,8 +320,8 @@ def world(tmp_path: Path, base_image: tuple[Path, str], home: Path) -> Iterator[
                    egress=egress,
                    clock=clock, home=home)
     # A share made on this host may be a real read-only bind mount: never leave one behind.
-    for mountpoint in share_host.leftover_mounts(under=settings.storage_dir, keep=()):
-        share_host.unmount(mountpoint)
+    for mountpoint in bind_mounts.leftover_mounts(under=settings.storage_dir, keep=()):
+        bind_mounts.unmount(mountpoint)
 
 
 # -- driving the app ----------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from agentbox.errors import Busy
 from agentbox.host.locks import holder, is_locked, lock_path, workspace_lock
 from agentbox.host.process_identity import ProcessIdentity, current_identity, identity_of, is_alive, terminate
 from agentbox.services.egress_runner import SupervisedEgress
-from agentbox.services.records import WorkspaceFiles
-from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
+from agentbox.stores.records import WorkspaceFiles
+from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
 
 
 @pytest.fixture()

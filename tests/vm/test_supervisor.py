@@ -16,8 +16,8 @@ import pytest
 from agentbox.audit import AuditRecord, read_records
 from agentbox.host.process_identity import ProcessIdentity, is_alive
 from agentbox.model.progress import CancelToken
-from agentbox.services.receipts import ReceiptStore
-from agentbox.services.supervision_files import SupervisorFiles, SupervisorState
+from agentbox.stores.receipts import ReceiptStore
+from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
 
 from .conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 from .test_network import curl, net, servers  # noqa: F401 - servers is a fixture used here

@@ -7,14 +7,13 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
-from agentbox.services.context import ServiceContext
 
-
-def remove_storage(*, ctx: ServiceContext, storage: Path) -> None:
-    """Disks through the backend; directories only when empty (rmdir, never rmtree: a
-    share mountpoint that is somehow still mounted holds the user's own files)."""
+def remove_storage(*, storage: Path, delete_volume: Callable[[Path], object]) -> None:
+    """Disks through `delete_volume` (the backend's); directories only when empty (rmdir,
+    never rmtree: a share mountpoint that is somehow still mounted holds the user's files)."""
     if not storage.is_dir():
         return
     for path in sorted(storage.iterdir()):
@@ -24,7 +23,7 @@ def remove_storage(*, ctx: ServiceContext, storage: Path) -> None:
                     inner.rmdir()
             path.rmdir()
         else:
-            ctx.backend.delete_volume(path=path)
+            delete_volume(path)
     storage.rmdir()
 
 

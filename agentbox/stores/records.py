@@ -44,6 +44,41 @@ class WorkspaceRecord:
     reset_after_session: bool = True
     last_reset: str = ""  # ISO 8601, UTC; "" if never reset
 
+    @property
+    def storage(self) -> WorkspaceStorage:
+        return WorkspaceStorage(directory=Path(self.storage_dir))
+
+
+@dataclass(frozen=True)
+class WorkspaceStorage:
+    """Paths of one workspace's files in the storage dir (where QEMU's user can reach them)."""
+
+    directory: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.directory / "seed.img"
+
+    @property
+    def console_log(self) -> Path:
+        return self.directory / "console.log"
+
+    @property
+    def outbox(self) -> Path:
+        return self.directory / "outbox"
+
+    def share_mountpoint(self, tag: str) -> Path:
+        """The read-only bind of a shared folder (virtiofs over a host read-only mount)."""
+        return self.directory / "shares" / tag
+
+    def share_image(self, tag: str) -> Path:
+        """The point-in-time copy of a shared folder, attached as a read-only disk."""
+        return self.directory / f"share-{tag}.img"
+
 
 RECORD_FILE = "workspace.json"
 
