@@ -22,6 +22,7 @@ from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.host.locks import workspace_lock
+from agentbox.host.process_identity import ProcessIdentity, current_identity, is_alive
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.receipts import Receipt, ReceiptService
 from agentbox.services.snapshots import RestoreOutcome, SnapshotService
@@ -38,6 +39,14 @@ class Session:
     started: str  # ISO 8601 UTC
     deadline: str = ""  # ISO 8601 UTC; "" when unlimited
     timer: int = 0  # unused: session files of older versions carry it
+    # A `run` ends its own session at the deadline (it must stop its command and report
+    # 124) while it lives; the supervisor ends it only once that process is gone.
+    owner_pid: int = 0
+    owner_start: int = 0
+
+    @property
+    def owner(self) -> ProcessIdentity | None:
+        return ProcessIdentity(pid=self.owner_pid, start=self.owner_start) if self.owner_pid else None
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,8 @@ class SessionService:
                                 hint=f"agentbox session end {name} ends it anyway") from None
 
     def start(self, *, name: str, max_minutes: float | None, on_progress: ProgressCallback,
-              cancel: CancelToken) -> Session:
+              cancel: CancelToken, owned: bool = False) -> Session:
+        """With `owned`, this process ends the session itself (a `run`), unless it dies first."""
         ctx = self._ctx
         if max_minutes is not None and not 0 < max_minutes <= MAX_MINUTES:
             raise InvalidInput(f"--max-minutes {max_minutes:g} is out of range (0, {MAX_MINUTES}]")
@@ -91,8 +101,10 @@ class SessionService:
             self._workspaces.start(name=name, on_progress=on_progress, cancel=cancel)
         with workspace_lock(paths=ctx.paths, name=name):
             now = ctx.clock()
+            owner = current_identity() if owned else None
             session = Session(id=secrets.token_hex(6), name=name, started=_iso(now),
-                              deadline=_iso(now + timedelta(minutes=max_minutes)) if max_minutes else "")
+                              deadline=_iso(now + timedelta(minutes=max_minutes)) if max_minutes else "",
+                              owner_pid=owner.pid if owner else 0, owner_start=owner.start if owner else 0)
             self._save(session)
             self._receipts.begin(name=name, session_id=session.id)
             ctx.audit(name=name).append(event="session.started", details={
@@ -148,7 +160,7 @@ class SessionService:
             create_workspace(ctx=self._ctx, request=CreateRequest(name=name, template=template),
                              on_progress=on_progress, cancel=cancel)
         try:
-            self.start(name=name, max_minutes=max_minutes, on_progress=on_progress, cancel=cancel)
+            self.start(name=name, max_minutes=max_minutes, on_progress=on_progress, cancel=cancel, owned=True)
             code, timed_out = self._run_limited(name=name, argv=argv, stdout=stdout, stderr=stderr,
                                                 max_minutes=max_minutes, cancel=cancel)
         except BaseException:
@@ -218,9 +230,12 @@ class SessionService:
                  cancel=CancelToken())
 
     def deadline(self, name: str) -> tuple[str, str] | None:
-        """(session id, deadline) of the running session, for the supervisor; None without one."""
+        """(session id, deadline) of the running session for the supervisor to enforce; None
+        without one, or while the `run` that owns it lives (it enforces its own)."""
         session = self.current(name=name)
-        return None if session is None else (session.id, session.deadline)
+        if session is None or is_alive(session.owner):
+            return None
+        return session.id, session.deadline
 
 
 def _iso(moment: datetime) -> str:

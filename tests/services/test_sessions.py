@@ -169,3 +169,16 @@ def test_an_interrupted_run_still_ends_its_session_with_a_reset(world: World) ->
                            stderr=lambda _: None, on_progress=world.progress.append, cancel=cancel)
     assert service(world).current(name="ws") is None
     assert events(world)[-2:] == ["reset", "session.ended"]
+
+
+def test_a_runs_own_session_is_left_to_the_run_while_it_lives_then_to_the_supervisor(world: World) -> None:
+    make(world)
+    sessions = service(world)
+    session = sessions.start(name="ws", max_minutes=5, on_progress=world.progress.append, cancel=CancelToken(),
+                             owned=True)
+    assert sessions.deadline("ws") is None, "the run ends its own session at the deadline"
+    # The run is killed (its terminal closed with SIGKILL): its identity now names nobody.
+    path = world.ctx.records.files(name="ws").session
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "owner_start": data["owner_start"] - 1}))
+    assert sessions.deadline("ws") == (session.id, session.deadline)
