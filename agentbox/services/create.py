@@ -20,6 +20,7 @@ from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
+from agentbox.services.attachments import Attachments
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
@@ -199,14 +200,13 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     report.step("clean", "saving the clean state")
     record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
-    # Only after the snapshot: a clean state must not hold a live forward (see network.py).
-    report.step("network", f"egress proxy and forward (network {policy.mode.value})")
-    undo.push(lambda: network.stop_processes(name=name))
-    ctx.egress.ensure_running(record=record, files=files)
-    report.step("shares", f"outbox and {len(share_specs)} read-only share(s)")
+    # Only after the snapshot: a clean state must not hold a live forward (see attachments.py).
+    report.step("network", f"supervisor, egress proxy and forward (network {policy.mode.value}); outbox")
+    attachments = Attachments(ctx=ctx)
+    undo.push(lambda: attachments.after_power_off(record=record, remove_outbox=True))
+    attachments.after_boot(record=record)
+    report.step("shares", f"{len(share_specs)} read-only share(s)")
     shares = ShareService(ctx=ctx)
-    undo.push(lambda: shares.release_all(record=record, remove_outbox=True))
-    shares.attach_all(record=record)
     for source, tag in share_specs:
         shares.add_locked(record=record, source=source, tag=tag, allow_system_folder=allow_system_folder)
     record = replace(record, phase=Phase.READY)

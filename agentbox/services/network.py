@@ -23,6 +23,7 @@ from agentbox.errors import InvalidInput
 from agentbox.model.network import NetworkMode, NetworkPolicy, parse_allow_entry, parse_policy
 from agentbox.model.progress import CancelToken
 from agentbox.model.template import Template
+from agentbox.services.attachments import Attachments
 from agentbox.services.context import ServiceContext
 from agentbox.services.lookup import load_ready_record
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
@@ -86,7 +87,7 @@ class NetworkService:
         files = self._files(name)
         live, cut = False, 0
         if self._running(record):
-            self.ensure_running(record=record)
+            Attachments(ctx=self._ctx).repair(record=record)  # the proxy must be there to take it
             change = self._ctx.egress.set_policy(files=files, policy=policy)  # the proxy persists it
             live, cut, policy = True, change.cut, change.policy
         else:
@@ -94,19 +95,6 @@ class NetworkService:
         self._ctx.audit(name=name).append(event="network.policy", details={
             "mode": policy.mode.value, "allowlist": list(policy.render()), "live": live, "cut": cut})
         return PolicyUpdate(policy=policy, live=live, cut=cut)
-
-    # -- helper processes -------------------------------------------------------------------
-
-    def ensure_running(self, *, record: WorkspaceRecord) -> None:
-        self._ctx.egress.ensure_running(record=record, files=self._files(record.name))
-
-    def stop_processes(self, *, name: str) -> None:
-        self._ctx.egress.stop(files=self._files(name))
-
-    def stop_forward(self, *, name: str) -> None:
-        """Before a snapshot: it must not hold a live forward, or the restored guest keeps a
-        dead session bound to port 3128 and a new forward cannot listen there."""
-        self._ctx.egress.stop(files=self._files(name), forward_only=True)
 
     # -- looking -------------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +28,7 @@ from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.stores.records import WorkspaceRecord
-from agentbox.services.shares import ShareService
+from agentbox.services.attachments import Attachments
 from agentbox.services.ssh_access import ssh_target
 
 CLEAN_PREFIX = "clean-"
@@ -70,6 +69,7 @@ class SnapshotService:
                  end_session: SessionResetter | None = None) -> None:
         self._ctx = ctx
         self._hooks = tuple(restore_hooks)
+        self._attachments = Attachments(ctx=ctx)
         self._end_session = end_session
 
     # -- the clean snapshot ----------------------------------------------------------------
@@ -104,7 +104,7 @@ class SnapshotService:
             if info is None or info.state is not DomainState.RUNNING:
                 raise InvalidInput(f"workspace {name!r} must be running to save its state as the clean one",
                                    hint=f"agentbox start {name}")
-            with self._without_forward(record=record, running=True):
+            with self._attachments.around_snapshot(record=record, running=True):
                 updated = self.take_clean(record=record, on_progress=on_progress)
             if updated.clean_snapshot and record.clean_snapshot:
                 ctx.backend.delete_snapshot(name=record.domain, snapshot=record.clean_snapshot)
@@ -160,8 +160,7 @@ class SnapshotService:
         if ctx.backend.get(name=record.domain) is None:
             raise NotFound(f"the VM of workspace {record.name!r} is missing",
                            hint=f"agentbox destroy {record.name} removes what is left of it")
-        # The supervisor stays through the power cycle; its forward is held down meanwhile.
-        ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))
+        self._attachments.before_power_cycle(record=record)
         ctx.backend.destroy(name=record.domain)
         on_progress(Progress(step="revert", detail=f"back to {target}", index=2, total=4))
         ctx.backend.revert_snapshot(name=record.domain, snapshot=snapshot)
@@ -171,11 +170,11 @@ class SnapshotService:
         if running:
             on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG",
                                  index=3, total=4))
-            mounts = ShareService(ctx=ctx).attach_devices(record=record)
+            mounts = self._attachments.after_revert(record=record)
             skew = self._refresh(record=record, cancel=cancel, then=mounts)
             self._run_hooks(record=record, on_progress=on_progress, shares_attached=True)
         else:
-            self._ctx.egress.stop(files=self._ctx.records.files(name=record.name))
+            self._attachments.after_power_off(record=record)
         return RestoreOutcome(name=record.name, target=target, path=RestorePath.SNAPSHOT, reason="",
                               duration_s=time.monotonic() - started, running=running, clock_skew_s=skew)
 
@@ -185,7 +184,7 @@ class SnapshotService:
         ctx = self._ctx
         reason = record.clean_fallback or "the workspace has no clean snapshot"
         on_progress(Progress(step="power off", detail=f"no RAM snapshot ({reason})", index=1, total=4))
-        ctx.egress.suspend_forward(files=ctx.records.files(name=record.name))
+        self._attachments.before_power_cycle(record=record)
         ctx.backend.destroy(name=record.domain)
         image = self._image(record=record)
         disk = record.storage.disk
@@ -242,10 +241,7 @@ class SnapshotService:
 
     def _run_hooks(self, *, record: WorkspaceRecord, on_progress: ProgressCallback,
                    shares_attached: bool = False) -> None:
-        # The forward reconnects by itself after a revert; this also revives dead helpers.
-        self._ctx.egress.ensure_running(record=record, files=self._ctx.records.files(name=record.name))
-        if not shares_attached:
-            ShareService(ctx=self._ctx).attach_all(record=record)
+        self._attachments.after_boot(record=record, shares_attached=shares_attached)
         for hook in self._hooks:
             hook(record)
         on_progress(Progress(step="ready", detail=f"{record.name} is back", index=4, total=4))
@@ -264,7 +260,7 @@ class SnapshotService:
                                    hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
             if running:
                 self._sync(record)
-            with self._without_forward(record=record, running=running):
+            with self._attachments.around_snapshot(record=record, running=running):
                 snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
                                                    description=f"agentbox checkpoint {label} of {name}")
             ctx.audit(name=name).append(event="checkpoint", details={"label": label, "with_memory": snap.with_memory})
@@ -296,20 +292,6 @@ class SnapshotService:
                                         stdout=lambda _: None, stderr=lambda _: None, timeout_s=120)
         except GuestError:
             pass  # an unreachable guest still gets its snapshot; only the flush is lost
-
-    @contextmanager
-    def _without_forward(self, *, record: WorkspaceRecord, running: bool) -> Iterator[None]:
-        """A RAM snapshot must not hold a live SSH forward (the restored guest would keep a
-        dead session bound to its port 3128) nor virtiofs devices (they cannot be saved)."""
-        files = self._ctx.records.files(name=record.name)
-        if running:
-            self._ctx.egress.stop(files=files, forward_only=True)
-        try:
-            with ShareService(ctx=self._ctx).detached_for_snapshot(record=record):
-                yield
-        finally:
-            if running:
-                self._ctx.egress.ensure_running(record=record, files=files)
 
     def _require_checkpoint(self, *, record: WorkspaceRecord, label: str) -> None:
         names = {s.name for s in self._ctx.backend.list_snapshots(name=record.domain)}

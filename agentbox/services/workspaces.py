@@ -21,7 +21,7 @@ from agentbox.services.guest_ready import wait_for_guest
 from agentbox.host.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.stores.receipts import ReceiptStore
-from agentbox.services.shares import ShareService
+from agentbox.services.attachments import Attachments
 from agentbox.host.storage import remove_storage
 from agentbox.stores.records import Phase, WorkspaceRecord
 from agentbox.services.ssh_access import ssh_argv, ssh_target
@@ -46,7 +46,7 @@ class ExecResult:
 class WorkspaceService:
     def __init__(self, *, ctx: ServiceContext) -> None:
         self._ctx = ctx
-        self._shares = ShareService(ctx=ctx)
+        self._attachments = Attachments(ctx=ctx)
 
     # -- looking up -------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class WorkspaceService:
             if running and ctx.egress.health(files=files).supervised:
                 raise InvalidInput(f"workspace {name!r} is already running", hint=f"agentbox ssh {name}")
             if not running:
-                self._shares.release_all(record=record)  # host mounts a crash left behind
+                self._attachments.before_boot(record=record)
                 on_progress(Progress(step="boot", detail=f"starting {name}", index=1, total=3))
                 ctx.backend.start(name=record.domain)
                 ctx.audit(name=name).append(event="started")
@@ -115,9 +115,10 @@ class WorkspaceService:
             else:
                 ctx.audit(name=name).append(event="repaired", details={"what": "supervisor"})
             on_progress(Progress(step="network", detail="supervisor, egress proxy and forward", index=3, total=3))
-            ctx.egress.ensure_running(record=record, files=files)
-            if not running:
-                self._shares.attach_all(record=record)
+            if running:
+                self._attachments.repair(record=record)
+            else:
+                self._attachments.after_boot(record=record)
         return self.get(name=name)
 
     def stop(self, *, name: str, force: bool, on_progress: ProgressCallback, cancel: CancelToken,
@@ -128,7 +129,7 @@ class WorkspaceService:
             info = ctx.backend.get(name=record.domain)
             if info is None or info.state is DomainState.STOPPED:
                 raise InvalidInput(f"workspace {name!r} is not running")
-            ctx.egress.stop(files=ctx.records.files(name=name))  # no egress from a guest going down
+            self._attachments.before_power_off(name=name)
             how = "forced"
             if not force:
                 on_progress(Progress(step="shutdown", detail=f"asking {name} to shut down", index=1, total=2))
@@ -140,7 +141,7 @@ class WorkspaceService:
                                          index=2, total=2))
             if how == "forced":
                 ctx.backend.destroy(name=record.domain)
-            self._shares.release_all(record=record)
+            self._attachments.after_power_off(record=record)
             ctx.audit(name=name).append(event="stopped", details={"how": how})
         return self.get(name=name)
 
@@ -171,7 +172,7 @@ class WorkspaceService:
             info = ctx.backend.get(name=domain)
             if info is None and name not in ctx.records.names():
                 raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
-            ctx.egress.stop(files=ctx.records.files(name=name))
+            self._attachments.before_power_off(name=name)
             if info is not None:
                 on_progress(Progress(step="domain", detail=f"removing VM {domain}", index=1, total=3))
                 ctx.backend.destroy(name=domain)
@@ -179,7 +180,7 @@ class WorkspaceService:
             on_progress(Progress(step="disks", detail="removing disks and seed", index=2, total=3))
             storage = Path(record.storage_dir) if record else ctx.workspace_storage(name=name)
             if record is not None:
-                self._shares.release_all(record=record, remove_outbox=True)
+                self._attachments.after_power_off(record=record, remove_outbox=True)
             remove_storage(storage=storage, delete_volume=lambda path: ctx.backend.delete_volume(path=path))
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)

@@ -1,0 +1,76 @@
+"""Everything that follows a VM's life besides the VM itself: its supervisor (with the egress
+proxy and the SSH forward), its read-only shares (devices and host mounts) and its outbox.
+
+Services call one entry point per moment of that life instead of wiring each attachment
+themselves, so the order that matters is written down once:
+- egress comes up only after the clean snapshot (a RAM snapshot must not hold a live
+  forward: the restored guest would keep a dead session bound to port 3128);
+- virtiofs devices are never in a RAM snapshot (vhost-user-fs is not migratable);
+- a guest going down has no egress from the moment agentbox decides to stop it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from agentbox.services.context import ServiceContext
+from agentbox.services.shares import ShareService
+from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
+
+
+class Attachments:
+    def __init__(self, *, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._shares = ShareService(ctx=ctx)
+
+    def before_boot(self, *, record: WorkspaceRecord) -> None:
+        """Host mounts a crash left behind go before the VM starts again."""
+        self._shares.release_all(record=record)
+
+    def after_boot(self, *, record: WorkspaceRecord, shares_attached: bool = False) -> None:
+        """The VM runs (booted, restored or reverted): supervisor and egress up, then shares
+        and the outbox plugged in and mounted (unless the caller already did)."""
+        self._ctx.egress.ensure_running(record=record, files=self._files(record))
+        if not shares_attached:
+            self._shares.attach_all(record=record)
+
+    def repair(self, *, record: WorkspaceRecord) -> None:
+        """A running VM whose supervisor is gone (a host restart, a killed process)."""
+        self._ctx.egress.ensure_running(record=record, files=self._files(record))
+
+    def before_power_cycle(self, *, record: WorkspaceRecord) -> None:
+        """A reset is about to destroy and revert (or re-create) the VM: the supervisor
+        stays, its forward is held down until `after_boot`."""
+        self._ctx.egress.suspend_forward(files=self._files(record))
+
+    def after_revert(self, *, record: WorkspaceRecord) -> str:
+        """Plug the shares back into the reverted VM; returns the guest's mount script, for
+        the caller's own SSH round trip (the reset's refresh), then `after_boot` with
+        shares_attached."""
+        return self._shares.attach_devices(record=record)
+
+    def before_power_off(self, *, name: str) -> None:
+        """No egress from a guest that is going down (or being removed, record or not)."""
+        self._ctx.egress.stop(files=self._ctx.records.files(name=name))
+
+    def after_power_off(self, *, record: WorkspaceRecord, remove_outbox: bool = False) -> None:
+        """The VM is off: its supervisor has nothing left to watch, host mounts go; with
+        `remove_outbox` (destroy) the outbox folder too."""
+        self._ctx.egress.stop(files=self._files(record))
+        self._shares.release_all(record=record, remove_outbox=remove_outbox)
+
+    @contextmanager
+    def around_snapshot(self, *, record: WorkspaceRecord, running: bool) -> Iterator[None]:
+        """A RAM snapshot holds neither the forward nor virtiofs devices; both come back after."""
+        if running:
+            self._ctx.egress.stop(files=self._files(record), forward_only=True)
+        try:
+            with self._shares.detached_for_snapshot(record=record):
+                yield
+        finally:
+            if running:
+                self._ctx.egress.ensure_running(record=record, files=self._files(record))
+
+    def _files(self, record: WorkspaceRecord) -> WorkspaceFiles:
+        return self._ctx.records.files(name=record.name)
