@@ -102,7 +102,9 @@ def test_a_network_switch_and_an_approval_from_the_tui(vm_env: VmEnv, clean_work
 
     async def scenario(pilot: Pilot[Any]) -> None:
         await select(pilot, name)
-        await pilot.press("w")
+        await pilot.press("w")  # the mode picker: 1 off, 2 allowlist, 3 open
+        await settle(pilot)
+        await pilot.press("2")
         await settle(pilot)
         assert network.policy(name=name).mode is NetworkMode.ALLOWLIST
         assert network.show(name=name).egress == "only the allowlist, through the egress proxy"  # the live proxy
@@ -120,10 +122,10 @@ def test_a_network_switch_and_an_approval_from_the_tui(vm_env: VmEnv, clean_work
         await wait_for(pilot, lambda: "denied" in str(pilot.app.screen.query_one("#status").content),
                        what="the TUI says the answer went through")
 
-        await pilot.press("w")  # open, then back to off
+        await pilot.press("w", "3")  # open, then straight back to off
         await settle(pilot)
         assert network.policy(name=name).mode is NetworkMode.OPEN
-        await pilot.press("w")
+        await pilot.press("w", "1")
         await settle(pilot)
         assert network.policy(name=name).mode is NetworkMode.OFF
 
