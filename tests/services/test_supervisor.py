@@ -11,15 +11,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from agentbox.audit import read_records
 from agentbox.backends.base import DomainState
 from agentbox.host.process_identity import is_alive
 from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
 from agentbox.model.progress import CancelToken
+from agentbox.provision.keys import generate_ed25519
 from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.egress_runner import SupervisedEgress
 from agentbox.services.supervisor import SupervisorExit, WorkspaceSupervisor
+
+from tests.sshd import running_sshd
 
 from .conftest import World
 
@@ -117,3 +123,28 @@ def test_an_overdue_session_is_handed_over_once(world: World) -> None:
     finally:
         sup.stop.set()
         sup.thread.join(timeout=20)
+
+
+def test_a_host_key_mismatch_is_audited_once_and_the_forward_stays_down(world: World, tmp_path: Path) -> None:
+    """Something else answers on the workspace's SSH port with another host key: the forward
+    must not keep knocking on it, and the trail must say so."""
+    create_workspace(ctx=world.ctx, request=CreateRequest(name="ws"), on_progress=world.progress.append,
+                     cancel=CancelToken())
+    record = world.ctx.records.load(name="ws")
+    assert record is not None
+    impostor = generate_ed25519(comment="not-the-pinned-key")
+    (tmp_path / "impostor").mkdir()
+    with running_sshd(root=tmp_path / "impostor", port=record.ssh_port, host_key=impostor,
+                      authorized_key=generate_ed25519(comment="nobody").public_openssh):
+        sup = Running(world)
+        try:
+            until(lambda: (s := sup.state()) is not None and "host key" in s.problem, what="the mismatch is seen")
+            time.sleep(2)  # no restarts of the forward meanwhile
+            assert sup.state().forward is None  # type: ignore[union-attr]
+            events = [r.event for r in read_records(path=world.ctx.paths.audit_log("ws"))]
+            assert events.count("egress.host_key_mismatch") == 1
+            assert not SupervisedEgress(paths=world.ctx.paths).health(
+                files=world.ctx.records.files(name="ws")).forward_connected
+        finally:
+            sup.stop.set()
+            sup.thread.join(timeout=20)

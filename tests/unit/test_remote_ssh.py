@@ -25,8 +25,8 @@ from agentbox.model.progress import CancelToken, Progress
 from agentbox.provision.keys import KeyPair, generate_ed25519, write_private_key
 from agentbox.remote import ssh
 from agentbox.remote.ssh import SshTarget, run_checked, run_command, wait_until_ready
+from tests.sshd import SSHD, free_port, running_sshd
 
-SSHD = Path("/usr/sbin/sshd")
 
 pytestmark = pytest.mark.skipif(
     not SSHD.exists(), reason="OpenSSH server not installed (apt-get install openssh-server)"
@@ -40,57 +40,14 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("sshd")
     host_key = generate_ed25519(comment="agentbox-test-host")
     client_key = generate_ed25519(comment="agentbox-test-client")
-    write_private_key(path=root / "host_ed25519", keypair=host_key)
     write_private_key(path=root / "client_ed25519", keypair=client_key)
-    (root / "authorized_keys").write_text(client_key.public_openssh + "\n")
-    port = _free_port()
-    config = root / "sshd_config"
-    config.write_text(
-        f"""\
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {root / "host_ed25519"}
-AuthorizedKeysFile {root / "authorized_keys"}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-UsePAM no
-StrictModes no
-PidFile none
-LogLevel VERBOSE
-"""
-    )
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-    log = root / "sshd.log"
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"sshd did not listen on port {port}:\n{log.read_text()}")
-                time.sleep(0.05)
+    port = free_port()
+    with running_sshd(root=root, port=port, host_key=host_key, authorized_key=client_key.public_openssh) as log:
         target = SshTarget(
             host="127.0.0.1",
             port=port,
@@ -99,14 +56,6 @@ LogLevel VERBOSE
             host_key=host_key.public_openssh,
         )
         yield Server(target=target, host_key=host_key, log=log)
-    finally:
-        # Only the sshd this fixture started, by its PID.
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Collect:
@@ -266,7 +215,7 @@ def test_wait_until_ready_succeeds(server: Server) -> None:
 
 
 def _dead_target(server: Server) -> SshTarget:
-    return replace(server.target, port=_free_port())
+    return replace(server.target, port=free_port())
 
 
 def test_nothing_listening_times_out(server: Server) -> None:
