@@ -38,6 +38,7 @@ class NetworkStatus:
     proxy_running: bool
     forward_connected: bool
     egress: str  # in plain words: what the guest can reach right now, and why
+    needs_repair: bool = False  # the VM runs, but its supervisor does not (agentbox start repairs)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class NetworkService:
                      NetworkMode.ALLOWLIST: "only the allowlist, through the egress proxy",
                      NetworkMode.OPEN: "any public address, through the egress proxy"}[policy.mode]
         return NetworkStatus(name=name, mode=policy.mode, allowlist=policy.render(), proxy_running=proxy,
-                             forward_connected=forward, egress=words)
+                             forward_connected=forward, egress=words, needs_repair=running and not health.supervised)
 
     def records(self, *, name: str, follow: bool = False,
                 cancel: CancelToken | None = None) -> Iterator[ConnectionRecord]:

@@ -21,6 +21,7 @@ class Needs(Enum):
     RUNNING = "running"
     STOPPED = "stopped"
     SESSION = "session"  # a workspace in a session
+    REPAIR = "repair"  # a running workspace whose supervisor is gone (a killed process, a host restart)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("new", "n", "New", "Create a workspace (name, template, resources, folders, network)",
                Needs.NOTHING, button=False),
     ActionSpec("start", "s", "Start", "Start the workspace and wait for SSH", Needs.STOPPED),
+    ActionSpec("repair", "p", "Repair", "Bring back the supervisor and egress of a running workspace",
+               Needs.REPAIR),
     ActionSpec("stop", "x", "Stop", "Shut the workspace down", Needs.RUNNING),
     ActionSpec("shell", "o", "Shell", "Open a shell in the workspace (returns when it exits)", Needs.RUNNING),
     ActionSpec("reset", "r", "Reset", "Return the workspace to its clean state (asks first)", Needs.READY),
@@ -76,3 +79,5 @@ def applies(spec: ActionSpec, details: WorkspaceDetails | None) -> bool:
             return details.state is WorkspaceState.STOPPED
         case Needs.SESSION:
             return details.ready and details.in_session
+        case Needs.REPAIR:
+            return details.state is WorkspaceState.RUNNING and details.needs_repair

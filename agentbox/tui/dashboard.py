@@ -241,6 +241,10 @@ class DashboardScreen(Screen[None]):
         if name := self._target("start"):
             self._run(operations.start(services=self._services, name=name))
 
+    def action_repair(self) -> None:
+        if name := self._target("repair"):
+            self._run(operations.repair(services=self._services, name=name))
+
     def action_stop(self) -> None:
         if name := self._target("stop"):
             self._run(operations.stop(services=self._services, name=name))

@@ -94,6 +94,13 @@ def start(*, services: Services, name: str) -> Operation:
     return Operation(title=f"Starting {name}", workspace=name, run=run)
 
 
+def repair(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        services.workspaces.start(name=name, on_progress=on_progress, cancel=cancel)  # repairs a running one
+        return f"{name} repaired: its supervisor and egress are back"
+    return Operation(title=f"Repairing {name}", workspace=name, run=run)
+
+
 def stop(*, services: Services, name: str) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         started = time.monotonic()

@@ -61,6 +61,7 @@ class WorkspaceDetails:
     recent_decisions: tuple[str, ...] = ()
     shares: tuple[str, ...] = ()
     outbox: str = ""
+    needs_repair: bool = False  # running without its supervisor: no egress until repaired
 
     @property
     def ready(self) -> bool:
@@ -145,6 +146,7 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
         recent_events=tuple(_event_text(rec) for rec in recent_records(services=services, name=name, recent=recent)),
         network=status.mode if status else None,
         egress=status.egress if status else "",
+        needs_repair=bool(status and status.needs_repair),
         allowlist=status.allowlist if status else (),
         recent_decisions=tuple(_decision_text(r) for r in recent_decisions(services=services, name=name))
         if ready else (),

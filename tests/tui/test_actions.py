@@ -33,6 +33,28 @@ def test_start_boots_a_stopped_workspace_and_waits_for_ssh(world: TuiWorld) -> N
     world.run(scenario)
 
 
+def test_a_running_workspace_without_its_supervisor_says_so_and_is_repaired(world: TuiWorld) -> None:
+    world.make("demo")
+    world.make("fine")
+    world.egress.running.discard("demo")  # its supervisor was killed: the VM runs without egress
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        text = screen_text(pilot)  # the details pane wraps its lines
+        assert "reaches now: none (fail closed): its" in text and "supervisor is not running (agentbox" in text
+        assert pilot.app.screen.query_one("#do-repair").display
+        await pilot.press("p")
+        await settle(pilot)
+        assert "demo" in world.egress.running and world.events("demo")[-1] == "repaired"
+        assert status(pilot) == "demo repaired: its supervisor and egress are back"
+        await pilot.press("down")  # a healthy workspace offers no repair
+        await settle(pilot)
+        assert not pilot.app.screen.query_one("#do-repair").display
+        assert "p Repair" not in screen_text(pilot)
+
+    world.run(scenario)
+
+
 def test_stop_shuts_a_running_workspace_down(world: TuiWorld) -> None:
     world.make("demo")
 
