@@ -1,6 +1,7 @@
 """The workspace's supervisor on a real guest: it brings dead helpers back by itself, egress
 is closed while they are down, it goes away with the VM, and a time-limited session still
-ends (receipt, reset) after its supervisor and helpers were killed, once `start` repairs."""
+ends (receipt, reset) after a simulated host restart (supervisor and helpers killed,
+libvirtd restarted), once `start` repairs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +66,21 @@ def allowed(vm_env: VmEnv, clean_workspace: str, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize("helper", ["proxy", "forward"])
+def restart_libvirtd() -> None:
+    """Restart libvirtd the way scripts/setup.sh started it: through systemd where there is
+    one, else the daemon it started by hand (found by its pid file). Running QEMU guests
+    survive a libvirtd restart; libvirt reconnects to them."""
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "restart", "libvirtd"], check=True, capture_output=True)
+    else:
+        pid = int(Path("/run/libvirtd.pid").read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        until(lambda: not Path(f"/proc/{pid}").exists(), what="libvirtd stops", timeout_s=30)
+        subprocess.run(["libvirtd", "-d"], check=True, capture_output=True)
+    until(lambda: subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0,
+          what="libvirtd answers again", timeout_s=60)
+
+
 def test_a_killed_helper_cuts_egress_at_once_and_is_back_without_any_command(
         vm_env: VmEnv, allowed: tuple[str, int], helper: str) -> None:
     name, port = allowed
@@ -130,6 +147,7 @@ def test_an_overdue_session_ends_with_a_receipt_and_a_reset_after_a_simulated_ho
     before = state(vm_env, name)
     kill(supervisor_files(vm_env, name).supervisor())  # the host "restarts": no supervisor, no helpers
     until(lambda: not is_alive(before.proxy), what="helpers gone", timeout_s=10)
+    restart_libvirtd()  # ... and its libvirtd; the VM itself runs on
     time.sleep(16)  # past the deadline, with nobody watching
     assert services.sessions.current(name=name) is not None, "nothing ended it while no supervisor ran"
     services.workspaces.start(name=name, on_progress=quiet, cancel=CancelToken())
