@@ -59,13 +59,17 @@ def allowed(vm_env: VmEnv, clean_workspace: str, monkeypatch: pytest.MonkeyPatch
             request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     port = request.getfixturevalue("servers")[0]  # test_network's module fixture
     vm_env.cli_env(monkeypatch)
+    network = vm_env.services().network
+    before = network.policy(name=clean_workspace)  # the policy outlives resets: put it back after
     net(vm_env, clean_workspace, "allowlist")
     net(vm_env, "allow", clean_workspace, f"127.0.0.1:{port}")
     assert curl(vm_env, clean_workspace, port)[0] == 0
     yield clean_workspace, port
+    if vm_env.services().network.policy(name=clean_workspace) != before:
+        net(vm_env, "deny", clean_workspace, f"127.0.0.1:{port}")
+        net(vm_env, clean_workspace, before.mode.value)
 
 
-@pytest.mark.parametrize("helper", ["proxy", "forward"])
 def restart_libvirtd() -> None:
     """Restart libvirtd the way scripts/setup.sh started it: through systemd where there is
     one, else the daemon it started by hand (found by its pid file). Running QEMU guests
@@ -81,6 +85,7 @@ def restart_libvirtd() -> None:
           what="libvirtd answers again", timeout_s=60)
 
 
+@pytest.mark.parametrize("helper", ["proxy", "forward"])
 def test_a_killed_helper_cuts_egress_at_once_and_is_back_without_any_command(
         vm_env: VmEnv, allowed: tuple[str, int], helper: str) -> None:
     name, port = allowed

@@ -321,8 +321,11 @@ class LibvirtBackend:
 
 
 def _alive(conn: libvirt.virConnect) -> bool:
+    """isAlive() alone stays true after libvirtd restarts (the client notices the closed
+    socket only at its next call, which then fails with a broken pipe): one cheap round
+    trip tells, so a long-lived process (the TUI, a supervisor) reconnects by itself."""
     try:
-        return bool(conn.isAlive())
+        return bool(conn.isAlive()) and conn.getLibVersion() > 0
     except libvirt.libvirtError:
         return False  # the next call opens a fresh connection
 
