@@ -5,6 +5,7 @@ Low in the layers (stdlib, agentbox.errors and agentbox.model only), so the egre
 daemon can append its network decisions beside the services' lifecycle events.
 """
 
+from agentbox.audit.anchors import Anchor, AnchorFile, read_anchors, record_anchor, remove_anchors
 from agentbox.audit.chain import ROTATE_BYTES, AuditLog
 from agentbox.audit.reader import RecentRecords, follow_records, read_records, tail_records
 from agentbox.audit.record import GENESIS, TORN_TAIL_EVENT, AuditRecord, utc_now
@@ -14,6 +15,8 @@ from agentbox.audit.verify import BreakKind, ChainBreak, RecoveredDamage, Verify
 __all__ = [
     "GENESIS",
     "ROTATE_BYTES",
+    "Anchor",
+    "AnchorFile",
     "TORN_TAIL_EVENT",
     "AuditLog",
     "AuditRecord",
@@ -24,7 +27,10 @@ __all__ = [
     "VerifyResult",
     "follow_records",
     "log_files",
+    "read_anchors",
     "read_records",
+    "record_anchor",
+    "remove_anchors",
     "remove_log",
     "tail_records",
     "utc_now",

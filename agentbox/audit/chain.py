@@ -14,7 +14,7 @@ record. The new event then chains onto that record. `verify_chain` reports each 
 recovery (it is visible forever) and checks the rest of the chain as usual. This gives an
 attacker nothing new: cutting the file mid-line and letting the next append "recover" it
 hides no more than cutting it at a line boundary, which no chain inside the file can
-detect (compare `VerifyResult.head` with a copy kept elsewhere for that).
+detect: `head()` is what anchors.py keeps elsewhere to catch that.
 
 Rotation: an append that finds the active file at `rotate_bytes` or more writes its record
 into a new file instead, whose first `prev` is the old file's last hash, and swaps it in
@@ -46,6 +46,7 @@ from agentbox.audit.record import (
 )
 from agentbox.audit.segments import inode_of, next_segment, segment_paths, staging_path
 from agentbox.errors import AgentboxError, InvalidInput
+from agentbox.model.audit_head import AuditHead
 
 _CHUNK = 4096
 ROTATE_BYTES = 8 << 20  # a segment holds ~25,000 records; readers of the newest ones never read more
@@ -79,6 +80,33 @@ class AuditLog:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self._clock
+
+    def head(self) -> AuditHead | None:
+        """The last valid record's seq and hash, read under the lock; None: no record yet."""
+        try:
+            fd = self._open_locked(write=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AgentboxError(f"cannot read the audit log {self._path}: {exc.strerror or exc}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                return _head_of(fd, size)
+            segments = segment_paths(self._path)
+            if not segments:
+                return None
+            old = os.open(segments[-1], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return _head_of(old, os.fstat(old).st_size)
+            finally:
+                os.close(old)
+        finally:
+            os.close(fd)
 
     def append(self, *, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
         """Append one record (durably: fsync'd before returning) and return it."""
@@ -116,13 +144,17 @@ class AuditLog:
             os.close(fd)  # releases the lock
         return parse_record(line)
 
-    def _open_locked(self) -> int:
-        """The active file, opened and exclusively locked (the one the name points to once locked)."""
+    def _open_locked(self, *, write: bool = True) -> int:
+        """The active file, opened and locked (the one the name points to once locked):
+        exclusively and created if need be to write; shared, and FileNotFoundError if missing, to read."""
         while True:
-            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            if write:
+                self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            else:
+                fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
                 if os.fstat(fd).st_ino == inode_of(self._path):
                     return fd
             except BaseException:
@@ -194,7 +226,17 @@ def _read_tail(fd: int, size: int) -> _Tail:
     else:
         reason = "unterminated: a write was interrupted"
     damage = _Damage(offset=start, length=len(line), digest=line_digest(line), reason=reason, terminated=terminated)
-    return _Tail(prev=damage.digest, seq=_last_seq_before(fd, start), damage=damage)
+    last = _last_record_before(fd, start)
+    return _Tail(prev=damage.digest, seq=last.seq if last else 0, damage=damage)
+
+
+def _head_of(fd: int, size: int) -> AuditHead | None:
+    """The last valid record of a file: the tail's, or the one before a damaged tail."""
+    tail = _read_tail(fd, size)
+    if tail.damage is None:
+        return AuditHead(seq=tail.seq, hash=tail.prev) if tail.seq else None
+    last = _last_record_before(fd, tail.damage.offset)
+    return AuditHead(seq=last.seq, hash=last.digest) if last else None
 
 
 def _line_ending_at(fd: int, end: int) -> tuple[int, bytes]:
@@ -215,12 +257,12 @@ def _line_ending_at(fd: int, end: int) -> tuple[int, bytes]:
     return pos, b"".join(reversed(chunks))
 
 
-def _last_seq_before(fd: int, end: int) -> int:
-    """seq of the last valid record before byte `end`, skipping damaged lines; 0 if none."""
+def _last_record_before(fd: int, end: int) -> AuditRecord | None:
+    """The last valid record before byte `end`, skipping damaged lines; None if none."""
     while end > 0:
         start, line = _line_ending_at(fd, end)
         try:
-            return parse_record(line).seq
+            return parse_record(line)
         except BadRecord:
             end = start
-    return 0
+    return None

@@ -6,16 +6,19 @@ before), so a segment deleted, edited or put out of order breaks it there. Only 
 link is broken does a second pass look at the whole file to tell an edit from a deletion,
 a reordering or an insertion. Limits of any hash chain kept in the files it protects: the
 newest record can be removed (or rewritten) without a trace, and so can the whole chain by
-someone who recomputes every hash; keep `VerifyResult.head` somewhere else to catch that.
+someone who recomputes every hash. The anchors (anchors.py, and the heads the receipts hold)
+catch that: once the chain holds, each anchored record must be there, with the same hash.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from agentbox.audit.anchors import Anchor, read_anchors
 from agentbox.audit.lines import Line, scan_lines, settled_size
 from agentbox.audit.reader import open_log
 from agentbox.audit.record import GENESIS, TORN_TAIL_EVENT, AuditRecord, BadRecord, line_digest, parse_record
@@ -25,12 +28,13 @@ from agentbox.errors import NotFound
 
 class BreakKind(StrEnum):
     BAD_JSON = "bad-json"  # a line that is not a well-formed record
-    EDITED = "edited"  # a record changed after the next one was written
+    EDITED = "edited"  # a record changed after the next one was written (or an anchor vouched for it)
     DELETED = "deleted"  # records missing (seq jumps, and the link points nowhere)
     REORDERED = "reordered"  # a record links to one that comes after it
     INSERTED = "inserted"  # a line the chain links past
     SEQ_GAP = "seq-gap"  # the link holds but seq is not the next number
     TORN_TAIL = "torn-tail"  # the last line has no newline: a write was cut short
+    TRUNCATED = "truncated"  # the log ends before a record an anchor vouches for
     BROKEN_LINK = "broken-link"  # none of the above explains it
 
 
@@ -62,14 +66,20 @@ class VerifyResult:
     first_break: ChainBreak | None
     recovered: tuple[RecoveredDamage, ...]
     files: tuple[Path, ...] = ()  # the log's files, oldest first: its segments, then the active file
+    anchors: int = 0  # anchors (and receipt heads) the log was checked against
+    anchors_file: Path | None = None  # None: there is none (a log from before anchors)
+    unreadable_anchors: int = 0  # lines of the anchors file that are not anchors
 
     @property
     def intact(self) -> bool:
         return self.first_break is None
 
 
-def verify_chain(*, path: Path) -> VerifyResult:
-    """Check every link of the log at `path`, across its segments; raise NotFound if there is none."""
+def verify_chain(*, path: Path, vouchers: Iterable[Anchor] = ()) -> VerifyResult:
+    """Check every link of the log at `path`, across its segments, then every anchor in its
+    anchors file and in `vouchers` (the receipts' heads); raise NotFound if there is no log."""
+    anchor_file = read_anchors(log=path)
+    anchors = (*anchor_file.anchors, *vouchers)
     try:
         active: int | None = open_log(path)
     except NotFound:
@@ -80,7 +90,7 @@ def verify_chain(*, path: Path) -> VerifyResult:
         segments = tuple(s for s in segment_paths(path) if inode_of(s) != inode)
         if active is None and not segments:
             open_log(path)  # raises NotFound
-        walk, first_break = _Walk(), None
+        walk, first_break = _Walk(wanted={a.seq for a in anchors}), None
         for segment in segments:
             fd = open_log(segment)  # one at a time: a long-lived log has many
             try:
@@ -94,16 +104,41 @@ def verify_chain(*, path: Path) -> VerifyResult:
     finally:
         if active is not None:
             os.close(active)
+    if first_break is None:
+        first_break = walk.check(anchors)
     return VerifyResult(path=path, records=walk.count, head=walk.head, first_break=first_break,
-                        recovered=tuple(walk.recovered), files=segments + ((path,) if active is not None else ()))
+                        recovered=tuple(walk.recovered), files=segments + ((path,) if active is not None else ()),
+                        anchors=len(anchors), anchors_file=anchor_file.path if anchor_file.exists else None,
+                        unreadable_anchors=anchor_file.unreadable)
 
 
 class _Walk:
-    def __init__(self) -> None:
+    def __init__(self, *, wanted: set[int]) -> None:
         self.fd, self.end, self.file = -1, 0, Path()
         self.count, self.head, self.next_seq = 0, GENESIS, 1
         self.head_at: tuple[Path, int] | None = None  # file and line of the record `head` is the hash of
         self.recovered: list[RecoveredDamage] = []
+        self.wanted = wanted  # seqs that anchors vouch for
+        self.found: dict[int, tuple[str, Path, int]] = {}  # seq -> hash, file and line of that record
+
+    def check(self, anchors: Iterable[Anchor]) -> ChainBreak | None:
+        """After an intact walk: the first anchored record changed, else the furthest one missing."""
+        last = self.next_seq - 1
+        for anchor in sorted(anchors, key=lambda a: a.seq):
+            found = self.found.get(anchor.seq)
+            if found is not None and found[0] != anchor.hash:
+                _, file, line = found
+                self.count = anchor.seq - 1
+                return ChainBreak(line=line, file=file, kind=BreakKind.EDITED, detail=(
+                    f"record {anchor.seq} (line {line}) is not the one {_named(anchor)} vouches for: "
+                    "it was changed or the log rewritten"))
+        beyond = max((a for a in anchors if a.seq > last), key=lambda a: a.seq, default=None)
+        if beyond is None:
+            return None
+        line = self.head_at[1] + 1 if self.head_at else 1
+        return ChainBreak(line=line, file=self.head_at[0] if self.head_at else None, kind=BreakKind.TRUNCATED,
+                          detail=(f"the log ends at record {last} but {_named(beyond)} vouches for record "
+                                  f"{beyond.seq}: records were removed"))
 
     def run(self, *, fd: int, end: int, file: Path) -> ChainBreak | None:
         """Walk one file on from where the previous one left the chain."""
@@ -144,6 +179,8 @@ class _Walk:
                     f"line {line.number} has seq {record.seq}, expected {self.next_seq}"))
             self.count, self.head, self.next_seq = self.count + 1, record.digest, record.seq + 1
             self.head_at = (self.file, line.number)
+            if record.seq in self.wanted:
+                self.found[record.seq] = (record.digest, self.file, line.number)
         return _bad(*damaged) if damaged else None
 
     def _boundary(self, *, record: AuditRecord) -> ChainBreak:
@@ -203,6 +240,12 @@ class _Walk:
                 f"line {number} starts a new chain (genesis link) in the middle of the log"))
         return ChainBreak(line=number, kind=BreakKind.BROKEN_LINK, detail=(
             f"line {number} does not link to the record before it"))
+
+
+def _named(anchor: Anchor) -> str:
+    """How a break names an anchor; `why` is read from a file, so control characters are escaped."""
+    why = "".join(c if c.isprintable() else repr(c)[1:-1] for c in anchor.why)
+    return f"an anchor from {anchor.ts.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({why})"
 
 
 def _acknowledges(record: AuditRecord, damaged: Line) -> bool:

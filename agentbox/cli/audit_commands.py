@@ -33,7 +33,8 @@ decisions); each record carries the hash of the one before it. The log outlives
 `agentbox destroy` (unless --purge), and a new workspace of the same name continues it.
 
   agentbox audit NAME          show the records (same as `agentbox audit show NAME`)
-  agentbox audit verify NAME   check every link; exit 1 and name the first broken one"""
+  agentbox audit verify NAME   check every link and that no anchored record is missing (a log
+                               cut short); exit 1 and name the first break"""
 
 
 def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -127,7 +128,8 @@ def _verify(*, name: str, result: VerifyResult, as_json: bool) -> int:
 
     if result.first_break is None:
         across = f" in {len(result.files)} files" if segmented else ""
-        print(f"{name}: audit log intact: {result.records} record(s){across}, head {result.head[:16]}")
+        anchored = f", {result.anchors} anchor(s) hold" if result.anchors else ""
+        print(f"{name}: audit log intact: {result.records} record(s){across}{anchored}, head {result.head[:16]}")
     else:
         brk = result.first_break
         print(f"{name}: audit log BROKEN at line {brk.line}{where(brk.file)} ({brk.kind}): {brk.detail}")
@@ -135,4 +137,9 @@ def _verify(*, name: str, result: VerifyResult, as_json: bool) -> int:
     for damage in result.recovered:
         print(f"  note: line {damage.line}{where(damage.file)}: damaged write of {damage.length} bytes at offset "
               f"{damage.offset} ({damage.reason}), recorded by line {damage.recovered_by}")
+    if result.anchors_file is None:
+        print("  note: no anchors file (a log from before anchors): records removed from the end would not show"
+              + (f" beyond what {result.anchors} receipt(s) vouch for" if result.anchors else ""))
+    if result.unreadable_anchors:
+        print(f"  note: {result.unreadable_anchors} line(s) of {result.anchors_file} are not anchors (ignored)")
     return 0 if result.intact else 1

@@ -61,7 +61,8 @@ def show_receipt(args: argparse.Namespace) -> int:
     if args.json:
         print_json(asdict(stored))
     else:
-        sys.stdout.write(format_receipt(stored.receipt) + f"\n\nintegrity: {_INTEGRITY[stored.integrity]}\n")
+        sys.stdout.write(format_receipt(stored.receipt) + f"\n\nintegrity: {_INTEGRITY[stored.integrity]}\n"
+                         + f"audit head: {_head(stored.receipt)}\n")
     if stored.integrity is Integrity.DIFFERS:
         sys.stderr.write(f"warning: receipt {stored.receipt.id} was changed after it was written; "
                          f"agentbox audit verify {args.name} checks the log itself\n")
@@ -92,6 +93,13 @@ def format_receipt(receipt: Receipt, *, max_files: int | None = None) -> str:
     lines += ["", *_guest_lines(receipt, max_files=max_files)]
     lines += ["", "not on this receipt:"] + [f"  - {note}" for note in receipt.not_covered]
     return "\n".join(lines)
+
+
+def _head(receipt: Receipt) -> str:
+    head = receipt.audit_head
+    if head is None:
+        return "not recorded (a receipt from before audit heads)"
+    return f"record {head.seq}, hash {_safe(head.hash[:16])} (agentbox audit verify checks the log still holds it)"
 
 
 def _outbox_heading(receipt: Receipt) -> str:

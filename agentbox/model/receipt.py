@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import NoneType, UnionType
 from typing import Any, get_args, get_origin, get_type_hints
+
+from agentbox.model.audit_head import AuditHead
 
 RECEIPT_FORMAT = 1
 UNTRUSTED = "reported by the guest (untrusted)"
@@ -101,6 +104,9 @@ class Receipt:
     network: tuple[Destination, ...]
     outbox: OutboxReport
     guest: GuestReport
+    # The audit log's head when the receipt was written (None in receipts from before it):
+    # `audit verify` requires the log to still hold that record.
+    audit_head: AuditHead | None = None
     not_covered: tuple[str, ...] = NOT_COVERED
     format: int = RECEIPT_FORMAT
 
@@ -151,6 +157,8 @@ def _build(cls: Any, value: Any) -> Any:
         hints = get_type_hints(cls)
         return cls(**{f.name: _build(hints[f.name], value[f.name]) for f in fields(cls)
                       if f.name in value or f.default is MISSING})
+    if get_origin(cls) is UnionType and NoneType in get_args(cls):  # X | None
+        return None if value is None else _build(next(a for a in get_args(cls) if a is not NoneType), value)
     if get_origin(cls) is tuple:
         if not isinstance(value, list):
             raise TypeError("expected a list")

@@ -7,11 +7,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agentbox.audit import AuditLog, AuditRecord, VerifyResult, follow_records, read_records, utc_now, verify_chain
+from agentbox.audit import (
+    Anchor,
+    AuditLog,
+    AuditRecord,
+    VerifyResult,
+    follow_records,
+    read_records,
+    utc_now,
+    verify_chain,
+)
 from agentbox.config.paths import AppPaths
 from agentbox.errors import NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken
+from agentbox.model.receipt import Receipt
+from agentbox.stores.receipts import ReceiptStore
 
 
 def find_audit_log(*, paths: AppPaths, name: str) -> Path:
@@ -51,7 +62,23 @@ class AuditService:
                               stop=stop)
 
     def verify(self, *, name: str) -> VerifyResult:
-        return verify_chain(path=self.find(name=name))
+        """The chain, its anchors, and the head each receipt holds (which outlives the anchors file)."""
+        path = self.find(name=name)
+        heads = [anchor for receipt in ReceiptStore(paths=self._paths).readable(name=name)
+                 if (anchor := _anchor_of(receipt)) is not None]
+        return verify_chain(path=path, vouchers=heads)
 
     def append(self, *, name: str, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
         return AuditLog(path=self._paths.audit_log(name), clock=self._clock).append(event=event, details=details)
+
+
+def _anchor_of(receipt: Receipt) -> Anchor | None:
+    """The receipt's audit head as an anchor; None for receipts from before heads (or damaged:
+    `agentbox receipts` names those)."""
+    if receipt.audit_head is None:
+        return None
+    try:
+        ended = datetime.fromisoformat(receipt.ended)
+    except ValueError:
+        return None
+    return Anchor(seq=receipt.audit_head.seq, hash=receipt.audit_head.hash, ts=ended, why=f"receipt {receipt.id}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agentbox.audit import record_anchor
 from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
 from agentbox.errors import AgentboxError, AlreadyExists, InvalidInput
 from agentbox.images.store import ImageInfo
@@ -217,6 +218,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
                                            "clean_snapshot": record.clean_snapshot,
                                            "clean_fallback": record.clean_fallback,
                                            "network": policy.mode.value, "allowlist": list(policy.render())})
+    record_anchor(log=audit, why="created")
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
 

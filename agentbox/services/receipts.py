@@ -21,7 +21,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from agentbox.audit import AuditRecord, read_records
+from agentbox.audit import AuditRecord, read_records, record_anchor
 from agentbox.backends.base import DomainState
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import Cancelled, GuestError, HostKeyMismatch, NotFound
@@ -73,15 +73,17 @@ class ReceiptService:
         """Build, store and audit the receipt of the session now ending. Raises only when it
         cannot be stored; a guest that does not answer is reported in the receipt."""
         name = record.name
+        head = self._ctx.audit(name=name).head()  # before its own record, which holds the file's hash
         records = _session_records(path=self._ctx.paths.audit_log(name), session_id=session_id, started=started)
         receipt = Receipt(
             id=session_id, workspace=name, started=started, ended=ended.isoformat(timespec="seconds"),
             duration_s=(ended - datetime.fromisoformat(started)).total_seconds(), reason=reason,
             commands=_commands(records), network=_network(records), outbox=self._outbox(name, session_id),
-            guest=self._guest(record))
+            guest=self._guest(record), audit_head=head)
         path, digest = ReceiptStore(paths=self._ctx.paths).save(receipt=receipt)
         self._ctx.audit(name=name).append(event=RECEIPT_EVENT, details={
             "session": session_id, "receipt": receipt.id, "sha256": digest, "file": str(path)})
+        record_anchor(log=self._ctx.audit(name=name), why=f"receipt {receipt.id}")
         return receipt
 
     def _outbox(self, name: str, session_id: str) -> OutboxReport:

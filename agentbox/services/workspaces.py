@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox.audit import remove_log
+from agentbox.audit import record_anchor, remove_anchors, remove_log
 from agentbox.backends.base import DomainInfo, DomainState
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
@@ -143,6 +143,7 @@ class WorkspaceService:
                 ctx.backend.destroy(name=record.domain)
             self._attachments.after_power_off(record=record)
             ctx.audit(name=name).append(event="stopped", details={"how": how})
+            record_anchor(log=ctx.audit(name=name), why="stopped")
         return self.get(name=name)
 
     def _wait_stopped(self, *, domain: str, timeout_s: float, cancel: CancelToken) -> bool:
@@ -186,9 +187,11 @@ class WorkspaceService:
             ctx.records.remove(name=name)
             if purge:
                 remove_log(ctx.paths.audit_log(name))  # with its rotated segments
+                remove_anchors(ctx.paths.audit_log(name))
                 ReceiptStore(paths=ctx.paths).purge(name=name)
             else:
                 ctx.audit(name=name).append(event="destroyed", details={"domain": domain})
+                record_anchor(log=ctx.audit(name=name), why="destroyed")
             (ctx.paths.locks_dir / f"{name}.lock").unlink(missing_ok=True)
 
     # -- getting in ---------------------------------------------------------------------

@@ -74,6 +74,18 @@ class ReceiptStore:
                                + ", ".join(p.stem for p in matches), hint="give more of the id")
         return self._load(path=matches[0], recorded=self._recorded(name))
 
+    def readable(self, *, name: str) -> tuple[Receipt, ...]:
+        """Every receipt file that can be read, by file name, without reading the log (`list`
+        names the others)."""
+        validate_workspace_name(name)
+        found = []
+        for path in sorted(self._paths.workspace_receipts(name).glob("*.json")):
+            try:
+                found.append(receipt_from_json(json.loads(path.read_bytes())))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return tuple(found)
+
     def _load(self, *, path: Path, recorded: dict[str, str]) -> StoredReceipt:
         damaged = f"compare it with the {RECEIPT_EVENT} record in: agentbox audit {path.parent.name}"
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox.audit import AuditLog
+from agentbox.audit import AuditLog, record_anchor
 from agentbox.cli.main import main
 
 
@@ -64,6 +64,28 @@ def test_a_torn_write_fails_verify_until_the_next_append_records_it(agentbox_roo
     code, out, _ = run(["audit", "verify", "ws"], capsys)
     assert code == 0 and "intact: 5 record(s)" in out
     assert "note: line 4: damaged write" in out and "recorded by line 5" in out
+
+
+def test_verify_calls_a_log_cut_after_an_anchor_broken(agentbox_root: Path, capsys) -> None:
+    log = three_records(agentbox_root)
+    record_anchor(log=log, why="stopped")
+    code, out, _ = run(["audit", "verify", "ws"], capsys)
+    assert code == 0 and "intact: 3 record(s), 1 anchor(s) hold" in out and "note: no anchors file" not in out
+
+    lines = log.path.read_text().splitlines()
+    log.path.write_text(lines[0] + "\n")  # what is left still chains
+    code, out, _ = run(["audit", "verify", "ws"], capsys)
+    assert code == 1 and "audit log BROKEN at line 2 (truncated): the log ends at record 1 but an anchor from" in out
+    assert "(stopped) vouches for record 3" in out
+    code, out, _ = run(["audit", "verify", "ws", "--json"], capsys)
+    assert code == 1 and json.loads(out)["first_break"]["kind"] == "truncated"
+
+
+def test_verify_says_when_a_log_has_no_anchors(agentbox_root: Path, capsys) -> None:
+    three_records(agentbox_root)
+    code, out, _ = run(["audit", "verify", "ws"], capsys)
+    assert code == 0 and "intact" in out
+    assert "note: no anchors file (a log from before anchors): records removed from the end would not show" in out
 
 
 def test_show_prints_one_line_per_record_with_its_details(agentbox_root: Path, capsys) -> None:

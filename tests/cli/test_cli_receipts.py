@@ -4,6 +4,7 @@ read from the data dir alone, so they work with no workspace left at all."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from agentbox.audit import AuditLog
 from agentbox.cli.main import main
 from agentbox.config.paths import AppPaths
+from agentbox.model.audit_head import AuditHead
 from agentbox.model.receipt import (
     UNTRUSTED,
     CommandRun,
@@ -150,3 +152,21 @@ def test_no_receipts_yet(agentbox_root: Path, capsys) -> None:
     code, out, _ = run(["receipts", "ws"], capsys)
     assert code == 0 and out.startswith("no receipts for ws")
     assert run(["receipts", "ws", "--json"], capsys)[1].strip() == "[]"
+
+
+def test_receipt_shows_the_audit_head_it_holds(agentbox_root: Path, capsys) -> None:
+    head = AuditHead(seq=7, hash="ab" * 32)
+    store(agentbox_root, replace(receipt(FIRST, started="2024-05-01T09:00:00+00:00"), audit_head=head))
+    code, out, _ = run(["receipt", "ws", FIRST], capsys)
+    assert code == 0 and f"audit head: record 7, hash {'ab' * 8}" in out
+    assert json.loads(run(["receipt", "ws", FIRST, "--json"], capsys)[1])["receipt"]["audit_head"] == {
+        "seq": 7, "hash": "ab" * 32}
+
+
+def test_a_receipt_from_before_audit_heads_still_loads(agentbox_root: Path, capsys) -> None:
+    path = store(agentbox_root, receipt(FIRST, started="2024-05-01T09:00:00+00:00"))
+    old = json.loads(path.read_text())
+    del old["audit_head"]  # as receipts were written before the field existed
+    path.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+    code, out, err = run(["receipt", "ws", FIRST], capsys)
+    assert code == 0 and "audit head: not recorded" in out and "is damaged" not in err

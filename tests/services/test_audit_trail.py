@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from agentbox.audit import GENESIS, AuditLog, log_files, read_records, verify_chain
+from agentbox.audit import GENESIS, AuditLog, BreakKind, log_files, read_anchors, read_records, verify_chain
 from agentbox.model.progress import CancelToken
+from agentbox.services.audit import AuditService
 from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.snapshots import SnapshotService
 from agentbox.services.workspaces import WorkspaceService
 
 from .conftest import World
@@ -62,3 +64,35 @@ def test_purge_removes_every_rotated_segment(service: WorkspaceService, world: W
     assert len(log_files(path)) > 3 and verify_chain(path=path).intact
     service.destroy(name="ws", on_progress=noop, purge=True)
     assert list(path.parent.iterdir()) == []
+
+
+def test_lifecycle_moments_anchor_the_head_and_a_cut_log_then_fails(service: WorkspaceService, world: World) -> None:
+    snapshots = SnapshotService(ctx=world.ctx)
+    snapshots.checkpoint(name="ws", label="before")
+    snapshots.reset(name="ws", on_progress=noop, cancel=CancelToken())
+    service.exec(name="ws", argv=["true"], stdout=noop, stderr=noop)  # not a lifecycle moment: no anchor
+    service.stop(name="ws", force=True, on_progress=noop, cancel=CancelToken())
+    service.destroy(name="ws", on_progress=noop)
+    log = world.ctx.paths.audit_log("ws")
+    anchors = read_anchors(log=log).anchors
+    assert [a.why for a in anchors] == ["created", "checkpoint before", "reset", "stopped", "destroyed"]
+    by_seq = {r.seq: r for r in read_records(path=log)}
+    assert [by_seq[a.seq].event for a in anchors] == ["created", "checkpoint", "reset", "stopped", "destroyed"]
+    assert all(by_seq[a.seq].digest == a.hash for a in anchors)
+    audit = AuditService(paths=world.ctx.paths)
+    assert audit.verify(name="ws").intact
+
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-2]))  # "stopped" and "destroyed" gone: the chain alone still holds
+    result = audit.verify(name="ws")
+    assert result.first_break is not None and result.first_break.kind is BreakKind.TRUNCATED
+    assert f"ends at record {len(lines) - 2}" in result.first_break.detail
+    assert f"(destroyed) vouches for record {len(lines)}" in result.first_break.detail
+
+
+def test_purge_removes_the_anchors_file(service: WorkspaceService, world: World) -> None:
+    service.stop(name="ws", force=True, on_progress=noop, cancel=CancelToken())
+    anchors = world.ctx.paths.audit_dir / "ws.anchors.jsonl"
+    assert anchors.is_file()
+    service.destroy(name="ws", on_progress=noop, purge=True)
+    assert not anchors.exists()

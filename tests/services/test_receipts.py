@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agentbox.audit import read_records, verify_chain
+from agentbox.audit import BreakKind, read_anchors, read_records, verify_chain
+from agentbox.audit.anchors import anchors_path
 from agentbox.backends.base import DomainState
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
@@ -21,6 +22,7 @@ from agentbox.errors import GuestError, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.model.receipt import UNTRUSTED, GuestStatus, Integrity, OutboxChangeKind, Receipt
 from agentbox.provision.guest_changes import CHANGES_ARGV, CHANGES_LIMIT
+from agentbox.services.audit import AuditService
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.outbox import OutboxService
 from agentbox.stores.receipts import ReceiptStore
@@ -334,3 +336,29 @@ def test_a_run_records_its_command_without_the_key(world: World) -> None:
     receipt_file = world.ctx.paths.data_dir / "receipts" / outcome.workspace / f"{kept.id}.json"
     assert SECRET not in receipt_file.read_text()
     assert SECRET not in world.ctx.paths.audit_log(outcome.workspace).read_text()
+
+
+def test_a_receipt_holds_the_audit_head_and_verify_holds_the_log_to_it(world: World) -> None:
+    make(world)
+    session_id = start(world)
+    run(world, "make", "test")
+    receipt = end(world).receipt
+    assert receipt is not None and receipt.audit_head is not None
+    log = world.ctx.paths.audit_log("ws")
+    records = list(read_records(path=log))
+    [written] = [r for r in records if r.event == "session.receipt"]
+    before = records[written.seq - 2]
+    assert (receipt.audit_head.seq, receipt.audit_head.hash) == (before.seq, before.digest)
+    assert ReceiptStore(paths=world.ctx.paths).get(name="ws", receipt_id=session_id).receipt == receipt
+    assert [a.why for a in read_anchors(log=log).anchors][-3:] == [f"receipt {session_id}", "reset", "session.ended"]
+    audit = AuditService(paths=world.ctx.paths)
+    assert audit.verify(name="ws").intact
+
+    # Cut the log before the receipt's head, and take the anchors file away too: the receipt still tells.
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:receipt.audit_head.seq - 1]))
+    anchors_path(log).unlink()
+    result = audit.verify(name="ws")
+    assert result.anchors_file is None and result.first_break is not None
+    assert result.first_break.kind is BreakKind.TRUNCATED
+    assert f"(receipt {session_id}) vouches for record {receipt.audit_head.seq}" in result.first_break.detail
