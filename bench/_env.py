@@ -14,11 +14,14 @@ from pathlib import Path
 from agentbox.bootstrap import Services, build_context, build_services
 from agentbox.config.paths import ROOT_ENV, SYSTEM_STORAGE_DIR, AppPaths
 from agentbox.model.progress import CancelToken
+from agentbox.services.context import ServiceContext
 
 
 @contextmanager
-def bench_services(*, template: str, egress_hosts: dict[str, str] | None = None) -> Iterator[Services]:
-    """Services on qemu:///system with the template's image ready (pulled untimed)."""
+def bench_services(*, template: str,
+                   egress_hosts: dict[str, str] | None = None) -> Iterator[tuple[Services, ServiceContext]]:
+    """Services on qemu:///system with the template's image ready (pulled untimed), and the
+    context behind them (benchmarks look at what the facade hides: paths, the backend)."""
     run = uuid.uuid4().hex[:6]
     root = Path(tempfile.mkdtemp(prefix="agentbox-bench-"))
     storage = Path("/var/lib/libvirt/images/agentbox-tests") / f"bench-{run}"
@@ -28,10 +31,11 @@ def bench_services(*, template: str, egress_hosts: dict[str, str] | None = None)
     paths.settings_file.write_text(f"storage_dir: {storage}\nimage_dir: {SYSTEM_STORAGE_DIR / 'images'}\n"
                                    f"domain_prefix: abbench-{run}-\n" + (f"egress_hosts:\n{hosts}" if hosts else ""))
     os.environ[ROOT_ENV] = str(root)  # for commands run through the CLI's main()
-    services = build_services(ctx=build_context(paths=paths))
+    ctx = build_context(paths=paths)
+    services = build_services(ctx=ctx)
     try:
         services.images.pull(template=template, on_progress=lambda _: None, cancel=CancelToken())
-        yield services
+        yield services, ctx
     finally:
         for workspace in services.workspaces.list():
             services.workspaces.destroy(name=workspace.name, on_progress=lambda _: None)

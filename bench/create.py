@@ -27,12 +27,12 @@ def main() -> None:
         if progress.step in STEPS and (not marks or marks[-1][0] != progress.step):
             marks.append((progress.step, time.monotonic()))
 
-    with bench_services(template=args.template) as services:
+    with bench_services(template=args.template) as (services, ctx):
         started = time.monotonic()
-        create_workspace(ctx=services.ctx, request=CreateRequest(name="bench", template=args.template),
+        create_workspace(ctx=ctx, request=CreateRequest(name="bench", template=args.template),
                          on_progress=on_progress, cancel=CancelToken())
         total = time.monotonic() - started
-        accel = services.ctx.backend.capabilities.accel
+        accel = ctx.backend.capabilities.accel
 
     print(f"create {args.template} (cached image), accel {accel}")
     print(f"{'step':<12}{'seconds':>10}")

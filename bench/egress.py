@@ -62,11 +62,11 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Big)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    with bench_services(template="debian-12", egress_hosts={HOST: "127.0.0.1"}) as services:
-        create_workspace(ctx=services.ctx, request=CreateRequest(name="net", network="allowlist"),
+    with bench_services(template="debian-12", egress_hosts={HOST: "127.0.0.1"}) as (services, ctx):
+        create_workspace(ctx=ctx, request=CreateRequest(name="net", network="allowlist"),
                          on_progress=lambda _: None, cancel=CancelToken())
         services.network.allow(name="net", entry=f"127.0.0.1:{port}")
-        proxy_socket = str(services.ctx.records.files(name="net").egress_dir / "proxy.sock")
+        proxy_socket = str(ctx.records.files(name="net").egress_dir / "proxy.sock")
         switch = []
         for _ in range(20):
             services.network.set_mode(name="net", mode="allowlist")
@@ -78,7 +78,7 @@ def main() -> None:
             assert refused, "a connection after `net off` was let through"
         services.network.set_mode(name="net", mode="allowlist")
         proxied = guest_seconds(services, "net", f"http://{HOST}:{port}/big")
-        config = services.ctx.records.files(name="net").ssh_config
+        config = ctx.records.files(name="net").ssh_config
         ssh = subprocess.Popen(["ssh", "-F", str(config), "-N", "-R", f"127.0.0.1:{PLAIN_PORT}:127.0.0.1:{port}",
                                 "agentbox-net"])
         try:

@@ -37,10 +37,10 @@ def main() -> None:
     boots: list[float] = []
     resets: list[float] = []
     steps: dict[str, list[float]] = {}
-    with bench_services(template=args.template) as services:
+    with bench_services(template=args.template) as (services, ctx):
         for index in range(args.boots):
             started = time.monotonic()
-            create_workspace(ctx=services.ctx, request=CreateRequest(name=f"boot{index}", template=args.template),
+            create_workspace(ctx=ctx, request=CreateRequest(name=f"boot{index}", template=args.template),
                              on_progress=lambda _: None, cancel=CancelToken())
             boots.append(time.monotonic() - started)
         for _ in range(args.resets):
@@ -60,7 +60,7 @@ def main() -> None:
                 steps.setdefault(step, []).append(next_at - at)
             if state.strip() != "clean":
                 raise SystemExit("the canary survived a reset: the clean state was NOT restored")
-        accel = services.ctx.backend.capabilities.accel
+        accel = ctx.backend.capabilities.accel
 
     boot, reset = statistics.median(boots), statistics.median(resets)
     print(f"accel {accel}; {len(boots)} cold boot(s), {len(resets)} resets (clean state verified each time)")

@@ -39,8 +39,8 @@ def main() -> None:
             big.write(os.urandom(2**20))
     rows = []
     try:
-        with bench_services(template="debian-12") as services:
-            create_workspace(ctx=services.ctx, request=CreateRequest(name="io"), on_progress=lambda _: None,
+        with bench_services(template="debian-12") as (services, ctx):
+            create_workspace(ctx=ctx, request=CreateRequest(name="io"), on_progress=lambda _: None,
                              cancel=CancelToken())
             make = f"dd if=/dev/urandom of=/var/tmp/big bs=1M count={SIZE_MIB} status=none"
             services.workspaces.exec(name="io", argv=["sh", "-c", make], stdout=lambda _: None,

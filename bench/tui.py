@@ -64,8 +64,11 @@ class _Egress:
     def stop(self, **_: object) -> None:
         pass
 
+    def suspend_forward(self, **_: object) -> None:
+        pass
+
     def health(self, **_: object) -> EgressHealth:
-        return EgressHealth(proxy_running=True, forward_connected=True)
+        return EgressHealth(proxy_running=True, forward_connected=True, supervised=True)
 
     def set_policy(self, *, files, policy):  # type: ignore[no-untyped-def]
         save_policy_file(path=files.policy, policy=policy)
@@ -93,7 +96,7 @@ def services_with(count: int, root: Path):  # type: ignore[no-untyped-def]
     for index in range(count):
         create_workspace(ctx=ctx, request=CreateRequest(name=f"ws{index:02d}"), on_progress=lambda _: None,
                          cancel=CancelToken())
-    return build_services(ctx=ctx)
+    return build_services(ctx=ctx), ctx  # the context: what the benchmark looks at behind the facade
 
 
 async def measure(services, *, count: int, presses: int) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
@@ -121,13 +124,13 @@ async def measure(services, *, count: int, presses: int) -> tuple[float, list[fl
         return first_frame, latencies
 
 
-def busy_logs(services, *, name: str, count: int) -> None:  # type: ignore[no-untyped-def]
+def busy_logs(ctx, *, name: str, count: int) -> None:  # type: ignore[no-untyped-def]
     """`count` egress decisions after the workspace's lifecycle records, as a busy agent leaves
     them: in the network log (through its sink, which rotates it) and in the audit log (chained
     and rotated as the appender does it, without an fsync per record). The audit records that
     the details show are then all behind the decisions: the worst case for finding them."""
-    sink = JsonlSink(path=services.ctx.records.files(name=name).net_log)
-    path = services.ctx.paths.audit_log(name)
+    sink = JsonlSink(path=ctx.records.files(name=name).net_log)
+    path = ctx.paths.audit_log(name)
     [last] = tail_records(path=path, count=1)
     seq, prev, size = last.seq, last.digest, path.stat().st_size
     log = path.open("ab")
@@ -153,7 +156,7 @@ def busy_logs(services, *, name: str, count: int) -> None:  # type: ignore[no-un
         sink.close()
 
 
-def measure_details(services, *, refreshes: int) -> tuple[float, list[float], float]:  # type: ignore[no-untyped-def]
+def measure_details(services, ctx, *, refreshes: int) -> tuple[float, list[float], float]:  # type: ignore[no-untyped-def]
     """One details load with nothing remembered, then the refreshes that follow it; and, to
     compare, one full read of the audit log (what each refresh did before)."""
     [workspace] = services.workspaces.list()
@@ -169,7 +172,7 @@ def measure_details(services, *, refreshes: int) -> tuple[float, list[float], fl
         times.append(time.perf_counter() - started)
         assert again.recent_events == details.recent_events
     started = time.perf_counter()
-    for _ in read_records(path=services.ctx.paths.audit_log(workspace.name)):
+    for _ in read_records(path=ctx.paths.audit_log(workspace.name)):
         pass
     return first, times, time.perf_counter() - started
 
@@ -182,7 +185,7 @@ def main() -> None:
     parser.add_argument("--refreshes", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="agentbox-bench-tui-") as tmp:
-        services = services_with(args.workspaces, Path(tmp))
+        services, _ = services_with(args.workspaces, Path(tmp))
         first, latencies = asyncio.run(measure(services, count=args.workspaces,
                                                presses=min(args.presses, args.workspaces - 1)))
     print(f"TUI on the Fake backend, {args.workspaces} workspaces, 120x40 (headless)")
@@ -191,13 +194,13 @@ def main() -> None:
           f"median {statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
 
     with tempfile.TemporaryDirectory(prefix="agentbox-bench-tui-") as tmp:
-        services = services_with(1, Path(tmp))
-        busy_logs(services, name="ws00", count=args.records)
-        audit = services.ctx.paths.audit_log("ws00")
+        services, ctx = services_with(1, Path(tmp))
+        busy_logs(ctx, name="ws00", count=args.records)
+        audit = ctx.paths.audit_log("ws00")
         chain = verify_chain(path=audit)
         assert chain.intact, chain.first_break
-        net = sorted(services.ctx.records.files(name="ws00").net_log.parent.glob("net.jsonl*"))
-        first, times, full = measure_details(services, refreshes=args.refreshes)
+        net = sorted(ctx.records.files(name="ws00").net_log.parent.glob("net.jsonl*"))
+        first, times, full = measure_details(services, ctx, refreshes=args.refreshes)
     print(f"Details refresh of one workspace, {args.records:,} audit and {args.records:,} network records "
           f"(audit: {len(chain.files)} files, network: {len(net)} files kept)")
     print(f"  first load (finds the recent events behind all the decisions): {first * 1000:.1f} ms")
