@@ -64,7 +64,7 @@ class _Egress:
     def stop(self, **_: object) -> None:
         pass
 
-    def suspend_forward(self, **_: object) -> None:
+    def hold_through_power_cycle(self, **_: object) -> None:
         pass
 
     def health(self, **_: object) -> EgressHealth:

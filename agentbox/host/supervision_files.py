@@ -3,8 +3,10 @@ workspace's egress dir, each with one writer.
 
 - `supervisor.lock`: flocked by the supervisor for its whole life, naming it (host/locks).
 - `supervisor.json`: its state (helpers' identities, problem), written only on change.
-- `hold.json`: written by a command that needs the forward down for a while (a snapshot, a
-  reset); it names the command's process, so a hold whose owner died counts for nothing.
+- `hold.json`: written by a command that needs the supervisor to hold on for a while: through
+  a reset's power cycle (the VM is down for seconds: do not end), or around a snapshot (the
+  forward must be down too). It names the command's process, so a hold whose owner died
+  counts for nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ class SupervisorState:
 
 
 @dataclass(frozen=True)
+class Hold:
+    reason: str
+    forward_down: bool  # a snapshot: the forward must not run; a reset: it reconnects by itself
+
+
+@dataclass(frozen=True)
 class SupervisorFiles:
     egress_dir: Path
 
@@ -83,19 +91,19 @@ class SupervisorFiles:
     def write_state(self, state: SupervisorState) -> None:
         write_atomically(path=self.state, data=(json.dumps(state.to_json()) + "\n").encode())
 
-    def place_hold(self, *, reason: str) -> None:
+    def place_hold(self, *, reason: str, forward_down: bool) -> None:
         write_atomically(path=self.hold, data=(json.dumps(
-            {"owner": current_identity().to_json(), "reason": reason}) + "\n").encode())
+            {"owner": current_identity().to_json(), "reason": reason, "forward_down": forward_down}) + "\n").encode())
 
-    def active_hold(self) -> str:
-        """The reason of a hold whose owner still lives; "" when there is none."""
+    def active_hold(self) -> Hold | None:
+        """The hold, if its owner still lives."""
         try:
             data = json.loads(self.hold.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return ""
+            return None
         if not isinstance(data, dict) or not is_alive(ProcessIdentity.from_json(data.get("owner"))):
-            return ""
-        return str(data.get("reason", "held"))
+            return None
+        return Hold(reason=str(data.get("reason", "held")), forward_down=data.get("forward_down") is not False)
 
     def release_hold(self) -> None:
         self.hold.unlink(missing_ok=True)

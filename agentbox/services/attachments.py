@@ -41,8 +41,8 @@ class Attachments:
 
     def before_power_cycle(self, *, record: WorkspaceRecord) -> None:
         """A reset is about to destroy and revert (or re-create) the VM: the supervisor
-        stays, its forward is held down until `after_boot`."""
-        self._ctx.egress.suspend_forward(files=self._files(record))
+        stays through it (until `after_boot`); its forward reconnects to the new guest."""
+        self._ctx.egress.hold_through_power_cycle(files=self._files(record))
 
     def after_revert(self, *, record: WorkspaceRecord) -> str:
         """Plug the shares back into the reverted VM; returns the guest's mount script, for

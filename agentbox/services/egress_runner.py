@@ -44,9 +44,9 @@ class EgressRunner(Protocol):
     def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
         """Everything (the VM goes down), or only the forward until the next ensure_running."""
 
-    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
-        """Hold the forward down until the next ensure_running, without waiting for it: the
-        VM is about to go down and come back (a reset), and its supervisor must stay."""
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
+        """The VM is about to go down and come back (a reset): its supervisor must not end
+        meanwhile, until the next ensure_running. The forward reconnects by itself."""
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         """What runs now; reads files only, starts and stops nothing."""
@@ -101,8 +101,8 @@ class SupervisedEgress:
         sup.release_hold()
         (files.egress_dir / "forward.state").unlink(missing_ok=True)
 
-    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
-        SupervisorFiles(egress_dir=files.egress_dir).place_hold(reason="held by agentbox (reset)")
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
+        SupervisorFiles(egress_dir=files.egress_dir).place_hold(reason="a reset", forward_down=False)
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         state = SupervisorFiles(egress_dir=files.egress_dir).read_state()
@@ -121,7 +121,7 @@ class SupervisedEgress:
 
     def _hold(self, *, sup: SupervisorFiles) -> None:
         """Hold the forward down and return once it is (a snapshot must not contain it)."""
-        sup.place_hold(reason="held by agentbox (snapshot)")
+        sup.place_hold(reason="a snapshot", forward_down=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             state = sup.read_state()

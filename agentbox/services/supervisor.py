@@ -86,10 +86,10 @@ class WorkspaceSupervisor:
         try:
             while not stop.is_set():
                 now = time.monotonic()
-                held = sup.active_hold()
+                hold = sup.active_hold()
                 if now >= next_domain_check:
                     next_domain_check = now + DOMAIN_EVERY_S
-                    down = 0 if held or self._domain_up(record.domain) else down + 1
+                    down = 0 if hold or self._domain_up(record.domain) else down + 1
                     if down >= DOWN_CHECKS:
                         reason = "the VM stopped"
                         break
@@ -101,11 +101,12 @@ class WorkspaceSupervisor:
                     state = replace(state, problem="the guest's SSH host key does not match the pinned one:"
                                                    " the forward into it stays down")
                     audit.append(event="egress.host_key_mismatch", details={"helper": "forward"})
-                if held:
+                if hold and hold.forward_down:
                     forward.stop()
                 elif not state.problem:
-                    forward.start_if_due()
-                new = replace(state, proxy=proxy.ready_identity(), forward=forward.ready_identity(), held=held)
+                    forward.start_if_due()  # through a reset's power cycle it just reconnects
+                new = replace(state, proxy=proxy.ready_identity(), forward=forward.ready_identity(),
+                              held=hold.reason if hold else "")
                 if new != state:
                     state = new
                     sup.write_state(state)

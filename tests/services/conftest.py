@@ -127,7 +127,7 @@ class RecordingEgress:
         else:
             self.running.discard(files.directory.name)
 
-    def suspend_forward(self, *, files: WorkspaceFiles) -> None:
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
         self.held_for_reset.append(files.directory.name)
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:

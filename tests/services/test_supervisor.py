@@ -97,15 +97,27 @@ def test_the_supervisor_ends_with_the_domain_and_takes_its_helpers_along(running
     assert sup.files.supervisor() is None and sup.state() is None
 
 
-def test_a_hold_keeps_the_supervisor_through_a_power_cycle(running: tuple[World, Running]) -> None:
+def test_a_reset_hold_keeps_the_supervisor_and_its_forward_through_a_power_cycle(
+        running: tuple[World, Running]) -> None:
     world, sup = running
-    sup.files.place_hold(reason="reset")
-    until(lambda: (s := sup.state()) is not None and s.held == "reset" and s.forward is None,
-          what="the forward is held down")
+    until(lambda: (s := sup.state()) is not None and s.forward is not None, what="the forward runs")
+    forward = sup.state().forward  # type: ignore[union-attr]
+    sup.files.place_hold(reason="a reset", forward_down=False)
+    until(lambda: (s := sup.state()) is not None and s.held == "a reset", what="the hold is seen")
     world.backend.set_state(DOMAIN, DomainState.STOPPED)
     time.sleep(3)  # longer than the supervisor needs to notice a stopped VM
-    assert sup.thread.is_alive()
+    assert sup.thread.is_alive() and sup.state().forward == forward  # type: ignore[union-attr]
     world.backend.set_state(DOMAIN, DomainState.RUNNING)
+    sup.files.release_hold()
+    until(lambda: (s := sup.state()) is not None and not s.held, what="the hold is gone")
+
+
+def test_a_snapshot_hold_takes_the_forward_down_until_it_is_released(running: tuple[World, Running]) -> None:
+    _, sup = running
+    until(lambda: (s := sup.state()) is not None and s.forward is not None, what="the forward runs")
+    sup.files.place_hold(reason="a snapshot", forward_down=True)
+    until(lambda: (s := sup.state()) is not None and s.held == "a snapshot" and s.forward is None,
+          what="the forward is held down")
     sup.files.release_hold()
     until(lambda: (s := sup.state()) is not None and not s.held and s.forward is not None,
           what="the forward is back")
