@@ -239,24 +239,31 @@ def test_recovery_cannot_be_claimed_for_another_line(tmp_path: Path) -> None:
 # -- concurrent writers ----------------------------------------------------------------------
 
 
-def _append_many(path: str, worker: int, count: int, barrier: multiprocessing.synchronize.Barrier) -> None:
-    log = AuditLog(path=Path(path))
+def _append_many(path: str, worker: int, count: int, barrier: multiprocessing.synchronize.Barrier,
+                 rotate_bytes: int | None) -> None:
+    log = AuditLog(path=Path(path)) if rotate_bytes is None else AuditLog(path=Path(path), rotate_bytes=rotate_bytes)
     barrier.wait()
     for n in range(count):
         log.append(event="tick", details={"worker": worker, "n": n, "pad": "x" * (worker * 300)})
 
 
-def test_concurrent_appends_from_several_processes_form_one_chain(tmp_path: Path) -> None:
-    workers, per_worker = 4, 200
-    path = tmp_path / "ws.jsonl"
+def append_concurrently(path: Path, *, workers: int, per_worker: int, rotate_bytes: int | None = None) -> None:
+    """`workers` processes append `per_worker` records each to one log, all at once."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers)
-    procs = [ctx.Process(target=_append_many, args=(str(path), w, per_worker, barrier)) for w in range(workers)]
+    procs = [ctx.Process(target=_append_many, args=(str(path), w, per_worker, barrier, rotate_bytes))
+             for w in range(workers)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join()
     assert [proc.exitcode for proc in procs] == [0] * workers
+
+
+def test_concurrent_appends_from_several_processes_form_one_chain(tmp_path: Path) -> None:
+    workers, per_worker = 4, 200
+    path = tmp_path / "ws.jsonl"
+    append_concurrently(path, workers=workers, per_worker=per_worker)
 
     result = verify_chain(path=path)
     assert result.intact and result.records == workers * per_worker and result.recovered == ()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,8 @@ from agentbox.audit.lines import Cursor, last_lines, lines_after, reverse_lines
 from agentbox.audit.segments import rotate_by_rename, segment_paths
 from agentbox.errors import NotFound
 from agentbox.model.progress import CancelToken
+
+from tests.unit.test_audit_chain import append_concurrently
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -151,24 +152,10 @@ def test_an_empty_active_file_continues_the_newest_segments_chain(tmp_path: Path
     assert verify_chain(path=log.path).intact and list(read_records(path=log.path))[-1].seq == 11
 
 
-def _append_many(path: str, worker: int, count: int, barrier: multiprocessing.synchronize.Barrier) -> None:
-    log = AuditLog(path=Path(path), rotate_bytes=4096)
-    barrier.wait()
-    for n in range(count):
-        log.append(event="tick", details={"worker": worker, "n": n})
-
-
 def test_concurrent_appends_that_rotate_still_form_one_chain(tmp_path: Path) -> None:
     workers, per_worker = 4, 150
     path = tmp_path / "ws.jsonl"
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    procs = [ctx.Process(target=_append_many, args=(str(path), w, per_worker, barrier)) for w in range(workers)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join()
-    assert [proc.exitcode for proc in procs] == [0] * workers
+    append_concurrently(path, workers=workers, per_worker=per_worker, rotate_bytes=4096)
     result = verify_chain(path=path)
     assert result.intact and result.records == workers * per_worker and len(result.files) > 10
     records = list(read_records(path=path))
