@@ -4,6 +4,7 @@ of another workspace. Also how agentbox starts its helper processes."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from agentbox.errors import AgentboxError
 
@@ -93,7 +95,13 @@ def spawn_child(*, argv: Sequence[str], log_file: Path,
     return _popen(argv=argv, log_file=log_file, env=env, new_session=False, die_with_parent=True)
 
 
-def _popen(*, argv: Sequence[str], log_file: Path, env: Mapping[str, str] | None, new_session: bool,
+def spawn_child_reading_stderr(*, argv: Sequence[str], env: Mapping[str, str] | None = None
+                               ) -> subprocess.Popen[bytes]:
+    """Like spawn_child, but its stderr is a pipe its parent reads (stdout is discarded)."""
+    return _popen(argv=argv, log_file=None, env=env, new_session=False, die_with_parent=True)
+
+
+def _popen(*, argv: Sequence[str], log_file: Path | None, env: Mapping[str, str] | None, new_session: bool,
            die_with_parent: bool) -> subprocess.Popen[bytes]:
     parent = os.getpid()
 
@@ -104,9 +112,11 @@ def _popen(*, argv: Sequence[str], log_file: Path, env: Mapping[str, str] | None
             if os.getppid() != parent:  # the parent died before prctl: do not run orphaned
                 os._exit(1)
 
-    with log_file.open("ab") as log:
+    with contextlib.ExitStack() as stack:
+        log: int | IO[bytes] = stack.enter_context(log_file.open("ab")) if log_file else subprocess.DEVNULL
         try:
-            return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log if log_file else subprocess.PIPE,
                                     env=dict(env) if env is not None else None, start_new_session=new_session,
                                     close_fds=True, preexec_fn=in_child if die_with_parent else None)
         except OSError as exc:

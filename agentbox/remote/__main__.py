@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agentbox.errors import HostKeyMismatch
+from agentbox.errors import AgentboxError, HostKeyMismatch
 from agentbox.remote.forward import GUEST_PROXY_PORT, HOST_KEY_MISMATCH_EXIT, hold_forward
 from agentbox.remote.ssh import SshTarget
 
@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guest-port", type=int, default=GUEST_PROXY_PORT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agentbox.forward %(levelname)s %(message)s")
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -42,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except HostKeyMismatch as exc:
         logging.getLogger("agentbox.forward").error("%s", exc.message)
         return HOST_KEY_MISMATCH_EXIT
+    except AgentboxError as exc:  # e.g. no ssh client: the supervisor retries with backoff
+        logging.getLogger("agentbox.forward").error("%s", exc)
+        return 1
     finally:
         if args.pid_file.read_text().strip() == str(os.getpid()):
             args.pid_file.unlink(missing_ok=True)

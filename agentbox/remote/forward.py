@@ -2,30 +2,33 @@
 workspace's egress proxy on a host Unix socket (DESIGN.md section 4).
 
 agentbox holds the SSH connection from the host, so the guest can neither open nor widen
-it. Each guest connection arrives as its own SSH channel and gets its own connection to
-the proxy (unlike QEMU's guestfwd, which multiplexes everything onto one stream). When
-the connection drops (a reset replaces the VM), the holder reconnects with backoff; while
-it is down nothing listens on the guest's port 3128, so the guest has no egress at all.
-A host key that does not match the pinned one ends the holder: retrying would only knock
-on a door that is not ours (its supervisor records the mismatch in the audit log).
+it. The connection is OpenSSH's (`ssh -N -R 127.0.0.1:3128:PROXY_SOCKET`): each guest
+connection arrives as its own channel and OpenSSH, in C, relays it to its own connection
+to the proxy; a forward in Python (paramiko) halved the egress throughput. This module
+holds that `ssh`: it pins the guest's host key (a known-hosts file of one line, strict
+checking), reads its log to know when the forward is up, and starts it again with
+backoff when it drops (a reset replaces the VM). While it is down nothing listens on the
+guest's port 3128, so the guest has no egress at all; the `ssh` dies with its holder
+(PR_SET_PDEATHSIG). A host key that does not match the pinned one ends the holder:
+retrying would only knock on a door that is not ours (its supervisor records the
+mismatch in the audit log).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import select
-import socket
+import shutil
+import subprocess
 import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paramiko
-
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import GuestError, HostKeyMismatch
-from agentbox.remote.ssh import SshTarget, connect
+from agentbox.host.process_identity import spawn_child_reading_stderr
+from agentbox.remote.ssh import SshTarget
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,11 @@ RETRY_S = 0.2  # first retry: a reverted guest's sshd is back within moments
 MAX_RETRY_S = 5.0  # a VM that stays down costs one refused connect per 5 s, not 5 per second
 HOST_KEY_MISMATCH_EXIT = 12  # HostKeyMismatch's exit code: the supervisor stops retrying
 KEEPALIVE_S = 5  # notices a vanished VM within seconds, not at the next channel
-_CHUNK = 65536
+HOST_ALIAS = "agentbox-guest"  # the known-hosts name: the pin holds whatever the port
+_FORWARD_UP = "remote forward success"
+_HOST_KEY_REFUSED = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED")
+_INFORMATIONAL = ("OpenSSH_", "Authenticated to", "Transferred:", "Bytes per second:")
+_HOST_KEY_ALGORITHMS = {"ssh-rsa": "rsa-sha2-512,rsa-sha2-256"}
 
 
 @dataclass(frozen=True)
@@ -56,27 +63,44 @@ def hold_forward(*, target: SshTarget, proxy_socket: Path, state_file: Path, sto
     """Keep the remote forward up until `stop` is set, reconnecting whenever it drops.
     Raises HostKeyMismatch (after recording it in the state file) instead of retrying."""
     state = _StateFile(path=state_file)
+    known_hosts = state_file.with_name("forward.known_hosts")
+    write_atomically(path=known_hosts, data=f"{HOST_ALIAS} {_key_fields(target.host_key)}\n".encode())
+    argv = ssh_argv(target=target, known_hosts=known_hosts, proxy_socket=proxy_socket, guest_port=guest_port)
     delay = RETRY_S
     while not stop.is_set():
-        try:
-            client = connect(target=target, timeout_s=10.0)
-        except HostKeyMismatch as exc:
-            state.write(connected=False, error=exc.message)
-            raise
-        except GuestError as exc:
-            state.write(connected=False, error=exc.message)
-            stop.wait(delay)
-            delay = min(delay * 2, MAX_RETRY_S)
-            continue
-        try:
-            _serve(client=client, proxy_socket=proxy_socket, state=state, stop=stop, guest_port=guest_port)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            state.write(connected=False, error=str(exc))
-            delay = RETRY_S  # it was up: the guest is probably being reset, back in moments
-            stop.wait(delay)
-        finally:
-            client.close()
+        run = _SshRun(argv=argv, state=state)
+        run.wait(stop=stop)
+        if run.host_key_refused:
+            message = (f"the guest's SSH host key on port {target.port} is not the pinned one: "
+                       "the forward stays down")
+            state.write(connected=False, error=message)
+            raise HostKeyMismatch(message)
+        state.write(connected=False, error="stopped" if stop.is_set() else run.error or "the forward dropped")
+        # It was up: the guest is probably being reset, back in moments. Never up: back off.
+        delay = RETRY_S if run.was_connected else min(delay * 2, MAX_RETRY_S)
+        stop.wait(delay)
     state.write(connected=False, error="stopped")
+
+
+def ssh_argv(*, target: SshTarget, known_hosts: Path, proxy_socket: Path, guest_port: int) -> list[str]:
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise GuestError("OpenSSH's ssh client is not installed: the egress forward needs it",
+                         hint="install openssh-client")
+    key_type = _key_fields(target.host_key).split()[0]
+    return [
+        ssh, "-N", "-v", "-F", "/dev/null",  # -v: its log says when the forward is up
+        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", f"IdentityFile={target.private_key}",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"HostKeyAlias={HOST_ALIAS}",
+        "-o", f"HostKeyAlgorithms={_HOST_KEY_ALGORITHMS.get(key_type, key_type)}",
+        "-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no",
+        "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=10",
+        "-o", f"ServerAliveInterval={KEEPALIVE_S}", "-o", "ServerAliveCountMax=2",
+        "-o", "ClearAllForwardings=no", "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
+        "-R", f"127.0.0.1:{guest_port}:{proxy_socket}",
+        "-p", str(target.port), "-l", target.user, target.host,
+    ]
 
 
 class _StateFile:
@@ -95,53 +119,52 @@ class _StateFile:
                                + "\n").encode())
 
 
-def _serve(*, client: paramiko.SSHClient, proxy_socket: Path, state: _StateFile, stop: threading.Event,
-           guest_port: int) -> None:
-    transport = client.get_transport()
-    if transport is None:
-        raise EOFError("the SSH connection closed at once")
-    transport.set_keepalive(KEEPALIVE_S)
-    transport.request_port_forward("127.0.0.1", guest_port)
-    state.write(connected=True)
-    log.info("forwarding guest 127.0.0.1:%d to %s", guest_port, proxy_socket)
-    while not stop.is_set() and transport.is_active():
-        channel = transport.accept(timeout=0.25)  # also how soon a dropped connection is noticed
-        if channel is not None:
-            threading.Thread(target=_bridge, args=(channel, proxy_socket), daemon=True).start()
-    if not stop.is_set():
-        raise EOFError("the SSH connection to the guest dropped")
+class _SshRun:
+    """One `ssh` from start to exit, its log read as it comes: the forward's state follows it."""
+
+    def __init__(self, *, argv: list[str], state: _StateFile) -> None:
+        self._state = state
+        self.was_connected = False
+        self.host_key_refused = False
+        self.error = ""
+        self._child = spawn_child_reading_stderr(argv=argv)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def wait(self, *, stop: threading.Event) -> None:
+        while self._child.poll() is None:
+            if stop.wait(0.25):
+                self._child.terminate()
+                try:
+                    self._child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._child.kill()
+                    self._child.wait()
+        self._reader.join(timeout=5)
+
+    def _read(self) -> None:
+        assert self._child.stderr is not None
+        for raw in self._child.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if _FORWARD_UP in line:
+                self.was_connected = True
+                self._state.write(connected=True)
+                log.info("forwarding the guest's port to the egress proxy")
+            elif any(marker in line for marker in _HOST_KEY_REFUSED):
+                self.host_key_refused = True
+            if line.startswith("debug"):
+                continue  # its -v chatter: one line per guest connection would flood the log
+            if not line.startswith(_INFORMATIONAL):
+                self.error = line
+            log.warning("ssh: %s", line)
 
 
-def _bridge(channel: paramiko.Channel, proxy_socket: Path) -> None:
-    """One guest connection ↔ one proxy connection, until both sides are done."""
-    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        upstream.connect(str(proxy_socket))
-    except OSError as exc:  # proxy down: the guest's connection just closes (fail closed)
-        log.warning("egress proxy unreachable at %s: %s", proxy_socket, exc)
-        upstream.close()
-        channel.close()
-        return
-    open_ends: set[paramiko.Channel | socket.socket] = {channel, upstream}
-    try:
-        while open_ends:
-            readable, _, _ = select.select(list(open_ends), [], [], 30.0)
-            for end in readable:
-                data = end.recv(_CHUNK)
-                other = upstream if end is channel else channel
-                if data:
-                    other.sendall(data)
-                    continue
-                open_ends.discard(end)
-                if other is channel:
-                    channel.shutdown_write()
-                else:
-                    upstream.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # either side vanished mid-stream: close both
-    finally:
-        upstream.close()
-        channel.close()
+def _key_fields(host_key: str) -> str:
+    """"TYPE BASE64" of a pinned key line (a trailing comment dropped)."""
+    fields = host_key.split()
+    if len(fields) < 2:
+        raise GuestError(f"the pinned host key is not an OpenSSH public key line: {host_key!r}")
+    return f"{fields[0]} {fields[1]}"
 
 
 def _now() -> str:
