@@ -1,6 +1,6 @@
 """Egress in one run: how fast `agentbox net NAME off` is enforced (median of 20), and a
-100 MiB download from a 127.0.0.1 server through the egress proxy against the same
-download through a plain SSH forward without the proxy.
+100 MiB download from a 127.0.0.1 server through the egress path (OpenSSH forward +
+proxy) against the same download through a plain OpenSSH forward without the proxy.
 
 Usage (root, libvirtd running): .venv/bin/python bench/egress.py
 Every server is the benchmark's own, on the host's 127.0.0.1.
@@ -24,6 +24,7 @@ from agentbox.services.create import CreateRequest, create_workspace
 SIZE = 100 * 2**20
 HOST = "web.agentbox.test"
 PLAIN_PORT = 3129  # the guest end of the plain forward
+ROUNDS = 3
 
 
 class _Big(BaseHTTPRequestHandler):
@@ -77,23 +78,29 @@ def main() -> None:
             switch.append(time.monotonic() - started)
             assert refused, "a connection after `net off` was let through"
         services.network.set_mode(name="net", mode="allowlist")
-        proxied = guest_seconds(services, "net", f"http://{HOST}:{port}/big")
         config = ctx.records.files(name="net").ssh_config
         ssh = subprocess.Popen(["ssh", "-F", str(config), "-N", "-R", f"127.0.0.1:{PLAIN_PORT}:127.0.0.1:{port}",
                                 "agentbox-net"])
+        proxied_runs, plain_runs = [], []
         try:
             time.sleep(3)
-            plain = guest_seconds(services, "net", f"http://127.0.0.1:{PLAIN_PORT}/big", "--noproxy", "*")
+            for _ in range(ROUNDS):  # interleaved, so a load change hits both paths alike
+                proxied_runs.append(guest_seconds(services, "net", f"http://{HOST}:{port}/big"))
+                plain_runs.append(guest_seconds(services, "net", f"http://127.0.0.1:{PLAIN_PORT}/big",
+                                                "--noproxy", "*"))
         finally:
             ssh.terminate()
             ssh.wait()
+        proxied, plain = statistics.median(proxied_runs), statistics.median(plain_runs)
     server.shutdown()
     print("`agentbox net NAME off` to enforcement (CLI call until the next connection is refused), 20 runs:")
     print(f"  median {statistics.median(switch) * 1000:.0f} ms, max {max(switch) * 1000:.0f} ms")
-    print("100 MiB download from 127.0.0.1 into the guest (TCG):")
+    print(f"100 MiB download from 127.0.0.1 into the guest (TCG), median of {ROUNDS} interleaved rounds:")
     print(f"  through the egress proxy   {SIZE / proxied / 2**20:8.1f} MiB/s ({proxied:.2f} s)")
     print(f"  plain SSH forward, no proxy {SIZE / plain / 2**20:7.1f} MiB/s ({plain:.2f} s)")
-    print(f"  proxy / plain = {plain / proxied:.2f}")
+    print(f"  proxy / plain = {plain / proxied:.2f} (rounds: proxy "
+          + ", ".join(f"{SIZE / s / 2**20:.1f}" for s in proxied_runs) + "; plain "
+          + ", ".join(f"{SIZE / s / 2**20:.1f}" for s in plain_runs) + " MiB/s)")
 
 
 if __name__ == "__main__":
