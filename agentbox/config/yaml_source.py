@@ -1,7 +1,9 @@
 """YAML with line numbers, so every config error can say file:line and the field.
 
-Only PyYAML's safe loader is used. Values are constructed normally; a parallel walk of
-the composed node tree records the line of every key and list item.
+Only PyYAML's safe loader is used, and without aliases (`*name`): a few lines of nested
+aliases stand for billions of values (an "alias bomb"), and agentbox's files never need
+them. Values are constructed normally; a parallel walk of the composed node tree records
+the line of every key and list item.
 """
 
 from __future__ import annotations
@@ -55,11 +57,28 @@ def load_yaml_file(*, path: Path) -> YamlDoc:
     return parse_yaml(text=text, path=path)
 
 
+class _AliasFound(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasFound(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
 def parse_yaml(*, text: str, path: Path) -> YamlDoc:
-    loader = yaml.SafeLoader(text)
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
         value = loader.construct_document(node) if node is not None else None
+    except _AliasFound as exc:
+        raise ConfigError(f"{path}:{exc.line}: YAML aliases (*name) are not allowed in agentbox's files",
+                          hint="write the value out in full (nested aliases can stand for billions of values)"
+                          ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

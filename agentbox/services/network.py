@@ -25,6 +25,7 @@ from agentbox.model.progress import CancelToken
 from agentbox.model.template import Template
 from agentbox.services.attachments import Attachments
 from agentbox.services.context import ServiceContext
+from agentbox.model.names import validate_workspace_name
 from agentbox.services.lookup import load_ready_record
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 
@@ -64,17 +65,21 @@ class NetworkService:
         save_policy_file(path=files.policy, policy=policy)
 
     def policy(self, *, name: str) -> NetworkPolicy:
+        validate_workspace_name(name)  # never a path outside the workspaces dir
         return load_policy_file(path=self._files(name).policy)
 
     def set_mode(self, *, name: str, mode: str) -> PolicyUpdate:
+        load_ready_record(ctx=self._ctx, name=name)  # a bad or unknown name first, not a missing file
         current = self.policy(name=name)
         return self._apply(name=name, policy=parse_policy(mode=mode, allowlist=current.render()))
 
     def allow(self, *, name: str, entry: str) -> PolicyUpdate:
+        load_ready_record(ctx=self._ctx, name=name)
         current = self.policy(name=name)
         return self._apply(name=name, policy=current.with_entry(entry=parse_allow_entry(text=entry)))
 
     def deny(self, *, name: str, entry: str) -> PolicyUpdate:
+        load_ready_record(ctx=self._ctx, name=name)
         current = self.policy(name=name)
         wanted = parse_allow_entry(text=entry).render()
         kept = tuple(e for e in current.allowlist if e.render() != wanted)

@@ -19,6 +19,7 @@ from agentbox.audit import record_anchor
 from agentbox.backends.base import DomainState
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, Cancelled, InvalidInput, NotFound
+from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
@@ -157,7 +158,8 @@ class SessionService:
         if not argv:
             raise InvalidInput("no command given", hint="agentbox run -- COMMAND [ARGS...]")
         temporary = name is None
-        name = name or f"run-{secrets.token_hex(3)}"
+        # `--name ""` is a bad name, not a throw-away workspace that would then be kept.
+        name = validate_workspace_name(name) if name is not None else f"run-{secrets.token_hex(3)}"
         if temporary or not self._exists(name):
             create_workspace(ctx=self._ctx, request=CreateRequest(name=name, template=template),
                              on_progress=on_progress, cancel=cancel)

@@ -75,7 +75,7 @@ class WorkspaceService:
             record, problem = None, exc.message
         else:
             problem = ""
-        state, problem = _state(record=record, domain=domain, busy=is_locked(paths=ctx.paths, name=name),
+        state, problem = _state(name=name, record=record, domain=domain, busy=is_locked(paths=ctx.paths, name=name),
                                 problem=problem)
         if record is not None:
             return Workspace(name=name, state=state, template=record.template, created=record.created,
@@ -246,14 +246,17 @@ class WorkspaceService:
         return write_managed_ssh_config(ssh_dir=ssh_dir, entries=entries)
 
 
-def _state(*, record: WorkspaceRecord | None, domain: DomainInfo | None, busy: bool,
+def _state(*, name: str, record: WorkspaceRecord | None, domain: DomainInfo | None, busy: bool,
            problem: str) -> tuple[WorkspaceState, str]:
+    # A broken workspace's problem ends with what to do about it: `list` shows nothing else.
+    remedy = f"; agentbox destroy {name} removes what is left"
     if record is not None and record.phase is not Phase.READY:
         if busy:
             return WorkspaceState.CREATING, ""
-        return WorkspaceState.BROKEN, f"{record.phase.value} was interrupted"
+        return WorkspaceState.BROKEN, f"{record.phase.value} was interrupted{remedy}"
     if record is None:
-        return WorkspaceState.BROKEN, problem or "its record is missing (the VM exists without agentbox's files)"
+        return WorkspaceState.BROKEN, (problem or "its record is missing (the VM exists without agentbox's files)"
+                                       ) + remedy
     if domain is None:
-        return WorkspaceState.BROKEN, "its VM is missing from libvirt"
+        return WorkspaceState.BROKEN, f"its VM is missing from libvirt{remedy}"
     return _DOMAIN_STATES[domain.state], ""

@@ -43,17 +43,28 @@ class SignalledInCleanup(FakeBackend):
         super().destroy(name=name)
 
 
-def fake_context(work: Path) -> tuple[ServiceContext, FakeBackend]:
+def fake_context(work: Path, *, backend: FakeBackend, guest: ScriptedGuest, egress: RecordingEgress) -> ServiceContext:
+    """The world of tests/services under WORK: a tiny template over a blank qcow2 image, the
+    storage and image dirs there too. Several processes may build it for one WORK."""
     disk = work / "src" / "base.qcow2"
-    disk.parent.mkdir(parents=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    if not disk.exists():
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
     digest = hashlib.sha256(disk.read_bytes()).hexdigest()
     paths = AppPaths.under(root=work / "root")
-    paths.user_templates_dir.mkdir(parents=True)
+    paths.user_templates_dir.mkdir(parents=True, exist_ok=True)
     (paths.user_templates_dir / "tiny.yaml").write_text(
         f"name: tiny\nimage:\n  url: file://{disk}\n  sha256: {digest}\ncloud_init:\n  fragments: [base.yaml]\n")
     settings = Settings(libvirt_uri="fake:///", storage_dir=work / "storage", image_dir=work / "images",
                         default_template="tiny", boot_timeout_s=30)
+    return ServiceContext(paths=paths, settings=settings, backend=backend,
+                          catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(),
+                                                      user_dir=paths.user_templates_dir),
+                          images=ImageStore(image_dir=settings.image_dir), guest=guest,
+                          fragments_dir=fragments_dir(), owner="test-owner", egress=egress)
+
+
+def hanging_context(work: Path) -> tuple[ServiceContext, FakeBackend]:
     again = os.environ.get("FAKE_RUN_SIGNAL_IN_CLEANUP")
     backend = SignalledInCleanup(owner="test-owner", work=work, signum=int(again) if again else None)
 
@@ -63,16 +74,11 @@ def fake_context(work: Path) -> tuple[ServiceContext, FakeBackend]:
             (work / "running").touch()
         return None  # then the scripted guest's own answer: `hang` runs until cancelled
 
-    ctx = ServiceContext(paths=paths, settings=settings, backend=backend,
-                         catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(),
-                                                     user_dir=paths.user_templates_dir),
-                         images=ImageStore(image_dir=settings.image_dir), guest=ScriptedGuest(reply=started),
-                         fragments_dir=fragments_dir(), owner="test-owner", egress=RecordingEgress())
-    return ctx, backend
+    return fake_context(work, backend=backend, guest=ScriptedGuest(reply=started), egress=RecordingEgress()), backend
 
 
 def run(work: Path, argv: list[str]) -> int:
-    ctx, backend = fake_context(work)
+    ctx, backend = hanging_context(work)
     services = bootstrap.build_services(ctx=ctx)
     bootstrap.build_services = lambda **_: services  # what the CLI's commands call
     try:

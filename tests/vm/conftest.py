@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,6 +104,32 @@ SHARED = "shared"
 
 def quiet(_: Progress) -> None:
     """Progress sink for calls whose progress a test does not look at."""
+
+
+def cli_process(env: VmEnv, *argv: str) -> subprocess.Popen[str]:
+    """`agentbox ARGV` as a process of its own, to be killed or raced; its progress is on stderr."""
+    return subprocess.Popen([sys.executable, "-m", "agentbox", *argv], env={**os.environ, ROOT_ENV: str(env.root)},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_until(process: subprocess.Popen[str], prefix: str) -> list[str]:
+    """The stderr lines of `process` up to the first that starts with `prefix`; fails if it ends first."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while not (lines and lines[-1].startswith(prefix)):
+        line = process.stderr.readline()
+        if not line:
+            process.wait()
+            pytest.fail(f"agentbox ended (exit {process.returncode}) before {prefix!r}: {''.join(lines)}")
+        lines.append(line)
+    return lines
+
+
+def domain_names() -> list[str]:
+    """Every domain on qemu:///system, whoever made it (read only)."""
+    out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+                         check=True, capture_output=True, text=True).stdout
+    return [line for line in out.split() if line]
 
 
 def run_in(env: VmEnv, name: str, *argv: str, timeout_s: float | None = 120) -> tuple[int, str, str]:

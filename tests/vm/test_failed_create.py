@@ -6,8 +6,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +15,7 @@ from agentbox.cli.main import main
 from agentbox.errors import GuestError
 from agentbox.model.workspace import WorkspaceState
 
-from .conftest import VmEnv, cleanup_env, make_env
-
-
-def domain_names() -> list[str]:
-    out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
-                         check=True, capture_output=True, text=True).stdout
-    return [line for line in out.split() if line]
+from .conftest import VmEnv, cleanup_env, cli_process, domain_names, make_env, read_until
 
 
 @pytest.fixture()
@@ -63,23 +55,18 @@ def test_a_guest_that_never_answers_fails_create_and_leaves_nothing(silent_env: 
     assert silent_env.services().workspaces.list() == ()
 
 
+@pytest.mark.parametrize("step", ["[5/12] define", "[7/12] ssh"])  # defining the domain; VM up, no SSH yet
 def test_a_create_killed_outright_shows_as_broken_and_destroy_removes_it(
-        silent_env: VmEnv, monkeypatch: pytest.MonkeyPatch) -> None:
-    child_env = {**os.environ, "AGENTBOX_ROOT": str(silent_env.root)}
-    child = subprocess.Popen([sys.executable, "-m", "agentbox", "create", "killed", "--template", "silent"],
-                             env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    domain = f"{silent_env.prefix}killed"
-    deadline = time.monotonic() + 120
-    while domain not in domain_names():
-        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-        assert time.monotonic() < deadline, "create never defined its domain"
-        time.sleep(0.2)
+        silent_env: VmEnv, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    child = cli_process(silent_env, "create", "killed", "--template", "silent")
+    read_until(child, step)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
 
     [workspace] = silent_env.services().workspaces.list()
     assert workspace.name == "killed"
     assert workspace.state is WorkspaceState.BROKEN
+    assert "agentbox destroy killed" in workspace.problem
     silent_env.cli_env(monkeypatch)
     assert main(["destroy", "killed", "--yes"]) == 0
     assert leftovers(silent_env, "killed") == []
