@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ def build_layer_image(
     work = out_dir / "work"
     raw = work / "disk.raw"
     root = work / "root"
+    device: str | None = None
     mounted = False
     try:
         work.mkdir(mode=0o755)
@@ -134,7 +136,9 @@ def build_layer_image(
         _grow(raw=raw, size_gib=recipe.disk_size_gib, tools=tools, cancel=cancel)
 
         step.next("mount", "loop-mounting the copy")
-        run_tool([tools["mount"], "-o", "loop", "-t", "ext4", str(raw), str(root)], cancel=cancel)
+        _flush(raw)
+        device = _attach(raw=raw, tools=tools, cancel=cancel)
+        run_tool([tools["mount"], "-t", "ext4", "-o", "noinit_itable", device, str(root)], cancel=cancel)
         mounted = True
 
         step.next("apt-get install", f"{len(recipe.apt)} package(s): {', '.join(recipe.apt)}")
@@ -143,10 +147,14 @@ def build_layer_image(
         step.next("extract kernel", "vmlinuz and initrd.img (a package may have changed them)")
         kernel, initrd = extract_kernel(root=root, out_dir=out_dir)
 
-        step.next("unmount", "trimming freed blocks, then unmounting")
-        _trim(root=root, tools=tools, cancel=cancel)
+        step.next("unmount", "writing the file system back to the copy, checking the packages are in it")
+        _check_backing(device=device, raw=raw)
         run_tool([tools["umount"], str(root)], cancel=cancel)
         mounted = False
+        _detach(device=device, tools=tools)
+        device = None
+        _flush(raw)
+        _verify_installed(raw=raw, packages=recipe.apt, tools=tools, cancel=cancel)
 
         disk = out_dir / "disk.qcow2"
         step.next("convert to qcow2", disk.name)
@@ -158,6 +166,8 @@ def build_layer_image(
     finally:
         if mounted:
             _unmount_quietly(root=root, tools=tools)
+        if device is not None:
+            _detach(device=device, tools=tools)
         remove_tree(work)  # lazily unmounts whatever is still mounted below it
     return BuiltImage(disk=disk, disk_format="qcow2", kernel=kernel, initrd=initrd, cmdline=KERNEL_CMDLINE)
 
@@ -169,7 +179,9 @@ def _tools() -> tuple[tuple[str, str], ...]:
         ("resize2fs", "e2fsprogs"),
         ("mount", "mount"),
         ("umount", "mount"),
-        ("fstrim", "util-linux"),
+        ("losetup", "mount"),
+        ("blockdev", "util-linux"),
+        ("debugfs", "e2fsprogs"),
         ("chroot", "coreutils"),
     )
 
@@ -229,13 +241,101 @@ def _in_chroot(root: Path, tools: Mapping[str, str], *argv: str) -> list[str]:
     return [tools["chroot"], str(root), *argv]
 
 
-def _trim(*, root: Path, tools: Mapping[str, str], cancel: CancelToken) -> None:
-    # Freed blocks (the downloaded .debs, the package lists) would otherwise be copied into
-    # the qcow2. Only a smaller image is at stake, so a loop device without discard is fine.
+def _flush(raw: Path) -> None:
+    # The raw copy is written through the host's page cache by qemu-img and e2fsprogs, then
+    # by the loop device. Seen here (ext4 host, 6.x kernel): with writeback of one still in
+    # flight while the other wrote, blocks the chroot wrote were missing from the result now
+    # and then (and fstrim's hole punching made it likelier). Each side starts on a file
+    # that is on disk.
+    fd = os.open(raw, os.O_RDWR | os.O_CLOEXEC)
     try:
-        run_tool([tools["fstrim"], str(root)], cancel=cancel)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _attach(*, raw: Path, tools: Mapping[str, str], cancel: CancelToken) -> str:
+    """A loop device of our own for `raw` (never one that another process set up)."""
+    out = run_tool([tools["losetup"], "--find", "--show", "--nooverlap", str(raw)], cancel=cancel,
+                   capture_stdout=True)
+    device = out.strip()
+    if not re.fullmatch(r"/dev/loop[0-9]+", device):
+        raise ImageError(f"losetup named no loop device for {raw} (it said {device!r})")
+    _check_backing(device=device, raw=raw)
+    # Seen here (6.x kernel): a loop device re-attached soon after its last use can still
+    # serve blocks of the previous file from its cache. Every copy of the base has the
+    # same file system UUID, so ext4 mounted the mix: apt saw the previous build's packages
+    # as installed and the new copy lacked them. Dropping the device's cache prevents it.
+    run_tool([tools["blockdev"], "--flushbufs", device], cancel=cancel)
+    return device
+
+
+def _check_backing(*, device: str, raw: Path) -> None:
+    # Loop devices are shared by the whole host: make sure this one is still ours, so the
+    # packages are written into our copy and nowhere else.
+    backing = Path("/sys/block") / Path(device).name / "loop" / "backing_file"
+    try:
+        found = backing.read_text().strip()
+    except OSError:
+        found = ""
+    if found != str(raw):
+        raise ImageError(f"loop device {device} is not backed by {raw} (it is {found or 'detached'})",
+                         hint="another process changed the loop device: build the image again")
+
+
+def _detach(*, device: str, tools: Mapping[str, str]) -> None:
+    try:  # leave no cached blocks of this copy for the device's next user
+        run_tool([tools["blockdev"], "--flushbufs", device], cancel=CancelToken())
     except ToolFailed:
         pass
+    try:
+        run_tool([tools["losetup"], "--detach", device], cancel=CancelToken())
+    except ToolFailed:
+        pass  # already gone (autoclear) or still busy: the kernel frees it with its last user
+
+
+def _verify_installed(*, raw: Path, packages: tuple[str, ...], tools: Mapping[str, str], cancel: CancelToken) -> None:
+    """Read the written copy back (debugfs, no mount): every package is installed and its
+    files are there. A build that lost writes on the way must never be cached."""
+    status = _debugfs(raw, ["cat /var/lib/dpkg/status"], tools=tools, cancel=cancel)
+    installed = _installed_packages(status)
+    missing = [name for name in packages if name not in installed]
+    if missing:
+        raise ImageError(f"the built disk does not have {', '.join(missing)} installed",
+                         hint="build the image again; if it persists, report it")
+    paths: list[str] = []
+    for name in packages:
+        listing = _debugfs(raw, [f"cat /var/lib/dpkg/info/{name}.list", f"cat /var/lib/dpkg/info/{name}:amd64.list"],
+                           tools=tools, cancel=cancel)
+        # Only below /usr and /etc (the top-level /bin, /lib ... are symlinks into /usr), and
+        # only names debugfs reads as one argument.
+        paths += [line for line in listing.splitlines()
+                  if line.startswith(("/usr/", "/etc/")) and not re.search(r'[\s"\\]', line)]
+    if not paths:
+        return
+    out = _debugfs(raw, [f"stat {path}" for path in paths], tools=tools, cancel=cancel)
+    found = out.count("Inode: ")
+    if found != len(paths):
+        raise ImageError(f"the built disk lacks {len(paths) - found} of the {len(paths)} files of "
+                         f"{', '.join(packages)}", hint="build the image again; if it persists, report it")
+
+
+def _debugfs(raw: Path, requests: list[str], *, tools: Mapping[str, str], cancel: CancelToken) -> str:
+    commands = raw.parent / "debugfs.cmds"
+    commands.write_text("".join(f"{request}\n" for request in requests))
+    try:
+        return run_tool([tools["debugfs"], "-f", str(commands), str(raw)], cancel=cancel, capture_stdout=True)
+    finally:
+        commands.unlink(missing_ok=True)
+
+
+def _installed_packages(status: str) -> set[str]:
+    names = set()
+    for stanza in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
+        if fields.get("Status") == "install ok installed" and "Package" in fields:
+            names.add(fields["Package"])
+    return names
 
 
 def _unmount_quietly(*, root: Path, tools: Mapping[str, str]) -> None:

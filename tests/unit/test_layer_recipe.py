@@ -119,5 +119,6 @@ def test_cloud_init_packages_are_refused_with_where_they_go(tmp_path: Path) -> N
     path = _write(tmp_path, "name: t\nimage:\n  build: debian-12\ncloud_init:\n  packages: [jq]\n")
     with pytest.raises(ConfigError) as info:
         load_template(path=path)
-    assert info.value.message.startswith(f"{path}:5: cloud_init.packages: packages are installed when the image is built")
+    assert info.value.message.startswith(f"{path}:5: cloud_init.packages: packages are installed when the image "
+                                         "is built")
     assert "image:" in (info.value.hint or "")
