@@ -122,7 +122,8 @@ def build_layer_image(
     work = out_dir / "work"
     raw = work / "disk.raw"
     root = work / "root"
-    device: str | None = None
+    device: str | None = None  # attached by us and not yet handed to the kernel's autoclear
+    attached = ""
     mounted = False
     try:
         work.mkdir(mode=0o755)
@@ -138,8 +139,13 @@ def build_layer_image(
         step.next("mount", "loop-mounting the copy")
         _flush(raw)
         device = _attach(raw=raw, tools=tools, cancel=cancel)
+        # noinit_itable: zeroing the base's lazily initialised inode tables is the guest's
+        # work, not something to do (and copy into the image) while building.
         run_tool([tools["mount"], "-t", "ext4", "-o", "noinit_itable", device, str(root)], cancel=cancel)
         mounted = True
+        _detach(device=device, tools=tools)  # mounted, so: detached by the kernel at umount
+        attached = device
+        device = None
 
         step.next("apt-get install", f"{len(recipe.apt)} package(s): {', '.join(recipe.apt)}")
         _install_apt(recipe=recipe, root=root, tools=tools, cancel=cancel, step=step)
@@ -148,11 +154,9 @@ def build_layer_image(
         kernel, initrd = extract_kernel(root=root, out_dir=out_dir)
 
         step.next("unmount", "writing the file system back to the copy, checking the packages are in it")
-        _check_backing(device=device, raw=raw)
+        _check_backing(device=attached, raw=raw)
         run_tool([tools["umount"], str(root)], cancel=cancel)
         mounted = False
-        _detach(device=device, tools=tools)
-        device = None
         _flush(raw)
         _verify_installed(raw=raw, packages=recipe.apt, tools=tools, cancel=cancel)
 
@@ -242,11 +246,8 @@ def _in_chroot(root: Path, tools: Mapping[str, str], *argv: str) -> list[str]:
 
 
 def _flush(raw: Path) -> None:
-    # The raw copy is written through the host's page cache by qemu-img and e2fsprogs, then
-    # by the loop device. Seen here (ext4 host, 6.x kernel): with writeback of one still in
-    # flight while the other wrote, blocks the chroot wrote were missing from the result now
-    # and then (and fstrim's hole punching made it likelier). Each side starts on a file
-    # that is on disk.
+    # The raw copy is written by qemu-img and e2fsprogs, then by the loop device, then read
+    # by debugfs and qemu-img: each starts on a file that is on disk, not half in writeback.
     fd = os.open(raw, os.O_RDWR | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -284,14 +285,14 @@ def _check_backing(*, device: str, raw: Path) -> None:
 
 
 def _detach(*, device: str, tools: Mapping[str, str]) -> None:
-    try:  # leave no cached blocks of this copy for the device's next user
-        run_tool([tools["blockdev"], "--flushbufs", device], cancel=CancelToken())
-    except ToolFailed:
-        pass
+    # Only ever called while the device is certainly ours (attached and not yet unmounted):
+    # a device the kernel has freed may already be someone else's. On a mounted device
+    # this only marks it for detaching at the unmount, so a build killed while mounted
+    # leaves no loop device behind once its mount goes (remove_tree unmounts it).
     try:
         run_tool([tools["losetup"], "--detach", device], cancel=CancelToken())
     except ToolFailed:
-        pass  # already gone (autoclear) or still busy: the kernel frees it with its last user
+        pass
 
 
 def _verify_installed(*, raw: Path, packages: tuple[str, ...], tools: Mapping[str, str], cancel: CancelToken) -> None:

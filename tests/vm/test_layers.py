@@ -46,6 +46,18 @@ def _installed(raw: Path) -> set[str]:
     return names
 
 
+def _loops_under(path: Path) -> list[str]:
+    """Loop devices whose backing file is below `path` (deleted ones included)."""
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().startswith(str(path)):
+                found.append(backing.parent.parent.name)
+        except OSError:
+            continue  # detached meanwhile
+    return found
+
+
 @pytest.fixture(scope="module")
 def work_dir(vm_env: VmEnv) -> Iterator[Path]:
     # The session's storage, on the image dir's file system like a real build's work.
@@ -95,7 +107,7 @@ def test_a_layer_build_installs_the_packages_into_a_copy_of_the_base(vm_env: VmE
     listed = [line.split("/")[5] for line in _debugfs(raw, "ls -p /var/lib/apt/lists").splitlines()
               if line.startswith("/")]
     assert set(listed) <= {".", ".."}
-    assert mounts_below(work_dir) == []
+    assert mounts_below(work_dir) == [] and _loops_under(work_dir) == []
     raw.unlink()
 
 
@@ -106,7 +118,7 @@ def test_a_layer_that_cannot_be_built_leaves_nothing(vm_env: VmEnv, work_dir: Pa
         build_layer_image(recipe=layer_recipe(base=recipe_for(name="debian-12"), apt=["agentbox-no-such-package"]),
                           base_disk=_base(vm_env).disk, out_dir=out, on_progress=quiet, cancel=CancelToken())
     assert "agentbox-no-such-package" in failure.value.message
-    assert list(out.iterdir()) == [] and mounts_below(work_dir) == []
+    assert list(out.iterdir()) == [] and mounts_below(work_dir) == [] and _loops_under(work_dir) == []
 
 
 def test_the_layer_is_cached_under_its_recipe_and_listed(vm_env: VmEnv, layer: ImageInfo) -> None:
