@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from agentbox.config.templates import load_template
-from agentbox.errors import ConfigError, InvalidInput
+from agentbox.errors import ConfigError, InvalidInput, PermissionDenied
 from agentbox.images import debian_build, layer_build
 from agentbox.images.layer_build import layer_recipe
 from agentbox.images.store import ImageStore
+from agentbox.model.progress import CancelToken, ignore_progress
 from agentbox.model.template import BuildRecipe, Template
 
 
@@ -122,3 +123,14 @@ def test_cloud_init_packages_are_refused_with_where_they_go(tmp_path: Path) -> N
     assert info.value.message.startswith(f"{path}:5: cloud_init.packages: packages are installed when the image "
                                          "is built")
     assert "image:" in (info.value.hint or "")
+
+
+def test_a_layer_as_non_root_is_refused_before_anything_is_made(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr(layer_build.os, "geteuid", lambda: 1000)
+    image_dir = tmp_path / "images"
+    template = Template(name="t", description="", image=BuildRecipe(recipe="debian-12", packages=("jq",)))
+    with pytest.raises(PermissionDenied, match="root") as info:
+        ImageStore(image_dir=image_dir).ensure(template=template, on_progress=ignore_progress, cancel=CancelToken())
+    assert "jq" in info.value.message and "sudo" in (info.value.hint or "")
+    assert not image_dir.exists()  # not even the base was started
