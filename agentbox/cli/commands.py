@@ -138,9 +138,18 @@ def image_list(args: argparse.Namespace) -> int:
     if not images:
         print("no images cached yet: agentbox image pull TEMPLATE")
         return 0
-    print_table(("IMAGE", "TEMPLATE", "SIZE", "CREATED", "SOURCE"),
-                [(i.image_id, i.template, f"{i.size_bytes / 2**20:.0f} MiB", i.created, i.source) for i in images])
+    # A layer is a base image plus packages installed at build: BASE and PACKAGES say which.
+    print_table(("IMAGE", "BASE", "PACKAGES", "SIZE", "TEMPLATE", "CREATED", "SOURCE"),
+                [(i.image_id, i.base or "-", _packages_cell(i.packages), f"{i.size_bytes / 2**20:.0f} MiB",
+                  i.template, i.created, i.source) for i in images])
     return 0
+
+
+def _packages_cell(packages: tuple[str, ...], *, shown: int = 4) -> str:
+    if not packages:
+        return "-"
+    more = f" +{len(packages) - shown}" if len(packages) > shown else ""
+    return ",".join(packages[:shown]) + more
 
 
 def image_pull(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
 from agentbox.errors import ConfigError, InvalidInput, NotFound
 from agentbox.model.network import parse_allow_entry
 from agentbox.model.template import (
+    DEBIAN_PACKAGE_RULE,
     BuildRecipe,
     CloudInitSpec,
     DownloadSource,
@@ -19,12 +20,15 @@ from agentbox.model.template import (
     PolicyDefaults,
     Resources,
     Template,
+    is_debian_package_name,
 )
 
 _TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy"})
-_IMAGE = frozenset({"build", "url", "sha256", "sha256_url"})
+_IMAGE = frozenset({"build", "packages", "url", "sha256", "sha256_url"})
 _RESOURCES = frozenset({"vcpus", "memory_mib", "disk_gib"})
-_CLOUD_INIT = frozenset({"fragments", "packages", "runcmd", "write_files"})
+_CLOUD_INIT = frozenset({"fragments", "packages", "runcmd", "write_files"})  # packages: refused, see below
+_PACKAGES_AT_BUILD = ("packages are installed when the image is built, on the host: the guest has no way out "
+                      "while cloud-init runs")
 _POLICY = frozenset({"network", "allowlist", "reset_after_session"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
@@ -96,7 +100,10 @@ def _image(fields: Fields, doc: YamlDoc) -> ImageSource:
     if fields.has("build"):
         if fields.has("url") or fields.has("sha256") or fields.has("sha256_url"):
             raise fields.error("build", "give either `build` or `url`, not both")
-        return BuildRecipe(recipe=fields.string("build"))
+        return BuildRecipe(recipe=fields.string("build"), packages=_packages(fields))
+    if fields.has("packages"):
+        raise fields.error("packages", "a downloaded image is used as it is: packages need `build: RECIPE`",
+                           hint="use `build: debian-12` with `packages:`, or install them inside the workspace")
     if not fields.has("url"):
         raise doc.error(("image",), "needs `build: RECIPE` or `url:`")
     url = fields.string("url")
@@ -112,6 +119,16 @@ def _image(fields: Fields, doc: YamlDoc) -> ImageSource:
     return DownloadSource(url=url, sha256=sha256.lower() if sha256 else None, sha256_url=sha256_url)
 
 
+def _packages(fields: Fields) -> tuple[str, ...]:
+    names = fields.strings("packages")
+    for index, name in enumerate(names):  # refused here, with the file and line, not at the build
+        if not is_debian_package_name(name):
+            raise fields.doc.error(fields.key_path + ("packages", index),
+                                   f"{name!r} is not {DEBIAN_PACKAGE_RULE}",
+                                   hint="list package names only, e.g. `packages: [git, jq]`")
+    return tuple(sorted(set(names)))
+
+
 def _resources(fields: Fields) -> Resources:
     default = Resources()
     return Resources(
@@ -122,9 +139,10 @@ def _resources(fields: Fields) -> Resources:
 
 
 def _cloud_init(fields: Fields) -> CloudInitSpec:
+    if fields.has("packages"):
+        raise fields.error("packages", _PACKAGES_AT_BUILD, hint="move the list under `image:` as `packages: [...]`")
     return CloudInitSpec(
         fragments=fields.strings("fragments"),
-        packages=fields.strings("packages"),
         runcmd=fields.strings("runcmd"),
         write_files=fields.mappings("write_files"),
     )

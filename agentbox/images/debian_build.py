@@ -18,6 +18,7 @@ from pathlib import Path
 from agentbox.errors import ImageError, InvalidInput, PermissionDenied, ToolFailed
 from agentbox.images.tools import find_tool, remove_tree, run_tool
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.model.template import is_debian_package_name
 
 # Bump whenever the build steps below change the image in a way the recipe fields and
 # guest files do not show: a new number makes every cached built image stale.
@@ -55,7 +56,6 @@ DEFAULT_PACKAGES: tuple[str, ...] = (
 _BUILD_STEPS = 6
 _CHROOT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
-_PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
 def _mirror_from_env() -> str:
@@ -156,7 +156,7 @@ def build_debian_image(
     """
     check_build_prerequisites(recipe=recipe)
     for package in recipe.packages:
-        if not _PACKAGE_NAME.match(package):
+        if not is_debian_package_name(package):
             raise InvalidInput(f"recipe {recipe.name}: {package!r} is not a Debian package name")
     tools = {tool: find_tool(tool, package=package) for tool, package in _tools()}
     work = out_dir / "work"
@@ -164,7 +164,7 @@ def build_debian_image(
     try:
         work.mkdir(mode=0o755)
         root.mkdir(mode=0o755)
-        step = _Steps(on_progress=on_progress, cancel=cancel)
+        step = BuildSteps(on_progress=on_progress, cancel=cancel, total=_BUILD_STEPS)
 
         step.next("debootstrap", f"installing {len(recipe.packages)} packages from {recipe.mirror}")
         debootstrap_error = _debootstrap(
@@ -178,7 +178,7 @@ def build_debian_image(
         _configure_guest(recipe=recipe, root=root, tools=tools, cancel=cancel)
 
         step.next("extract kernel", "copying vmlinuz and initrd.img for direct kernel boot")
-        kernel, initrd = _extract_kernel(root=root, out_dir=out_dir)
+        kernel, initrd = extract_kernel(root=root, out_dir=out_dir)
 
         raw = work / "disk.raw"
         step.next("make file system", f"ext4 {recipe.disk_size_gib} GiB labelled {ROOT_LABEL}")
@@ -203,12 +203,13 @@ def build_debian_image(
     )
 
 
-class _Steps:
-    """Numbered progress for the build; a cancel is honoured at every step boundary."""
+class BuildSteps:
+    """Numbered progress for a build; a cancel is honoured at every step boundary."""
 
-    def __init__(self, *, on_progress: ProgressCallback, cancel: CancelToken) -> None:
+    def __init__(self, *, on_progress: ProgressCallback, cancel: CancelToken, total: int) -> None:
         self._on_progress = on_progress
         self._cancel = cancel
+        self._total = total
         self._index = 0
         self._name = ""
 
@@ -220,7 +221,7 @@ class _Steps:
 
     def detail(self, detail: str) -> None:
         self._on_progress(
-            Progress(step=self._name, detail=detail, index=self._index, total=_BUILD_STEPS)
+            Progress(step=self._name, detail=detail, index=self._index, total=self._total)
         )
 
 
@@ -233,7 +234,8 @@ def _tools() -> tuple[tuple[str, str], ...]:
     )
 
 
-def _env() -> dict[str, str]:
+def build_env() -> dict[str, str]:
+    """The environment of tools run in the image's tree: fixed, plus the host's proxy settings."""
     env = {
         "PATH": _CHROOT_PATH,
         "LC_ALL": "C",
@@ -246,7 +248,7 @@ def _env() -> dict[str, str]:
 
 
 def _debootstrap(
-    *, recipe: DebianRecipe, root: Path, tools: Mapping[str, str], cancel: CancelToken, step: _Steps
+    *, recipe: DebianRecipe, root: Path, tools: Mapping[str, str], cancel: CancelToken, step: BuildSteps
 ) -> ToolFailed | None:
     """Run debootstrap; return its failure when the tree may still be fixable."""
     argv = [
@@ -258,7 +260,7 @@ def _debootstrap(
         recipe.mirror,
     ]
     try:
-        run_tool(argv, cancel=cancel, env=_env(), on_line=step.detail)
+        run_tool(argv, cancel=cancel, env=build_env(), on_line=step.detail)
     except ToolFailed as exc:
         # Known: it exits non-zero when python3-cryptography stays unconfigured. Anything
         # before dpkg exists in the tree (download, signature, mirror errors) is fatal.
@@ -269,9 +271,9 @@ def _debootstrap(
     return None
 
 
-def _chroot(root: Path, tools: Mapping[str, str], *argv: str, cancel: CancelToken) -> str:
+def chroot_run(root: Path, tools: Mapping[str, str], *argv: str, cancel: CancelToken) -> str:
     argv_in = [tools["chroot"], str(root), *argv]
-    return run_tool(argv_in, cancel=cancel, env=_env(), capture_stdout=True)
+    return run_tool(argv_in, cancel=cancel, env=build_env(), capture_stdout=True)
 
 
 def _fix_up_packages(
@@ -281,14 +283,12 @@ def _fix_up_packages(
     cancel: CancelToken,
     debootstrap_error: ToolFailed | None,
 ) -> None:
-    policy = root / "usr/sbin/policy-rc.d"
-    policy.write_text("#!/bin/sh\n# no services start while the image is built\nexit 101\n")
-    policy.chmod(0o755)
+    policy = forbid_service_starts(root)
     try:
         if debootstrap_error is not None:
-            _chroot(root, tools, "apt-get", "install", "-y", "python3-cffi-backend", cancel=cancel)
-        _chroot(root, tools, "dpkg", "--configure", "-a", cancel=cancel)
-        audit = _chroot(root, tools, "dpkg", "--audit", cancel=cancel).strip()
+            chroot_run(root, tools, "apt-get", "install", "-y", "python3-cffi-backend", cancel=cancel)
+        chroot_run(root, tools, "dpkg", "--configure", "-a", cancel=cancel)
+        audit = chroot_run(root, tools, "dpkg", "--audit", cancel=cancel).strip()
     except ToolFailed as exc:
         if debootstrap_error is None:
             raise
@@ -300,37 +300,51 @@ def _fix_up_packages(
         raise ImageError(f"packages are still broken after the build:\n{audit}")
 
 
+def forbid_service_starts(root: Path) -> Path:
+    """Write the tree's policy-rc.d so no package starts a service on the host; the caller
+    removes the returned file when done."""
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\n# no services start while the image is built\nexit 101\n")
+    policy.chmod(0o755)
+    return policy
+
+
+def remove_apt_lists(root: Path) -> None:
+    """The package lists are large and stale at once: the guest fetches its own."""
+    lists = inside(root, "/var/lib/apt/lists")
+    if lists.is_dir():
+        for entry in lists.iterdir():
+            remove_tree(entry)
+
+
 def _configure_guest(
     *, recipe: DebianRecipe, root: Path, tools: Mapping[str, str], cancel: CancelToken
 ) -> None:
     for guest_path, content in recipe.guest_files().items():
-        target = _inside(root, guest_path)
+        target = inside(root, guest_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)  # never write through a symlink in the tree
         target.write_text(content)
         target.chmod(0o644)
     # Every workspace gets its own host keys (through cloud-init) and machine-id.
-    for key in _inside(root, "/etc/ssh").glob("ssh_host_*"):
+    for key in inside(root, "/etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    machine_id = _inside(root, "/etc/machine-id")
+    machine_id = inside(root, "/etc/machine-id")
     machine_id.unlink(missing_ok=True)
     machine_id.touch(mode=0o444)
-    _inside(root, "/var/lib/dbus/machine-id").unlink(missing_ok=True)
-    _chroot(root, tools, "apt-get", "clean", cancel=cancel)
-    lists = _inside(root, "/var/lib/apt/lists")
-    if lists.is_dir():
-        for entry in lists.iterdir():
-            remove_tree(entry)
+    inside(root, "/var/lib/dbus/machine-id").unlink(missing_ok=True)
+    chroot_run(root, tools, "apt-get", "clean", cancel=cancel)
+    remove_apt_lists(root)
     # debootstrap's leftovers: its log and scripts (after a failed run), the host's resolver.
-    remove_tree(_inside(root, "/debootstrap"))
-    _inside(root, "/etc/resolv.conf").unlink(missing_ok=True)
+    remove_tree(inside(root, "/debootstrap"))
+    inside(root, "/etc/resolv.conf").unlink(missing_ok=True)
 
 
-def _inside(root: Path, guest_path: str) -> Path:
+def inside(root: Path, guest_path: str) -> Path:
     return root / guest_path.lstrip("/")
 
 
-def _extract_kernel(*, root: Path, out_dir: Path) -> tuple[Path, Path]:
+def extract_kernel(*, root: Path, out_dir: Path) -> tuple[Path, Path]:
     boot = root / "boot"
     kernels = sorted(
         boot.glob("vmlinuz-*"), key=lambda p: _version_key(p.name.removeprefix("vmlinuz-"))

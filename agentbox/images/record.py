@@ -29,6 +29,10 @@ class ImageInfo:
     sha256: str  # of the disk file
     size_bytes: int
     created: str  # ISO 8601 UTC
+    # A layer (a base image plus packages installed at build) names its base image's id and
+    # what it installed; a base image has neither. Records from before layers read as bases.
+    base: str | None = None
+    packages: tuple[str, ...] = ()
 
 
 def write_info(path: Path, info: ImageInfo) -> None:
@@ -72,6 +76,8 @@ def load_info(directory: Path) -> ImageInfo | None:
             sha256=str(raw["sha256"]),
             size_bytes=int(raw["size_bytes"]),
             created=str(raw["created"]),
+            base=None if raw.get("base") is None else str(raw["base"]),
+            packages=_names(raw.get("packages", [])),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -83,3 +89,9 @@ def load_info(directory: Path) -> ImageInfo | None:
     if info.disk.stat().st_size != info.size_bytes:
         return None
     return info
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError("packages must be a list of strings")
+    return tuple(value)

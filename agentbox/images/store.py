@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,9 +29,11 @@ from agentbox.images.debian_build import (
     check_build_prerequisites,
     recipe_for,
 )
+from agentbox.images.disk_checks import disk_name, probe_format, sha256_file
 from agentbox.images.download import download_verified
+from agentbox.images.layer_build import LayerRecipe, build_layer_image, check_layer_prerequisites, layer_recipe
 from agentbox.images.record import IMAGE_JSON, ImageInfo, load_info, write_info
-from agentbox.images.tools import find_tool, remove_tree, run_tool
+from agentbox.images.tools import remove_tree
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import BuildRecipe, DownloadSource, Template
 
@@ -38,7 +41,6 @@ _TMP_PREFIX = ".tmp-"
 _LOCK_PREFIX = ".lock-"
 _KEY_HEX = 12
 _LOCK_POLL_S = 0.5
-_HASH_CHUNK = 1024 * 1024
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
 _LIST_HINT = "see the cached images with `agentbox image list`"
 
@@ -57,6 +59,9 @@ class ImageStore:
     def image_id_for(self, *, template: Template) -> str:
         """Name plus a hash of what defines the image: a changed definition is a new image."""
         source = template.image
+        layer = self._layer(template)
+        if layer is not None:  # named for what it is, not for a template: templates share it
+            return f"{_safe_name(layer.name)}-{layer.key()[:_KEY_HEX]}"
         if isinstance(source, BuildRecipe):
             recipe = self._recipe(template)
             return f"{_safe_name(recipe.name)}-{recipe.key()[:_KEY_HEX]}"
@@ -94,13 +99,22 @@ class ImageStore:
     def ensure(
         self, *, template: Template, on_progress: ProgressCallback, cancel: CancelToken
     ) -> ImageInfo:
-        """The cached image, or download/build it now. An unchanged definition is reused."""
+        """The cached image, or download/build it now. An unchanged definition is reused.
+
+        A template with packages gets a layer: its base image first (cached, or built now),
+        then the layer built from it.
+        """
         image_id = self.image_id_for(template=template)
         cached = load_info(self._dir / image_id)
         if cached is not None:
             return cached
         recipe = self._recipe(template) if isinstance(template.image, BuildRecipe) else None
-        if recipe is not None:
+        layer = self._layer(template)
+        base: ImageInfo | None = None
+        if layer is not None:
+            check_layer_prerequisites(recipe=layer)  # refuse before building the base too
+            base = self.ensure(template=_without_packages(template), on_progress=on_progress, cancel=cancel)
+        elif recipe is not None:
             check_build_prerequisites(recipe=recipe)  # refuse before touching anything
         try:
             self._create_image_dir()
@@ -113,6 +127,7 @@ class ImageStore:
                     template=template,
                     image_id=image_id,
                     recipe=recipe,
+                    layer=None if layer is None or base is None else (layer, base),
                     on_progress=on_progress,
                     cancel=cancel,
                 )
@@ -127,6 +142,7 @@ class ImageStore:
         template: Template,
         image_id: str,
         recipe: DebianRecipe | None,
+        layer: tuple[LayerRecipe, ImageInfo] | None,
         on_progress: ProgressCallback,
         cancel: CancelToken,
     ) -> ImageInfo:
@@ -139,7 +155,12 @@ class ImageStore:
         tmp = self._new_tmp_path(image_id)
         tmp.mkdir(mode=0o755)
         try:
-            if recipe is not None:
+            if layer is not None:
+                info = self._build_layer(
+                    template=template, image_id=image_id, recipe=layer[0], base=layer[1], tmp=tmp,
+                    on_progress=on_progress, cancel=cancel,
+                )
+            elif recipe is not None:
                 info = self._build(
                     template=template, image_id=image_id, recipe=recipe, tmp=tmp,
                     on_progress=on_progress, cancel=cancel,
@@ -184,8 +205,8 @@ class ImageStore:
             cancel=cancel,
         )
         on_progress(Progress(step="verify", detail="checking the disk format"))
-        disk_format = _probe_format(fetched, cancel=cancel)
-        disk = tmp / _disk_name(disk_format)
+        disk_format = probe_format(fetched, cancel=cancel)
+        disk = tmp / disk_name(disk_format)
         os.rename(fetched, disk)
         return self._info(
             image_id=image_id, template=template, source=source.url, disk=disk,
@@ -206,16 +227,39 @@ class ImageStore:
             recipe=recipe, out_dir=tmp, on_progress=on_progress, cancel=cancel
         )
         on_progress(Progress(step="verify", detail="checking the disk and computing its sha256"))
-        disk_format = _probe_format(built.disk, cancel=cancel)
+        disk_format = probe_format(built.disk, cancel=cancel)
         if disk_format != built.disk_format:
             raise ImageError(
                 f"built disk {built.disk} is {disk_format}, expected {built.disk_format}"
             )
         return self._info(
             image_id=image_id, template=template, source=f"build:{recipe.name}", disk=built.disk,
-            disk_format=disk_format, sha256=_sha256_file(built.disk, cancel=cancel),
+            disk_format=disk_format, sha256=sha256_file(built.disk, cancel=cancel),
             kernel=built.kernel, initrd=built.initrd, cmdline=built.cmdline,
         )
+
+    def _build_layer(
+        self,
+        *,
+        template: Template,
+        image_id: str,
+        recipe: LayerRecipe,
+        base: ImageInfo,
+        tmp: Path,
+        on_progress: ProgressCallback,
+        cancel: CancelToken,
+    ) -> ImageInfo:
+        built = build_layer_image(
+            recipe=recipe, base_disk=base.disk, out_dir=tmp, on_progress=on_progress, cancel=cancel
+        )
+        on_progress(Progress(step="verify", detail="checking the disk and computing its sha256"))
+        disk_format = probe_format(built.disk, cancel=cancel)
+        info = self._info(
+            image_id=image_id, template=template, source=f"layer:{base.image_id}", disk=built.disk,
+            disk_format=disk_format, sha256=sha256_file(built.disk, cancel=cancel),
+            kernel=built.kernel, initrd=built.initrd, cmdline=built.cmdline,
+        )
+        return replace(info, base=base.image_id, packages=recipe.apt)
 
     def _info(
         self,
@@ -257,6 +301,16 @@ class ImageStore:
             where = f" ({template.source})" if template.source else ""
             message = f"template {template.name!r}{where}: {exc.message}"
             raise ConfigError(message, hint=exc.hint) from exc
+
+    def _layer(self, template: Template) -> LayerRecipe | None:
+        """The layer a template's packages make, or None: without packages, the base is used."""
+        if not isinstance(template.image, BuildRecipe) or not template.image.packages:
+            return None
+        try:
+            return layer_recipe(base=self._recipe(template), apt=template.image.packages)
+        except AgentboxError as exc:
+            where = f" ({template.source})" if template.source else ""
+            raise ConfigError(f"template {template.name!r}{where}: {exc.message}", hint=exc.hint) from exc
 
     def _create_image_dir(self) -> None:
         # QEMU runs as libvirt-qemu under qemu:///system and must traverse every directory
@@ -325,47 +379,15 @@ class ImageStore:
             os.close(fd)  # closing releases the lock
 
 
+def _without_packages(template: Template) -> Template:
+    assert isinstance(template.image, BuildRecipe)
+    return replace(template, image=BuildRecipe(recipe=template.image.recipe))
+
+
 def _safe_name(name: str) -> str:
     # The id is a directory name: keep it one harmless path component, never a dot-file.
     cleaned = _UNSAFE.sub("-", name.lower()).strip(".-")
     return cleaned or "image"
-
-
-def _disk_name(disk_format: str) -> str:
-    return "disk.qcow2" if disk_format == "qcow2" else "disk.img"
-
-
-def _probe_format(disk: Path, *, cancel: CancelToken) -> str:
-    qemu_img = find_tool("qemu-img", package="qemu-utils")
-    argv = [qemu_img, "info", "--output=json", str(disk)]
-    out = run_tool(argv, cancel=cancel, capture_stdout=True)
-    try:
-        info = json.loads(out)
-    except json.JSONDecodeError as exc:
-        raise ImageError(f"qemu-img info gave unreadable output for {disk}") from exc
-    disk_format = info.get("format")
-    if disk_format not in ("qcow2", "raw"):
-        raise ImageError(
-            f"image {disk.name} is in format {disk_format!r}: "
-            "only qcow2 and raw disks are supported",
-            hint="point the template at a .qcow2 or .raw cloud image",
-        )
-    # A backing file or an external data file would let an image read arbitrary host files.
-    if info.get("backing-filename") or info.get("full-backing-filename"):
-        raise ImageError(f"image {disk.name} refers to a backing file: refused")
-    specific = info.get("format-specific", {}).get("data", {})
-    if isinstance(specific, dict) and specific.get("data-file"):
-        raise ImageError(f"image {disk.name} refers to an external data file: refused")
-    return disk_format
-
-
-def _sha256_file(path: Path, *, cancel: CancelToken) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-            cancel.raise_if_cancelled()
-    return digest.hexdigest()
 
 
 def _no_write_access(image_dir: Path, exc: PermissionError) -> PermissionDenied:

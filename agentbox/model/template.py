@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,20 +11,36 @@ from agentbox.model.network import NetworkMode  # defined with the rest of netwo
 __all__ = [
     "BuildRecipe",
     "CloudInitSpec",
+    "DEBIAN_PACKAGE_RULE",
     "DownloadSource",
     "ImageSource",
     "NetworkMode",
     "PolicyDefaults",
     "Resources",
     "Template",
+    "is_debian_package_name",
 ]
+
+# Debian policy 5.6.1: lowercase letters, digits, '+', '-', '.'; at least two characters,
+# starting with a letter or digit. Nothing else (no versions, no options) reaches apt-get.
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+DEBIAN_PACKAGE_RULE = "a Debian package name: lowercase letters, digits, '+', '-', '.', at least two characters"
+
+
+def is_debian_package_name(name: str) -> bool:
+    return bool(_DEBIAN_PACKAGE.match(name))
 
 
 @dataclass(frozen=True)
 class BuildRecipe:
-    """An image built locally from Debian packages (`image: {build: debian-12}`)."""
+    """An image built locally from Debian packages (`image: {build: debian-12}`).
+
+    `packages` are installed on top of that base image when the image is built, on the
+    host, as a layer of its own (never by cloud-init: the guest has no way out then).
+    """
 
     recipe: str
+    packages: tuple[str, ...] = ()  # sorted, without duplicates
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,6 @@ class CloudInitSpec:
     """Fragment files (from `cloud-init/`) merged in order, then inline additions."""
 
     fragments: tuple[str, ...] = ()
-    packages: tuple[str, ...] = ()
     runcmd: tuple[str, ...] = ()
     write_files: tuple[dict[str, Any], ...] = ()
 

@@ -63,6 +63,13 @@ def load_fragments(*, fragments_dir: Path, names: Sequence[str]) -> dict[str, An
             continue
         if not isinstance(doc.value, dict):
             raise ConfigError(f"{path}:{doc.line_of(())}: a cloud-init fragment must be a mapping")
+        if doc.value.get("packages"):
+            # cloud-init installs them at first boot, before the guest has any way out: they
+            # could only fail. The template's image lists them and the image build installs them.
+            raise doc.error(("packages",), "cloud-init cannot install packages: the guest has no network "
+                            "while cloud-init runs",
+                            hint="list them in the template under `image:` as `packages: [...]` "
+                            "(installed when the image is built)")
         _merge_into(
             target=merged,
             source=doc.value,
@@ -105,7 +112,6 @@ def build_user_data(
     names = [BASE_FRAGMENT] + [n for n in spec.fragments if n.removesuffix(".yaml") != BASE_FRAGMENT]
     data = load_fragments(fragments_dir=fragments_dir, names=names)
     inline: dict[str, Any] = {
-        "packages": list(spec.packages),
         "runcmd": list(spec.runcmd),
         "write_files": [copy.deepcopy(dict(item)) for item in spec.write_files],
     }

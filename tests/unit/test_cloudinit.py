@@ -50,7 +50,7 @@ CLIENT_PUBLIC = (
 
 DEVTOOLS_FRAGMENT = """\
 # a template's own fragment
-packages: [git]
+bootcmd: [echo early]
 runcmd:
   - [sh, -c, "echo from fragment"]
 apt:
@@ -94,7 +94,6 @@ def test_golden_default_user_data() -> None:
 def test_golden_user_data_with_template_parts(fragments_dir: Path) -> None:
     spec = CloudInitSpec(
         fragments=("devtools",),
-        packages=("python3-venv",),
         runcmd=("echo inline",),
         write_files=({"path": "/etc/motd", "content": "agentbox workspace\n"},),
     )
@@ -102,7 +101,7 @@ def test_golden_user_data_with_template_parts(fragments_dir: Path) -> None:
 
 
 def test_rendered_text_round_trips() -> None:
-    data = _build(CloudInitSpec(packages=("curl",)))
+    data = _build(CloudInitSpec(runcmd=("echo inline",)))
     text = render_user_data(user_data=data)
     assert yaml.safe_load(text) == data
     # The host key stays a readable block, exactly as generated.
@@ -169,12 +168,12 @@ def test_template_cannot_override_owned_keys(fragments_dir: Path) -> None:
 
 def test_merge_order_and_rules(fragments_dir: Path) -> None:
     (fragments_dir / "more.yaml").write_text(
-        "packages: [jq]\napt:\n  conf: override\ntimezone: Europe/Berlin\n"
+        "bootcmd: [echo later]\napt:\n  conf: override\ntimezone: Europe/Berlin\n"
     )
-    spec = CloudInitSpec(fragments=("devtools", "more"), packages=("curl",), runcmd=("echo inline",))
+    spec = CloudInitSpec(fragments=("devtools", "more"), runcmd=("echo inline",))
     data = _build(spec, fragments_dir)
-    assert data["packages"] == ["git", "jq", "curl"]  # lists concatenate, inline last
-    assert data["runcmd"] == [["sh", "-c", "echo from fragment"], "echo inline"]
+    assert data["bootcmd"] == ["echo early", "echo later"]  # lists concatenate in order
+    assert data["runcmd"] == [["sh", "-c", "echo from fragment"], "echo inline"]  # inline last
     assert data["apt"]["preserve_sources_list"] is True  # mappings merge recursively
     assert data["apt"]["conf"] == "override"  # scalars: the later one wins
     assert data["timezone"] == "Europe/Berlin"
@@ -201,7 +200,7 @@ def test_missing_fragment_names_the_file(fragments_dir: Path) -> None:
 
 
 def test_bad_yaml_names_file_and_line(fragments_dir: Path) -> None:
-    (fragments_dir / "broken.yaml").write_text("packages:\n  - git\n runcmd: [\n")
+    (fragments_dir / "broken.yaml").write_text("bootcmd:\n  - git\n runcmd: [\n")
     with pytest.raises(ConfigError) as info:
         load_fragments(fragments_dir=fragments_dir, names=["broken"])
     assert f"{fragments_dir / 'broken.yaml'}:3" in info.value.message
@@ -219,10 +218,10 @@ def test_empty_fragment_is_fine(fragments_dir: Path) -> None:
 
 
 def test_conflicting_kinds_are_an_error(fragments_dir: Path) -> None:
-    (fragments_dir / "scalar.yaml").write_text("\n\npackages: git\n")
+    (fragments_dir / "scalar.yaml").write_text("\n\nbootcmd: git\n")
     with pytest.raises(ConfigError) as info:
         load_fragments(fragments_dir=fragments_dir, names=["devtools", "scalar"])
-    assert f"{fragments_dir / 'scalar.yaml'}:3: packages: cannot merge" in info.value.message
+    assert f"{fragments_dir / 'scalar.yaml'}:3: bootcmd: cannot merge" in info.value.message
 
 
 @pytest.mark.parametrize("name", ["../base", "sub/base", "", ".hidden"])
@@ -250,8 +249,18 @@ def test_shipped_fragments_load() -> None:
 
 
 def test_empty_values_change_nothing(fragments_dir: Path) -> None:
-    (fragments_dir / "blank.yaml").write_text("packages:\ntimezone:\napt:\n  conf:\n")
+    (fragments_dir / "blank.yaml").write_text("packages:\nbootcmd:\ntimezone:\napt:\n  conf:\n")
     assert load_fragments(fragments_dir=fragments_dir, names=["devtools", "blank"]) == load_fragments(
         fragments_dir=fragments_dir, names=["devtools"]
     )
     assert "packages" not in load_fragments(fragments_dir=fragments_dir, names=["blank"])
+
+
+def test_a_fragment_with_packages_is_refused_at_its_line(fragments_dir: Path) -> None:
+    # cloud-init would try them at first boot, when the guest has no way out: they belong
+    # to the image build, and the error says so where the fragment lists them.
+    (fragments_dir / "tools.yaml").write_text("timezone: UTC\npackages: [git]\n")
+    with pytest.raises(ConfigError) as info:
+        _build(CloudInitSpec(fragments=("tools",)), fragments_dir)
+    assert f"{fragments_dir / 'tools.yaml'}:2: packages:" in info.value.message
+    assert "image" in (info.value.hint or "") and "packages" in (info.value.hint or "")
