@@ -4,6 +4,7 @@ can run. Whatever the guest does as root, the host folder stays as it was."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,6 +169,30 @@ def test_the_guest_user_reads_a_private_folder_of_another_owner_and_cannot_write
     assert (private_folder / "notes.txt").read_text() == "top secret notes\n"
     assert snapshot_of(private_folder / "sub") | {"notes.txt": (private_folder / "notes.txt").stat().st_mode} \
         == before
+
+
+def test_without_bindfs_share_add_names_what_the_guest_user_cannot_read(
+        vm_env: VmEnv, clean_workspace: str, private_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Why bindfs: the guest kernel checks the host's owner and mode that virtiofsd reports,
+    so a plain read-only bind of a 0700 folder is closed to the guest's user, and share add
+    says so."""
+    tools = tmp_path / "bin"  # this host's tools, less bindfs
+    tools.mkdir()
+    for tool in ("mount", "umount"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setenv("PATH", str(tools))
+    vm_env.cli_env(monkeypatch)
+    assert main(["share", "add", clean_workspace, str(private_folder), "--tag", "plain",
+                 "--mechanism", "virtiofs-ro-bind"]) == 0
+    said = capsys.readouterr().err
+    assert "item(s) cannot be read in the guest (.: owner 4242, mode 0700" in said and "bindfs" in said
+    try:
+        code, _, err = run_in(vm_env, clean_workspace, "ls", "/mnt/shares/plain")
+        assert code != 0 and "Permission denied" in err
+        assert run_in(vm_env, clean_workspace, "sudo", "cat", "/mnt/shares/plain/notes.txt")[1] == "top secret notes\n"
+    finally:
+        assert main(["share", "rm", clean_workspace, "plain"]) == 0
 
 
 @pytest.mark.parametrize("bad", ["/", "~", "~/.ssh", "/nonexistent-agentbox-dir"])
