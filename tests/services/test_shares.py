@@ -213,6 +213,12 @@ def private(tmp_path: Path) -> Path:
     return folder
 
 
+def storage_of(world: World) -> Path:
+    record = world.ctx.records.load(name="ws")
+    assert record is not None
+    return Path(record.storage_dir)
+
+
 def debugfs_stat(image: Path, path: str) -> tuple[int, int]:
     """(uid, mode) of `path` inside an ext4 image."""
     out = subprocess.run(["debugfs", "-R", f"stat {path}", str(image)], capture_output=True, text=True,
@@ -226,7 +232,7 @@ def test_a_copy_of_a_private_folder_is_the_guest_users_and_says_what_it_left_out
                                                                                   private: Path) -> None:
     make(world)
     added = ShareService(ctx=world.ctx).add(name="ws", source=str(private), mechanism="copy-disk")
-    image = Path(world.ctx.records.load(name="ws").storage_dir) / "share-private.img"
+    image = storage_of(world) / "share-private.img"
     assert {path: debugfs_stat(image, path) for path in ("/", "/notes.txt", "/sub", "/sub/run.sh")} == {
         "/": (1000, 0o755), "/notes.txt": (1000, 0o644), "/sub": (1000, 0o755), "/sub/run.sh": (1000, 0o755)}
     listing = subprocess.run(["debugfs", "-R", "ls -p /", str(image)], capture_output=True, text=True,
@@ -282,7 +288,7 @@ def test_without_bindfs_a_live_share_says_which_files_the_guest_user_cannot_read
 
 def test_destroy_removes_the_staging_copy_an_interrupted_copy_share_left(world: World, private: Path) -> None:
     make(world)
-    storage = Path(world.ctx.records.load(name="ws").storage_dir)
+    storage = storage_of(world)
     left = storage / ".share-private.img.x1y2.staging"  # what a SIGKILL during mkfs leaves
     (left / "sub").mkdir(parents=True)
     (left / "sub" / "notes.txt").write_text("copy\n")
