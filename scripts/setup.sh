@@ -13,7 +13,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config debootstrap
-          e2fsprogs openssh-client openssh-server python3-venv python3-dev gcc tmux
+          e2fsprogs bindfs openssh-client openssh-server python3-venv python3-dev gcc tmux
           dpkg-dev zsh fish   # packaging tests: .deb build (dpkg-shlibdeps), completion in each shell
           mount util-linux)   # image layers: loop mount, fstrim (on most systems already there)
 

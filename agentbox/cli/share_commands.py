@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,12 +48,15 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
 
 
 def share_add(args: argparse.Namespace) -> int:
-    share = bootstrap.build_services().shares.add(name=args.name, source=args.dir, tag=args.tag,
-                                                             mechanism=args.mechanism,
-                                                             allow_system_folder=args.allow_system_folder)
+    added = bootstrap.build_services().shares.add(name=args.name, source=args.dir, tag=args.tag,
+                                                  mechanism=args.mechanism,
+                                                  allow_system_folder=args.allow_system_folder)
+    share = added.share
     kind = "live" if share.mechanism.live else "a copy made now (host changes will not show)"
     print(f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {args.name} "
           f"({share.mechanism.value}: {kind})")
+    if added.not_readable.count:
+        print(f"warning: {added.not_readable.summary()}\nhint: {added.hint}", file=sys.stderr)
     return 0
 
 

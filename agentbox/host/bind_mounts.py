@@ -1,8 +1,12 @@
 """Host-side work for shares: what this host can enforce, read-only bind mounts, copy
 disks, and the bind mounts a crash left behind.
 
-A bind mount is made read-only in two steps (the kernel ignores `ro` on the first); the
-result is checked in /proc/self/mountinfo and refused unless it really is read-only.
+A live share is a read-only view of the folder mounted where virtiofsd exports it. With
+bindfs it is a FUSE view that shows every entry owned by the guest's user and readable
+(the guest kernel checks the owner and mode virtiofsd reports, and the C virtiofsd has no
+uid mapping); without, a plain bind mount, made read-only in two steps (the kernel ignores
+`ro` on the first). Either way the result is checked in /proc/self/mountinfo and refused
+unless it really is read-only.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from agentbox.errors import PermissionDenied, ToolFailed
-from agentbox.model.shares import HostFacts
+from agentbox.host.share_content import stage_copy
+from agentbox.host.storage import COPY_STAGING_SUFFIX
+from agentbox.model.shares import HostFacts, NotReadable
 
 VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/local/libexec/virtiofsd")
 _MOUNTINFO = Path("/proc/self/mountinfo")
@@ -24,12 +31,16 @@ def find_virtiofsd() -> str:
     return next((c for c in VIRTIOFSD_CANDIDATES if os.access(c, os.X_OK)), shutil.which("virtiofsd") or "")
 
 
+def find_bindfs() -> str:
+    return shutil.which("bindfs") or ""
+
+
 def probe_facts(*, libvirt_version: int, local: bool, guest_9p: bool) -> HostFacts:
     virtiofsd = find_virtiofsd()
     return HostFacts(libvirt_version=libvirt_version, virtiofsd=virtiofsd,
                      virtiofsd_readonly=bool(virtiofsd) and _has_readonly_option(virtiofsd),
                      privileged=os.geteuid() == 0, local=local, guest_9p=guest_9p,
-                     mkfs_ext4=shutil.which("mkfs.ext4") is not None)
+                     mkfs_ext4=shutil.which("mkfs.ext4") is not None, bindfs=bool(find_bindfs()))
 
 
 def _has_readonly_option(virtiofsd: str) -> bool:
@@ -40,21 +51,37 @@ def _has_readonly_option(virtiofsd: str) -> bool:
     return "--readonly" in done.stdout + done.stderr
 
 
-def mount_readonly_bind(*, source: Path, mountpoint: Path) -> None:
-    """`mountpoint` shows `source` read-only; refused (and undone) unless it really is."""
+def mount_readonly_bind(*, source: Path, mountpoint: Path, readable_as: tuple[int, int] | None = None) -> bool:
+    """`mountpoint` shows `source` read-only; refused (and undone) unless it really is.
+    With `readable_as` (uid, gid) and bindfs installed, every entry shows owned by that user
+    and readable (never writable); returns whether it does."""
     mountpoint.mkdir(parents=True, exist_ok=True, mode=0o755)
+    bindfs = find_bindfs() if readable_as else ""
     if is_mounted(mountpoint):
         if not is_readonly_mount(mountpoint):
             raise PermissionDenied(f"{mountpoint} is mounted writable: refusing to share it")
-        return
-    _run(["mount", "--bind", "--", str(source), str(mountpoint)])
+        if _answers(mountpoint):
+            return _fstype(mountpoint).startswith("fuse")
+        unmount(mountpoint)  # a view whose bindfs died (a host crash): made anew below
+        mountpoint.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if bindfs and readable_as:
+        uid, gid = readable_as
+        # The kernel enforces `ro` on the FUSE mount before bindfs sees a write; -r makes
+        # bindfs refuse too. a+rX: files readable, folders enterable, executables runnable by all; a-w: honest modes.
+        # No `--`: libfuse takes it for an option. Absolute paths never look like one.
+        _run([bindfs, "-r", "-o", "ro,nodev,nosuid", f"--force-user={uid}", f"--force-group={gid}",
+              "--perms=a+rX:a-w", str(source.absolute()), str(mountpoint.absolute())])
+    else:
+        _run(["mount", "--bind", "--", str(source), str(mountpoint)])
     try:
-        _run(["mount", "-o", "remount,bind,ro,nodev,nosuid", "--", str(mountpoint)])
+        if not bindfs:
+            _run(["mount", "-o", "remount,bind,ro,nodev,nosuid", "--", str(mountpoint)])
         if not is_readonly_mount(mountpoint):
-            raise PermissionDenied(f"the bind mount at {mountpoint} did not become read-only: not sharing it")
+            raise PermissionDenied(f"the mount at {mountpoint} did not become read-only: not sharing it")
     except BaseException:
         unmount(mountpoint)
         raise
+    return bool(bindfs)
 
 
 def unmount(mountpoint: Path) -> None:
@@ -74,18 +101,45 @@ def leftover_mounts(*, under: Path, keep: Iterable[Path]) -> list[Path]:
     return [Path(point) for point in _mount_points() if point.startswith(root) and point not in kept]
 
 
-def make_copy_disk(*, source: Path, image: Path, label: str) -> None:
-    """A raw ext4 image holding a copy of `source` (symlinks stay symlinks), sized to fit."""
-    used = sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(source))
-    size_mib = max(16, int(used * 1.3 / 2**20) + 16)
+def make_copy_disk(*, source: Path, image: Path, label: str, owner: tuple[int, int]) -> NotReadable:
+    """A raw ext4 image holding a copy of `source` (symlinks stay symlinks), sized to fit,
+    every entry readable by anyone and owned by `owner` (uid, gid) when this process is root.
+    Returns what was left out: sockets, FIFOs, devices and what this process cannot read."""
     image.parent.mkdir(parents=True, exist_ok=True)
+    chown = owner if os.geteuid() == 0 else None
+    # A staging copy next to the image (removed whatever happens): mkfs.ext4 -d copies owners
+    # and modes as they are and fails on the first unreadable file, so it gets a tree made
+    # right. A crash leaves it in the workspace's storage dir, which destroy removes.
+    staging = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=COPY_STAGING_SUFFIX, dir=image.parent))
     try:
-        _run(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-d", str(source), "-E", "root_owner=0:0",
+        left_out = stage_copy(source=source, staging=staging, owner=chown)
+        used = sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(staging))
+        size_mib = max(16, int(used * 1.3 / 2**20) + 16)
+        root_owner = "{}:{}".format(*(chown or (os.geteuid(), os.getegid())))
+        _run(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-d", str(staging), "-E", f"root_owner={root_owner}",
               str(image), f"{size_mib}M"])
         os.chmod(image, 0o444)
     except BaseException:
         image.unlink(missing_ok=True)
         raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return left_out
+
+
+def _answers(mountpoint: Path) -> bool:
+    try:
+        os.stat(mountpoint)
+    except OSError:  # ENOTCONN: the FUSE daemon behind it is gone
+        return False
+    return True
+
+
+def _fstype(path: Path) -> str:
+    for fields in _mountinfo():
+        if fields[4] == str(path) and "-" in fields[6:]:
+            return fields[fields.index("-", 6) + 1]
+    return ""
 
 
 def is_mounted(path: Path) -> bool:

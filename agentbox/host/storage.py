@@ -1,14 +1,17 @@
-"""Removing a workspace's storage directory (disks, seed, console log, share mountpoints),
-and emptying the folder its guest writes."""
+"""Removing a workspace's storage directory (disks, seed, console log, share mountpoints,
+a copy share's staging folder a crash left), and emptying the folder its guest writes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
+
+COPY_STAGING_SUFFIX = ".staging"  # `.share-TAG.img.XXXX.staging`: agentbox's own copy, never a mount
 
 
 def remove_storage(*, storage: Path, delete_volume: Callable[[Path], object]) -> None:
@@ -17,7 +20,9 @@ def remove_storage(*, storage: Path, delete_volume: Callable[[Path], object]) ->
     if not storage.is_dir():
         return
     for path in sorted(storage.iterdir()):
-        if path.is_dir() and not path.is_symlink():
+        if is_copy_staging(path):
+            shutil.rmtree(path)  # a copy agentbox made, interrupted before it was removed
+        elif path.is_dir() and not path.is_symlink():
             for inner in sorted(path.iterdir()):
                 if inner.is_dir() and not inner.is_symlink():
                     inner.rmdir()
@@ -25,6 +30,11 @@ def remove_storage(*, storage: Path, delete_volume: Callable[[Path], object]) ->
         else:
             delete_volume(path)
     storage.rmdir()
+
+
+def is_copy_staging(path: Path) -> bool:
+    return (path.name.startswith(".share-") and path.name.endswith(COPY_STAGING_SUFFIX)
+            and path.is_dir() and not path.is_symlink() and not os.path.ismount(path))
 
 
 def remove_untrusted_contents(root: Path) -> int:

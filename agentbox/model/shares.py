@@ -7,6 +7,7 @@ sharing is refused: there is no writable fallback.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -44,6 +45,7 @@ class HostFacts:
     local: bool  # the hypervisor runs on this host (bind mounts and copies are made here)
     guest_9p: bool  # the template's guest kernel can mount 9p
     mkfs_ext4: bool  # a copy disk can be made
+    bindfs: bool = False  # a live share can show every file as readable by the guest's user
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ def rank_mechanisms(*, facts: HostFacts) -> tuple[MechanismChoice, ...]:
         _choice(ShareMechanism.VIRTIOFS_RO_BIND,
                 virtiofs_note or ("needs root to make a read-only bind mount" if not facts.privileged else "")
                 or ("the hypervisor is remote" if not facts.local else ""),
-                "the host kernel refuses writes to a read-only bind mount (live)"),
+                "the host kernel refuses writes to a read-only mount (live)"
+                + (", every file shown readable to the guest's user (bindfs)" if facts.bindfs else
+                   "; without bindfs the guest's user can read only what the host's modes let uid 1000 read")),
         _choice(ShareMechanism.NINEP_READONLY,
                 "" if facts.guest_9p else "the guest kernel has no 9p",
                 "QEMU refuses writes to a read-only 9p export (live)"),
@@ -87,3 +91,77 @@ class Share:
     source: str  # the resolved host folder
     mechanism: ShareMechanism
     added: str  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
+class NotReadable:
+    """What of a shared folder the guest's user cannot read, as found when it was shared."""
+
+    count: int = 0
+    examples: tuple[tuple[str, str], ...] = ()  # (path inside the folder, why), the first few
+
+    def summary(self) -> str:
+        """One line for the user, "" when everything is readable."""
+        if not self.count:
+            return ""
+        shown = "; ".join(f"{path}: {why}" for path, why in self.examples)
+        more = f"; and {self.count - len(self.examples)} more" if self.count > len(self.examples) else ""
+        return f"{self.count} item(s) cannot be read in the guest ({shown}{more})"
+
+
+@dataclass(frozen=True)
+class AddedShare:
+    share: Share
+    not_readable: NotReadable
+    hint: str  # what to do about not_readable, "" when it is empty
+
+
+EXAMPLES_KEPT = 5
+SPECIAL = "a socket, FIFO or device: not shared"
+
+
+class NotReadableTally:
+    """Counts what cannot be read while a folder is walked, keeping the first few examples."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._examples: list[tuple[str, str]] = []
+
+    def add(self, *, path: str, why: str) -> None:
+        self._count += 1
+        if len(self._examples) < EXAMPLES_KEPT:
+            self._examples.append((path, why))
+
+    def result(self) -> NotReadable:
+        return NotReadable(count=self._count, examples=tuple(self._examples))
+
+
+def is_special(mode: int) -> bool:
+    """Sockets, FIFOs and device nodes: nothing a guest could read as content."""
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+
+
+def guest_may_read(*, mode: int, uid: int, gid: int, guest_uid: int, guest_gid: int) -> bool:
+    """Whether the guest's user may read (and, for a folder, enter) an entry shown with the
+    host's owner and mode unchanged: the guest kernel checks them as it would its own."""
+    if stat.S_ISLNK(mode):
+        return True  # a link's own mode is never checked
+    if uid == guest_uid:
+        bits = (mode >> 6) & 0o7
+    elif gid == guest_gid:
+        bits = (mode >> 3) & 0o7
+    else:
+        bits = mode & 0o7
+    needed = 0o5 if stat.S_ISDIR(mode) else 0o4
+    return bits & needed == needed
+
+
+def not_readable_hint(*, mechanism: ShareMechanism, mapped: bool) -> str:
+    if mechanism is ShareMechanism.COPY_DISK:
+        return ("those were left out of the copy: sockets, FIFOs and devices never go in, and a file "
+                "agentbox itself cannot read does not either (run agentbox as root, or fix the modes, "
+                "then share again)")
+    if not mapped:
+        return ("install bindfs (apt-get install bindfs) so that every file shows readable to the guest's "
+                "user, then share again; or make them readable on the host")
+    return "even root on the host cannot read those (another file system's rules?); sockets and FIFOs are never content"

@@ -209,7 +209,9 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     report.step("shares", f"{len(share_specs)} read-only share(s)")
     shares = ShareService(ctx=ctx)
     for source, tag in share_specs:
-        shares.add_locked(record=record, source=source, tag=tag, allow_system_folder=allow_system_folder)
+        added = shares.add_locked(record=record, source=source, tag=tag, allow_system_folder=allow_system_folder)
+        if added.not_readable.count:
+            report.step("shares", f"{added.share.tag}: {added.not_readable.summary()}; {added.hint}")
     record = replace(record, phase=Phase.READY)
     ctx.records.save(record=record)
     audit.append(event="created", details={"template": template.name, "image": image.image_id,

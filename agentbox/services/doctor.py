@@ -47,6 +47,7 @@ def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
         _tool("qemu-system-x86_64", "qemu-system-x86", required=True), _shares(ctx), _egress(ctx),
         _tool("debootstrap", "debootstrap", required=False, why="builds the debian-12 image"),
         _tool("mkfs.ext4", "e2fsprogs", required=False, why="builds the debian-12 image and copy shares"),
+        _tool("bindfs", "bindfs", required=False, why="lets the guest's user read every file of a live share"),
         _tool("ssh", "openssh-client", required=True), _build_privilege(),
         _writable("data dir", ctx.paths.data_dir), _writable("storage dir", ctx.settings.storage_dir),
         _writable("image dir", ctx.settings.image_dir), _free_space(ctx.settings.storage_dir),
@@ -103,7 +104,8 @@ def _shares(ctx: ServiceContext) -> Check:
     others = "; ".join(f"{c.mechanism.value}: {c.reason}" for c in choices if not c.available)
     if not usable:
         return Check("shares", CheckStatus.WARN, f"no folder can be shared read-only here ({others})",
-                     "sudo apt-get install e2fsprogs qemu-system-common (virtiofsd), and run as root for live shares")
+                     "sudo apt-get install e2fsprogs qemu-system-common (virtiofsd) bindfs, and run as root for live "
+                     "shares")
     best = usable[0]
     detail = (f"read-only shares use {best.mechanism.value} ({best.reason})"
               + (f"; not here: {others}" if others else ""))

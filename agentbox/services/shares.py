@@ -20,8 +20,11 @@ from urllib.parse import urlsplit
 from agentbox.backends.base import DiskSpec, DomainState, FilesystemSpec
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
-from agentbox.model.shares import MechanismChoice, Share, ShareMechanism, rank_mechanisms
+from agentbox.model.guest import GUEST_GID, GUEST_UID
+from agentbox.model.shares import (AddedShare, MechanismChoice, NotReadable, Share, ShareMechanism,
+                                   not_readable_hint, rank_mechanisms)
 from agentbox.host import bind_mounts
+from agentbox.host.share_content import scan_live
 from agentbox.services.context import ServiceContext
 from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
@@ -32,7 +35,6 @@ from agentbox.host.storage import remove_untrusted_contents
 
 GUEST_SHARES = "/mnt/shares"
 GUEST_OUTBOX = "/mnt/outbox"
-GUEST_UID = 1000  # the first user cloud-init creates: the agent
 
 
 @dataclass(frozen=True)
@@ -84,34 +86,47 @@ class ShareService:
                      for s in self._load(name))
 
     def add(self, *, name: str, source: str, tag: str | None = None, mechanism: str | None = None,
-            allow_system_folder: bool = False) -> Share:
+            allow_system_folder: bool = False) -> AddedShare:
         """Share `source` read-only; a system folder (share_paths.SYSTEM_DIRS) only with
-        `allow_system_folder`, a credential folder never."""
+        `allow_system_folder`, a credential folder never. The result says what of it the
+        guest's user cannot read (a copy leaves that out; a live share shows it unreadable)."""
         with workspace_lock(paths=self._ctx.paths, name=name):
             return self.add_locked(record=load_ready_record(ctx=self._ctx, name=name), source=source, tag=tag,
                                    mechanism=mechanism, allow_system_folder=allow_system_folder)
 
     def add_locked(self, *, record: WorkspaceRecord, source: str, tag: str | None = None,
-                   mechanism: str | None = None, allow_system_folder: bool = False) -> Share:
+                   mechanism: str | None = None, allow_system_folder: bool = False) -> AddedShare:
         """add() for callers that hold the workspace lock (create)."""
         name = record.name
         share = self._new_share(record=record, source=source, tag=tag, mechanism=mechanism,
                                 allow_system_folder=allow_system_folder)
+        # Whether the guest sees every entry readable whatever its host owner and mode: a copy
+        # is made so, a read-only bind through bindfs; the others show the host's modes.
+        mapped = (share.mechanism is ShareMechanism.COPY_DISK
+                  or share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND and bool(bind_mounts.find_bindfs()))
+        not_readable = NotReadable()
         try:
             if share.mechanism is ShareMechanism.COPY_DISK:
-                bind_mounts.make_copy_disk(source=Path(share.source), image=self._copy_image(record, share.tag),
-                                          label=share.tag)
+                not_readable = bind_mounts.make_copy_disk(
+                    source=Path(share.source), image=self._copy_image(record, share.tag), label=share.tag,
+                    owner=(GUEST_UID, GUEST_GID))
             self._save(name, (*self._load(name), share))
             if self._running(record):
                 self._guest(record, self._attach(record, share))
+            if share.mechanism is not ShareMechanism.COPY_DISK:
+                # Live: what the guest's user will meet, looked at once now (it may change).
+                not_readable = scan_live(source=Path(share.source), mapped=mapped,
+                                         guest_uid=GUEST_UID, guest_gid=GUEST_GID)
         except BaseException:
             self._save(name, tuple(s for s in self._load(name) if s.tag != share.tag))
             self._release_host(record, share)
             self._copy_image(record, share.tag).unlink(missing_ok=True)
             raise
-        self._ctx.audit(name=name).append(event="share.added",
-                                          details={**asdict(share), "live": share.mechanism.live})
-        return share
+        self._ctx.audit(name=name).append(event="share.added", details={
+            **asdict(share), "live": share.mechanism.live, "not_readable": not_readable.count})
+        return AddedShare(share=share, not_readable=not_readable,
+                          hint=not_readable_hint(mechanism=share.mechanism, mapped=mapped)
+                          if not_readable.count else "")
 
     def check_source(self, *, source: str, allow_system_folder: bool = False) -> Path:
         """The folder `source` resolved, or InvalidInput saying why it may not be shared."""
@@ -220,7 +235,8 @@ class ShareService:
         source = Path(share.source)
         if share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND:
             source = self._bind_point(record, share.tag)
-            bind_mounts.mount_readonly_bind(source=Path(share.source), mountpoint=source)
+            bind_mounts.mount_readonly_bind(source=Path(share.source), mountpoint=source,
+                                            readable_as=(GUEST_UID, GUEST_GID))
         virtiofsd = bind_mounts.find_virtiofsd()
         backend.attach_filesystem(name=record.domain, fs=FilesystemSpec(
             tag=share.tag, source=source, driver="9p" if share.mechanism is ShareMechanism.NINEP_READONLY

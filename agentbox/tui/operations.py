@@ -167,10 +167,12 @@ def describe_update(*, name: str, update: PolicyUpdate) -> str:
 def add_share(*, services: Services, name: str, source: str, tag: str | None, mechanism: str | None) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         on_progress(Progress(step="share", detail=f"sharing {source} read-only"))
-        share = services.shares.add(name=name, source=source, tag=tag, mechanism=mechanism)
+        added = services.shares.add(name=name, source=source, tag=tag, mechanism=mechanism)
+        share = added.share
         kind = "live" if share.mechanism.live else "a copy made now: later changes on the host do not show"
+        gaps = f". But {added.not_readable.summary()}: {added.hint}" if added.not_readable.count else ""
         return (f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {name} "
-                f"({share.mechanism.value}: {kind})")
+                f"({share.mechanism.value}: {kind}){gaps}")
     return Operation(title=f"Sharing a folder with {name}", workspace=name, run=run, cancellable=False)
 
 

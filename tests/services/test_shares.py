@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -44,7 +47,7 @@ def audit_events(world: World) -> list[str]:
 
 def test_a_copy_share_is_a_read_only_disk_mounted_by_the_guest(world: World, project: Path) -> None:
     make(world)
-    share = ShareService(ctx=world.ctx).add(name="ws", source=str(project), mechanism="copy-disk")
+    share = ShareService(ctx=world.ctx).add(name="ws", source=str(project), mechanism="copy-disk").share
     assert share.tag == "project" and not share.mechanism.live
     _, serials = world.backend.attached(name=DOMAIN)
     [serial] = serials
@@ -130,7 +133,7 @@ def test_a_system_folder_is_shared_only_when_asked_and_a_credential_folder_never
         shares.add(name="ws", source=str(tmp_path / "looks-harmless"))
     assert "--allow-system-folder" in (refused.value.hint or "")
     share = shares.add(name="ws", source=str(tmp_path / "looks-harmless"), tag="apt", mechanism="virtiofs-ro-bind",
-                       allow_system_folder=True)
+                       allow_system_folder=True).share
     assert share.source == "/etc/apt"
     shares.remove(name="ws", tag="apt")
     with pytest.raises(InvalidInput, match="credentials live"):
@@ -186,3 +189,109 @@ def test_outbox_export_copies_regular_files_only(world: World, tmp_path: Path) -
         outbox.export(name="ws", dest=tmp_path / "again", limit_bytes=1)
     assert outbox.clear(name="ws") == 3 and outbox.list(name="ws") == ()
     assert audit_events(world)[-1] == "outbox.cleared"
+
+
+@pytest.fixture()
+def private(tmp_path: Path) -> Path:
+    """0700 folders and 0600 files of uid 4242 (neither root nor the guest's user), a FIFO and
+    a socket: what the guest's user must be able to read, and what no share can carry."""
+    folder = tmp_path / "private"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("notes\n")
+    (folder / "sub" / "run.sh").write_text("#!/bin/sh\n")
+    (folder / "link").symlink_to("sub/run.sh")
+    os.mkfifo(folder / "pipe")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(folder / "sub" / "sock"))
+    os.chmod(folder / "notes.txt", 0o600)
+    os.chmod(folder / "sub" / "run.sh", 0o700)
+    for path in (folder, folder / "sub"):
+        os.chmod(path, 0o700)
+    for path in folder.rglob("*"):
+        os.lchown(path, 4242, 4242)
+    os.chown(folder, 4242, 4242)
+    return folder
+
+
+def storage_of(world: World) -> Path:
+    record = world.ctx.records.load(name="ws")
+    assert record is not None
+    return Path(record.storage_dir)
+
+
+def debugfs_stat(image: Path, path: str) -> tuple[int, int]:
+    """(uid, mode) of `path` inside an ext4 image."""
+    out = subprocess.run(["debugfs", "-R", f"stat {path}", str(image)], capture_output=True, text=True,
+                         check=True).stdout
+    uid = int(re.search(r"User:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
+    mode = int(re.search(r"Mode:\s+0?(\d+)", out).group(1), 8)  # type: ignore[union-attr]
+    return uid, mode
+
+
+def test_a_copy_of_a_private_folder_is_the_guest_users_and_says_what_it_left_out(world: World,
+                                                                                  private: Path) -> None:
+    make(world)
+    added = ShareService(ctx=world.ctx).add(name="ws", source=str(private), mechanism="copy-disk")
+    image = storage_of(world) / "share-private.img"
+    assert {path: debugfs_stat(image, path) for path in ("/", "/notes.txt", "/sub", "/sub/run.sh")} == {
+        "/": (1000, 0o755), "/notes.txt": (1000, 0o644), "/sub": (1000, 0o755), "/sub/run.sh": (1000, 0o755)}
+    listing = subprocess.run(["debugfs", "-R", "ls -p /", str(image)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "/link/" in listing and "/pipe/" not in listing
+    assert added.not_readable.count == 2
+    assert sorted(path for path, _ in added.not_readable.examples) == ["pipe", "sub/sock"]
+    assert "left out of the copy" in added.hint
+    assert not list(image.parent.glob(".*staging")), "the staging copy is gone"
+    assert (private / "notes.txt").stat().st_uid == 4242 and (private / "notes.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_live_share_shows_every_file_readable_by_the_guest_user_and_stays_read_only(world: World,
+                                                                                      private: Path) -> None:
+    make(world)
+    added = ShareService(ctx=world.ctx).add(name="ws", source=str(private), tag="p", mechanism="virtiofs-ro-bind")
+    view = world.backend.attached_filesystem(DOMAIN, "p").source
+    try:
+        seen = {path: (view / path).lstat() for path in ("notes.txt", "sub", "sub/run.sh")}
+        assert {path: (st.st_uid, st.st_gid, st.st_mode & 0o777) for path, st in seen.items()} == {
+            "notes.txt": (1000, 1000, 0o444), "sub": (1000, 1000, 0o555), "sub/run.sh": (1000, 1000, 0o555)}
+        assert bind_mounts.is_readonly_mount(view)
+        for write in (lambda: (view / "new").write_text("x"), lambda: (view / "notes.txt").write_text("x"),
+                      lambda: os.chmod(view / "notes.txt", 0o666), lambda: os.chown(view / "notes.txt", 0, 0)):
+            with pytest.raises(OSError):  # root on the host, through what virtiofsd exports
+                write()
+        assert [path for path, _ in added.not_readable.examples] == ["pipe", "sub/sock"]
+    finally:
+        ShareService(ctx=world.ctx).remove(name="ws", tag="p")
+    assert not bind_mounts.is_mounted(view)
+    assert (private / "notes.txt").read_text() == "notes\n" and (private / "notes.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_without_bindfs_a_live_share_says_which_files_the_guest_user_cannot_read(
+        world: World, private: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = tmp_path / "bin"  # this host's tools, less bindfs
+    tools.mkdir()
+    for tool in ("mount", "umount", "mkfs.ext4"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setenv("PATH", str(tools))
+    make(world)
+    added = ShareService(ctx=world.ctx).add(name="ws", source=str(private), tag="p", mechanism="virtiofs-ro-bind")
+    view = world.backend.attached_filesystem(DOMAIN, "p").source
+    try:
+        assert view.stat().st_uid == 4242  # a plain read-only bind: the host's owners and modes
+        denied = dict(added.not_readable.examples)
+        assert added.not_readable.count == 6  # ., notes.txt, sub, sub/run.sh (host modes), pipe, sub/sock
+        assert denied["."] == "owner 4242, mode 0700" and denied["notes.txt"] == "owner 4242, mode 0600"
+        assert "bindfs" in added.hint
+    finally:
+        ShareService(ctx=world.ctx).remove(name="ws", tag="p")
+
+
+def test_destroy_removes_the_staging_copy_an_interrupted_copy_share_left(world: World, private: Path) -> None:
+    make(world)
+    storage = storage_of(world)
+    left = storage / ".share-private.img.x1y2.staging"  # what a SIGKILL during mkfs leaves
+    (left / "sub").mkdir(parents=True)
+    (left / "sub" / "notes.txt").write_text("copy\n")
+    WorkspaceService(ctx=world.ctx).destroy(name="ws", on_progress=lambda _: None)
+    assert not storage.exists()
+    assert (private / "notes.txt").read_text() == "notes\n"

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from textual.widgets import Button, DataTable, Input, Select, Static
 
+from agentbox.model.progress import CancelToken, ignore_progress
 from agentbox.model.shares import ShareMechanism
 from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen
+from agentbox.tui.operations import add_share
 from agentbox.tui.outbox_screen import ExportScreen, OutboxScreen
 from agentbox.tui.shares_screen import AddShareScreen, SharesScreen
 from agentbox.tui.widgets import FolderTree
@@ -260,3 +262,14 @@ def test_shares_mechanisms_enum_matches_the_dialog_options(world: TuiWorld) -> N
         assert set(offered) <= {m.value for m in ShareMechanism}
 
     world.run(scenario)
+
+
+def test_sharing_says_what_the_guest_cannot_read(world: TuiWorld) -> None:
+    world.make("demo")
+    alpha = world.home / "projects" / "alpha"
+    os.mkfifo(alpha / "pipe")
+    message = add_share(services=world.services, name="demo", source=str(alpha), tag=None,
+                        mechanism="copy-disk").run(ignore_progress, CancelToken())
+    assert message.startswith(f"{alpha} is shared read-only at /mnt/shares/alpha in demo (copy-disk")
+    assert "But 1 item(s) cannot be read in the guest (pipe: a socket, FIFO or device: not shared)" in message
+    assert "left out of the copy" in message

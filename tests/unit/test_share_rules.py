@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 from agentbox.backends.base import DiskSpec, FilesystemSpec
 from agentbox.backends.libvirt.device_xml import filesystem_xml, find_disk, find_filesystem, hotplug_disk_xml
 from agentbox.errors import InvalidInput
-from agentbox.model.shares import HostFacts, ShareMechanism, rank_mechanisms
+from agentbox.model.shares import (EXAMPLES_KEPT, HostFacts, NotReadableTally, ShareMechanism, guest_may_read,
+                                   is_special, not_readable_hint, rank_mechanisms)
 from agentbox.services.share_paths import default_tag, parse_share_spec, validate_share_source, validate_tag
 
 HERE = HostFacts(libvirt_version=9_000_000, virtiofsd="/usr/lib/qemu/virtiofsd", virtiofsd_readonly=False,
@@ -174,3 +176,45 @@ def test_a_copy_disk_is_hot_plugged_read_only_on_a_free_target() -> None:
     domain = f"<domain><devices>{xml}{filesystem}</devices></domain>"
     assert find_disk(domain, serial="abshare-1") is not None and find_filesystem(domain, tag="t") is not None
     assert find_disk(domain, serial="other") is None
+
+
+def test_without_a_mapping_the_guest_user_reads_only_what_the_host_modes_let_uid_1000_read() -> None:
+    def may(mode: int, uid: int = 4242, gid: int = 4242) -> bool:
+        return guest_may_read(mode=mode, uid=uid, gid=gid, guest_uid=1000, guest_gid=1000)
+    assert not may(stat.S_IFREG | 0o600)  # mktemp's file, someone else's
+    assert not may(stat.S_IFDIR | 0o700)  # mktemp -d
+    assert may(stat.S_IFREG | 0o600, uid=1000)
+    assert may(stat.S_IFREG | 0o640, gid=1000) and not may(stat.S_IFREG | 0o604, gid=1000)
+    assert may(stat.S_IFREG | 0o644) and not may(stat.S_IFREG | 0o200, uid=1000)
+    assert not may(stat.S_IFDIR | 0o744)  # listed but not entered is not readable
+    assert may(stat.S_IFDIR | 0o755) and may(stat.S_IFLNK | 0o777, uid=0)
+
+
+def test_sockets_fifos_and_devices_are_special_and_files_folders_links_are_not() -> None:
+    assert all(is_special(kind | 0o644) for kind in (stat.S_IFSOCK, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK))
+    assert not any(is_special(kind | 0o644) for kind in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK))
+
+
+def test_what_cannot_be_read_is_counted_whole_and_shown_by_a_few_examples() -> None:
+    tally = NotReadableTally()
+    assert tally.result().summary() == ""
+    for n in range(EXAMPLES_KEPT + 3):
+        tally.add(path=f"f{n}", why="owner 4242, mode 0600")
+    result = tally.result()
+    assert result.count == EXAMPLES_KEPT + 3 and len(result.examples) == EXAMPLES_KEPT
+    assert result.summary().startswith(f"{EXAMPLES_KEPT + 3} item(s) cannot be read in the guest (f0: owner 4242")
+    assert result.summary().endswith("; and 3 more)")
+
+
+def test_the_hint_says_what_to_do_for_each_way_of_sharing() -> None:
+    assert "bindfs" in not_readable_hint(mechanism=ShareMechanism.VIRTIOFS_RO_BIND, mapped=False)
+    assert "left out of the copy" in not_readable_hint(mechanism=ShareMechanism.COPY_DISK, mapped=True)
+    assert "root on the host cannot read" in not_readable_hint(mechanism=ShareMechanism.VIRTIOFS_RO_BIND,
+                                                               mapped=True)
+
+
+def test_the_bind_mechanism_says_whether_every_file_will_be_readable() -> None:
+    reasons = {facts.bindfs: {c.mechanism: c.reason for c in rank_mechanisms(facts=facts)}
+               for facts in (HERE, HostFacts(**{**HERE.__dict__, "bindfs": True}))}
+    assert "bindfs" in reasons[True][ShareMechanism.VIRTIOFS_RO_BIND]
+    assert "uid 1000" in reasons[False][ShareMechanism.VIRTIOFS_RO_BIND]

@@ -4,6 +4,7 @@ can run. Whatever the guest does as root, the host folder stays as it was."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def shared(request: pytest.FixtureRequest, vm_env: VmEnv, clean_workspace: str,
            project: Path) -> Iterator[tuple[str, str, ShareMechanism]]:
     mechanism: ShareMechanism = request.param
     shares = vm_env.services().shares
-    share = shares.add(name=clean_workspace, source=str(project), tag="proj", mechanism=mechanism.value)
+    share = shares.add(name=clean_workspace, source=str(project), tag="proj", mechanism=mechanism.value).share
     assert share.mechanism is mechanism
     yield clean_workspace, f"/mnt/shares/{share.tag}", mechanism
     shares.remove(name=clean_workspace, tag=share.tag)
@@ -112,6 +113,86 @@ def test_share_add_and_rm_on_a_running_workspace(vm_env: VmEnv, clean_workspace:
     assert main(["share", "rm", clean_workspace, "live"]) == 0
     assert run_in(vm_env, clean_workspace, "sh", "-c", "cat /mnt/shares/live/hello.txt")[0] != 0
     assert vm_env.services().shares.list(name=clean_workspace) == ()
+
+
+OTHER_UID = 4242  # neither root nor the guest's user
+
+
+@pytest.fixture()
+def private_folder(tmp_path: Path) -> Path:
+    """What `mktemp -d` and a careful user make: 0700 folders, 0600 files, owned by someone
+    who is neither root nor the guest's user; plus a FIFO, which no share can carry."""
+    folder = tmp_path / "private"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("top secret notes\n")
+    (folder / "sub" / "deep.txt").write_text("deeper\n")
+    os.mkfifo(folder / "pipe")
+    for path in (folder / "notes.txt", folder / "sub" / "deep.txt"):
+        os.chmod(path, 0o600)
+    for path in (folder, folder / "sub"):
+        os.chmod(path, 0o700)
+    for path in (folder, folder / "sub", folder / "notes.txt", folder / "sub" / "deep.txt", folder / "pipe"):
+        os.chown(path, OTHER_UID, OTHER_UID)
+    os.chmod(tmp_path, 0o755)
+    return folder
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS, ids=lambda m: m.value)
+def test_the_guest_user_reads_a_private_folder_of_another_owner_and_cannot_write_it(
+        vm_env: VmEnv, clean_workspace: str, private_folder: Path, mechanism: ShareMechanism,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    vm_env.cli_env(monkeypatch)
+    before = snapshot_of(private_folder / "sub") | {"notes.txt": (private_folder / "notes.txt").stat().st_mode}
+    assert main(["share", "add", clean_workspace, str(private_folder), "--tag", "priv",
+                 "--mechanism", mechanism.value]) == 0
+    said = capsys.readouterr()
+    assert "shared read-only at /mnt/shares/priv" in said.out
+    # Honest about the one thing that cannot be read: the FIFO.
+    assert "1 item(s) cannot be read in the guest (pipe: a socket, FIFO or device" in said.err
+    assert "hint: " in said.err
+    d = "/mnt/shares/priv"
+    try:
+        code, out, err = run_in(vm_env, clean_workspace, "sh", "-c", f"id -u; ls {d} {d}/sub")
+        assert code == 0, err
+        uid, *listing = out.split()
+        assert uid != "0" and {"notes.txt", "sub", "deep.txt"} <= set(listing)
+        assert run_in(vm_env, clean_workspace, "cat", f"{d}/notes.txt", f"{d}/sub/deep.txt")[:2] == (
+            0, "top secret notes\ndeeper\n")
+        for write in (f"echo x > {d}/new", f"echo x >> {d}/notes.txt", f"echo x > {d}/sub/new",
+                      f"mkdir {d}/dir", f"rm -f {d}/sub/deep.txt", f"touch {d}/sub/deep.txt"):
+            code, out, err = run_in(vm_env, clean_workspace, "sh", "-c", write)
+            assert code != 0, f"{write} succeeded as the guest's user"
+        [status] = [s for s in vm_env.services().shares.list(name=clean_workspace) if s.share.tag == "priv"]
+        assert status.attached
+    finally:
+        assert main(["share", "rm", clean_workspace, "priv"]) == 0
+    assert (private_folder / "notes.txt").read_text() == "top secret notes\n"
+    assert snapshot_of(private_folder / "sub") | {"notes.txt": (private_folder / "notes.txt").stat().st_mode} \
+        == before
+
+
+def test_without_bindfs_share_add_names_what_the_guest_user_cannot_read(
+        vm_env: VmEnv, clean_workspace: str, private_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Why bindfs: the guest kernel checks the host's owner and mode that virtiofsd reports,
+    so a plain read-only bind of a 0700 folder is closed to the guest's user, and share add
+    says so."""
+    tools = tmp_path / "bin"  # this host's tools, less bindfs
+    tools.mkdir()
+    for tool in ("mount", "umount"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setenv("PATH", str(tools))
+    vm_env.cli_env(monkeypatch)
+    assert main(["share", "add", clean_workspace, str(private_folder), "--tag", "plain",
+                 "--mechanism", "virtiofs-ro-bind"]) == 0
+    said = capsys.readouterr().err
+    assert "item(s) cannot be read in the guest (.: owner 4242, mode 0700" in said and "bindfs" in said
+    try:
+        code, _, err = run_in(vm_env, clean_workspace, "ls", "/mnt/shares/plain")
+        assert code != 0 and "Permission denied" in err
+        assert run_in(vm_env, clean_workspace, "sudo", "cat", "/mnt/shares/plain/notes.txt")[1] == "top secret notes\n"
+    finally:
+        assert main(["share", "rm", clean_workspace, "plain"]) == 0
 
 
 @pytest.mark.parametrize("bad", ["/", "~", "~/.ssh", "/nonexistent-agentbox-dir"])
