@@ -47,9 +47,9 @@ def mount_readonly_bind(*, source: Path, mountpoint: Path) -> None:
         if not is_readonly_mount(mountpoint):
             raise PermissionDenied(f"{mountpoint} is mounted writable: refusing to share it")
         return
-    _run(["mount", "--bind", "--", str(source), str(mountpoint)])
+    run_tool(["mount", "--bind", "--", str(source), str(mountpoint)])
     try:
-        _run(["mount", "-o", "remount,bind,ro,nodev,nosuid", "--", str(mountpoint)])
+        run_tool(["mount", "-o", "remount,bind,ro,nodev,nosuid", "--", str(mountpoint)])
         if not is_readonly_mount(mountpoint):
             raise PermissionDenied(f"the bind mount at {mountpoint} did not become read-only: not sharing it")
     except BaseException:
@@ -60,7 +60,7 @@ def mount_readonly_bind(*, source: Path, mountpoint: Path) -> None:
 def unmount(mountpoint: Path) -> None:
     """Unmount (lazily, so a busy mount still goes) and remove the empty mountpoint."""
     if is_mounted(mountpoint):
-        _run(["umount", "--lazy", "--", str(mountpoint)])
+        run_tool(["umount", "--lazy", "--", str(mountpoint)])
     try:
         mountpoint.rmdir()  # never rmtree: if anything is still mounted, it is the user's data
     except FileNotFoundError:
@@ -80,12 +80,17 @@ def make_copy_disk(*, source: Path, image: Path, label: str) -> None:
     size_mib = max(16, int(used * 1.3 / 2**20) + 16)
     image.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _run(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-d", str(source), "-E", "root_owner=0:0",
+        run_tool(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-d", str(source), "-E", "root_owner=0:0",
               str(image), f"{size_mib}M"])
         os.chmod(image, 0o444)
     except BaseException:
         image.unlink(missing_ok=True)
         raise
+
+
+def folder_bytes(root: Path) -> int:
+    """What the regular files below `root` hold (links not followed)."""
+    return sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(root) if entry.is_file(follow_symlinks=False))
 
 
 def is_mounted(path: Path) -> bool:
@@ -98,6 +103,13 @@ def is_readonly_mount(path: Path) -> bool:
             options = fields[5].split(",")  # per-mount options: this is what a write meets
             return "ro" in options
     return False
+
+
+def mount_source(path: Path) -> str:
+    """What is mounted on top at `path` (a device such as /dev/loop3), or ""."""
+    sources = [fields[fields.index("-", 6) + 2] for fields in _mountinfo()
+               if fields[4] == str(path) and "-" in fields[6:]]
+    return sources[-1] if sources else ""  # the last one listed is the one on top
 
 
 def _mount_points() -> list[str]:
@@ -120,7 +132,7 @@ def _walk(root: Path) -> Iterable[os.DirEntry[str]]:
                     stack.append(Path(entry.path))
 
 
-def _run(argv: Sequence[str]) -> None:
+def run_tool(argv: Sequence[str]) -> None:
     try:
         subprocess.run(list(argv), check=True, capture_output=True, text=True)
     except FileNotFoundError:
