@@ -90,7 +90,8 @@ def make_copy_disk(*, source: Path, image: Path, label: str) -> None:
 
 def folder_bytes(root: Path) -> int:
     """What the regular files below `root` hold (links not followed)."""
-    return sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(root) if entry.is_file(follow_symlinks=False))
+    return sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(root)
+               if entry.is_file(follow_symlinks=False))
 
 
 def is_mounted(path: Path) -> bool:

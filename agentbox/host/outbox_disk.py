@@ -54,7 +54,11 @@ def create(*, image: Path, mountpoint: Path, capacity: int, owner: int, populate
     with _locked(image):
         staging = image.with_name(image.name + ".new")
         _sparse_file(staging, capacity + capacity // 16 + 8 * _MIB)  # a first guess at ext4's overhead
-        argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "agentbox-outbox", "-E", f"root_owner={owner}:{owner}"]
+        # -m 0: no blocks kept for root (the guest's root must not get more than its agent);
+        # 4 KiB blocks and the usual layout at every size: a small one's 1 KiB blocks would
+        # keep resize2fs from ever shrinking it close to what it holds.
+        argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-T", "default", "-L", "agentbox-outbox",
+                "-E", f"root_owner={owner}:{owner}"]
         try:
             run_tool([*argv, *(["-d", str(populate_from)] if populate_from else []), str(staging)])
         except BaseException:
@@ -64,8 +68,7 @@ def create(*, image: Path, mountpoint: Path, capacity: int, owner: int, populate
         if populate_from is not None:
             remove_untrusted_contents(populate_from)  # copied into the image: the host's copy goes
         _mount(image, mountpoint)
-        with contextlib.suppress(OSError):
-            (mountpoint / "lost+found").rmdir()  # e2fsck makes it again if it ever needs one
+        _drop_lost_found(mountpoint)
         _fit(image, mountpoint, capacity)
 
 
@@ -145,6 +148,14 @@ def _resize_to(image: Path, mountpoint: Path, size: int) -> None:
             os.truncate(image, size)  # resize2fs shrinks the filesystem, not the file
     finally:
         _mount(image, mountpoint)
+        _drop_lost_found(mountpoint)
+
+
+def _drop_lost_found(mountpoint: Path) -> None:
+    # mkfs and e2fsck make an empty lost+found; in the outbox it would only puzzle the user
+    # and the agent. One that holds what e2fsck recovered stays.
+    with contextlib.suppress(OSError):
+        (mountpoint / "lost+found").rmdir()
 
 
 def _fsck(image: Path) -> None:

@@ -104,8 +104,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         undo = _Undo()
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
-                          outbox_mib=outbox_mib, policy=policy, share_specs=share_specs, allow_system_folder=request.allow_system_folder,
-                          report=report, cancel=cancel, undo=undo)
+                          outbox_mib=outbox_mib, policy=policy, share_specs=share_specs,
+                          allow_system_folder=request.allow_system_folder, report=report, cancel=cancel, undo=undo)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()

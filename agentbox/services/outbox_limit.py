@@ -116,7 +116,8 @@ class OutboxLimit:
             # An outbox from before limits: its files move into the image, which holds at
             # least them (the guest is not attached meanwhile, so nothing changes under the copy).
             held = folder_bytes(old)
-            capacity = max(capacity, (held + held // 8 + _MIGRATION_ROOM) // _MIB * _MIB)
+            if held + held // 8 > capacity:  # more than the limit already: room for them, and some
+                capacity = (held + held // 8 + _MIGRATION_ROOM) // _MIB * _MIB
             details = {"migrated_bytes": held}
         outbox_disk.create(image=storage.outbox_image, mountpoint=storage.outbox, capacity=capacity,
                            owner=GUEST_UID, populate_from=old)
