@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ MIN_BYTES = 16 << 20
 _MIB = 1 << 20
 _TOOLS = ("mkfs.ext4", "e2fsck", "resize2fs", "mount", "umount")
 _OPTIONS = "loop,nodev,nosuid,noexec,discard"
+_BUSY_TRIES = 50  # 0.2 s apart
+_RELEASE_TRIES = 150  # 0.2 s apart: an unplug under TCG can take seconds
 _FIT_ROUNDS = 4  # ext4's overhead changes a little with its size: a few rounds reach the target
 
 
@@ -140,8 +143,9 @@ def _fit(image: Path, mountpoint: Path, capacity: int) -> None:
 
 def _resize_to(image: Path, mountpoint: Path, size: int) -> None:
     point = mountpoint.resolve()
-    run_tool(["umount", "--", str(point)])
+    _unmount_when_free(point)
     try:
+        _wait_released(image)
         _fsck(image)  # resize2fs works only on a freshly checked filesystem
         run_tool(["resize2fs", str(image), f"{size // 1024}K"])
         if os.stat(image).st_size > size:
@@ -149,6 +153,43 @@ def _resize_to(image: Path, mountpoint: Path, size: int) -> None:
     finally:
         _mount(image, mountpoint)
         _drop_lost_found(mountpoint)
+
+
+def _unmount_when_free(point: Path) -> None:
+    # A virtiofsd just unplugged from the guest may hold the mount for a moment more.
+    for _ in range(_BUSY_TRIES):
+        try:
+            run_tool(["umount", "--", str(point)])
+            return
+        except ToolFailed as error:
+            if "busy" not in error.message:
+                raise
+            time.sleep(0.2)
+    run_tool(["umount", "--", str(point)])
+
+
+def _wait_released(image: Path) -> None:
+    """Until no loop device is backed by the image. A virtiofsd keeps its own mount namespace,
+    and with it the filesystem, until it exits (a moment after its device is unplugged):
+    checking or resizing the image under a live filesystem would corrupt it."""
+    for _ in range(_RELEASE_TRIES):
+        if not _loop_devices(image):
+            return
+        time.sleep(0.2)
+    raise ToolFailed(f"the outbox image {image} is still in use ({', '.join(_loop_devices(image))}): "
+                     "not resizing it", hint="a file server (virtiofsd) of the workspace may still run; try again")
+
+
+def _loop_devices(image: Path) -> list[str]:
+    wanted = str(image.resolve())
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip() == wanted:
+                found.append("/dev/" + backing.parent.parent.name)
+        except OSError:
+            continue  # detached meanwhile
+    return found
 
 
 def _drop_lost_found(mountpoint: Path) -> None:

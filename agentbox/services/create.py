@@ -221,6 +221,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     audit.append(event="created", details={"template": template.name, "image": image.image_id,
                                            "ssh_port": record.ssh_port, "vcpus": resources.vcpus,
                                            "memory_mib": resources.memory_mib, "disk_gib": resources.disk_gib,
+                                           "outbox_mib": record.outbox_limit_mib,
                                            "clean_snapshot": record.clean_snapshot,
                                            "clean_fallback": record.clean_fallback,
                                            "network": policy.mode.value, "allowlist": list(policy.render())})

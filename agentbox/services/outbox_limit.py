@@ -111,18 +111,17 @@ class OutboxLimit:
         storage = record.storage
         capacity = self.limit_mib(record) * _MIB
         old = storage.outbox if storage.outbox.is_dir() and any(storage.outbox.iterdir()) else None
-        details: dict[str, object] = {}
         if old is not None:
             # An outbox from before limits: its files move into the image, which holds at
             # least them (the guest is not attached meanwhile, so nothing changes under the copy).
             held = folder_bytes(old)
             if held + held // 8 > capacity:  # more than the limit already: room for them, and some
                 capacity = (held + held // 8 + _MIGRATION_ROOM) // _MIB * _MIB
-            details = {"migrated_bytes": held}
         outbox_disk.create(image=storage.outbox_image, mountpoint=storage.outbox, capacity=capacity,
                            owner=GUEST_UID, populate_from=old)
-        self._ctx.audit(name=record.name).append(event="outbox.limited",
-                                                 details={"limit_mib": capacity // _MIB, **details})
+        if old is not None or not record.outbox_limit_mib:  # a new workspace's limit is in its `created` record
+            self._ctx.audit(name=record.name).append(event="outbox.limited", details={
+                "limit_mib": capacity // _MIB, "migrated_bytes": folder_bytes(storage.outbox)})
 
 
 def validate_limit_mib(value: int, *, option: str) -> int:
