@@ -45,8 +45,7 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
     outbox.add_argument("--max-mib", type=int, default=DEFAULT_EXPORT_LIMIT >> 20, help="export size limit")
     outbox.add_argument("--clear", action="store_true", help="empty it")
     outbox.add_argument("--limit-mib", type=int, metavar="MIB",
-                        help="set its size limit (enforced on the host; a running guest loses "
-                             f"{GUEST_OUTBOX} for a moment)")
+                        help="set its size limit (enforced on the host; while the workspace is stopped)")
     outbox.set_defaults(handler=outbox_command)
 
 

@@ -5,8 +5,9 @@ does, as root or not, it cannot store more than the filesystem holds, and gets E
 
 The image is sparse and mounted with `discard`, so it costs the host only what the guest
 keeps there. Mounted nodev,nosuid,noexec: the host never runs or opens as a device what the
-guest left. Resizing is offline (unmount, e2fsck, resize2fs): online resizing needs
-CAP_SYS_RESOURCE, which a container often lacks; callers detach the guest around it.
+guest left. Resizing is offline (unmount, e2fsck, resize2fs), with the VM stopped: online
+resizing needs CAP_SYS_RESOURCE, which a container often lacks, and a running VM's QEMU holds
+a copy of the mount in its own mount namespace.
 """
 
 from __future__ import annotations
@@ -100,9 +101,9 @@ def usage(*, mountpoint: Path) -> DiskUsage:
 
 
 def resize(*, image: Path, mountpoint: Path, capacity: int) -> None:
-    """Make the mounted image hold `capacity` bytes. Offline: nothing may be writing to it
-    (the caller has detached the guest). Refused by resize2fs, and left as it was, when the
-    files there do not fit."""
+    """Make the image hold `capacity` bytes. Offline, with the workspace's VM stopped (this
+    waits until nothing else holds the image). Refused by resize2fs, and left as it was, when
+    the files there do not fit."""
     with _locked(image):
         _fit(image, mountpoint, capacity)
 
@@ -169,15 +170,15 @@ def _unmount_when_free(point: Path) -> None:
 
 
 def _wait_released(image: Path) -> None:
-    """Until no loop device is backed by the image. A virtiofsd keeps its own mount namespace,
-    and with it the filesystem, until it exits (a moment after its device is unplugged):
-    checking or resizing the image under a live filesystem would corrupt it."""
+    """Until no loop device is backed by the image. QEMU (in the mount namespace libvirt makes
+    for it) and virtiofsd (in its sandbox) hold copies of the mount until they exit: checking
+    or resizing the image under a live filesystem would corrupt it."""
     for _ in range(_RELEASE_TRIES):
         if not _loop_devices(image):
             return
         time.sleep(0.2)
     raise ToolFailed(f"the outbox image {image} is still in use ({', '.join(_loop_devices(image))}): "
-                     "not resizing it", hint="a file server (virtiofsd) of the workspace may still run; try again")
+                     "not resizing it", hint="the workspace's QEMU or virtiofsd may still run: stop it and try again")
 
 
 def _loop_devices(image: Path) -> list[str]:

@@ -56,21 +56,22 @@ class OutboxService:
         return OutboxLimit(ctx=self._ctx).usage(record=load_ready_record(ctx=self._ctx, name=name))
 
     def set_limit(self, *, name: str, limit_mib: int) -> OutboxUsage:
-        """Resize the outbox to hold `limit_mib` MiB. A running guest loses its /mnt/outbox
-        for the moment it takes (the filesystem is resized offline), then has it back."""
+        """Resize the outbox to hold `limit_mib` MiB, while the workspace is stopped: its
+        filesystem is resized offline, and a running VM's QEMU holds it (libvirt starts QEMU
+        in a mount namespace of its own, with a copy of the host's mounts)."""
         ctx = self._ctx
         with workspace_lock(paths=ctx.paths, name=name):
             record = load_ready_record(ctx=ctx, name=name)
             limits = OutboxLimit(ctx=ctx)
             limits.check_new_limit(record=record, limit_mib=limit_mib)
+            if ShareService(ctx=ctx).is_running(record):
+                raise InvalidInput(f"{name} is running: its outbox can be resized only while it is stopped",
+                                   hint=f"agentbox stop {name}, then set the limit; a reset or start brings "
+                                        "it back with the new size")
             record = replace(record, outbox_limit_mib=limit_mib)
-            ctx.records.save(record=record)
-            shares = ShareService(ctx=ctx)
-            if record.storage.outbox_image.exists() or shares.is_running(record):
-                # Replugging makes the image of an outbox from before limits, at the new size.
-                with shares.outbox_unplugged(record=record):
-                    if record.storage.outbox_image.exists():
-                        limits.resize(record=record, limit_mib=limit_mib)
+            ctx.records.save(record=record)  # an outbox from before limits gets this size at its next start
+            if record.storage.outbox_image.exists():
+                limits.resize(record=record, limit_mib=limit_mib)
             ctx.audit(name=name).append(event="outbox.limit_set", details={"limit_mib": limit_mib})
             return limits.usage(record=record)
 

@@ -88,7 +88,7 @@ class OutboxLimit:
         return record.outbox_limit_mib or self._ctx.settings.outbox_limit_mib
 
     def resize(self, *, record: WorkspaceRecord, limit_mib: int) -> None:
-        """Resize an existing image; the caller has unplugged the outbox from the guest."""
+        """Resize an existing image; the workspace is stopped."""
         storage = record.storage
         outbox_disk.mount(image=storage.outbox_image, mountpoint=storage.outbox)
         outbox_disk.resize(image=storage.outbox_image, mountpoint=storage.outbox, capacity=limit_mib * _MIB)

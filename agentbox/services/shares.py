@@ -180,19 +180,6 @@ class ShareService:
             if running:
                 self.attach_all(record=record)
 
-    @contextmanager
-    def outbox_unplugged(self, *, record: WorkspaceRecord) -> Iterator[None]:
-        """The guest without its outbox for a moment (unmounted there, device unplugged),
-        so that the host can resize the filesystem under it; plugged back after."""
-        running = self._running(record)
-        if running:
-            self._detach_outbox(record)
-        try:
-            yield
-        finally:
-            if running and (script := self._attach_outbox(record)):
-                self._guest(record, script)
-
     # -- the outbox ---------------------------------------------------------------------
 
     def outbox_dir(self, record: WorkspaceRecord) -> Path:

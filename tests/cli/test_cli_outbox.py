@@ -50,6 +50,9 @@ def test_outbox_limit_mib_resizes_and_refuses_what_does_not_fit(cli: World,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     box = bootstrap.build_services().outbox.directory(name="ws")
     (box / "result.bin").write_bytes(b"\0" * (20 << 20))
+    code, _, err = run(["outbox", "ws", "--limit-mib", "48"], capsys)
+    assert code == 2 and "ws is running" in err and "agentbox stop ws" in err
+    assert run(["stop", "ws", "--force"], capsys)[0] == 0
     code, out, _ = run(["outbox", "ws", "--limit-mib", "48"], capsys)
     assert code == 0 and out == "the outbox of ws now holds up to 48.0 MiB (20.0 MiB used)\n"
     code, _, err = run(["outbox", "ws", "--limit-mib", "16"], capsys)

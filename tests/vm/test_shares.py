@@ -146,24 +146,28 @@ def test_the_guest_as_root_cannot_write_past_the_outbox_limit(vm_env: VmEnv, cle
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     vm_env.cli_env(monkeypatch)
-    name = clean_workspace
-    # Lowered live: the guest loses /mnt/outbox for the resize and has it back.
-    assert main(["outbox", name, "--limit-mib", "32"]) == 0
+    name, services = clean_workspace, vm_env.services()
+    assert main(["outbox", name, "--limit-mib", "32"]) == 2  # refused while QEMU holds the mount
+    assert "is running" in capsys.readouterr().err
+    services.workspaces.stop(name=name, force=True, on_progress=quiet, cancel=CancelToken())
     try:
+        assert main(["outbox", name, "--limit-mib", "32"]) == 0
+        services.snapshots.reset(name=name, on_progress=quiet, cancel=CancelToken())  # back in seconds
         code, out, _ = run_in(vm_env, name, "sh", "-c", "df -k --output=size /mnt/outbox | tail -1")
-        assert code == 0 and 32 * 1024 <= int(out) <= 33 * 1024  # the guest sees the limit as the size
+        assert code == 0 and 32 * 1024 <= int(out) <= 33 * 1024, out  # the guest sees the limit as the size
         fill = ("dd if=/dev/zero of=/mnt/outbox/fill bs=1M count=64 conv=fsync 2>&1; "
                 "fallocate -l 8M /mnt/outbox/more 2>&1; "
                 "for i in $(seq 200); do echo x > /mnt/outbox/small-$i 2>/dev/null || exit 0; done; echo all-written")
         code, out, _ = run_in(vm_env, name, "sudo", "sh", "-c", fill)
         assert out.count("No space left on device") >= 2, out  # dd and fallocate, as root
+        assert "all-written" not in out
         capsys.readouterr()
         assert main(["outbox", name]) == 0
         first = capsys.readouterr().out.splitlines()[0]
         assert re.match(r"used 3[12]\.\d MiB of 32\.0 MiB \(\d+%\), limit enforced on the host", first), first
-        usage = vm_env.services().outbox.usage(name=name)
-        assert usage.limit_bytes == 32 << 20 and usage.used_bytes > 31 << 20
     finally:
-        vm_env.services().outbox.clear(name=name)
+        services.outbox.clear(name=name)
+        services.workspaces.stop(name=name, force=True, on_progress=quiet, cancel=CancelToken())
         assert main(["outbox", name, "--limit-mib", "1024"]) == 0  # as the other tests expect it
+        services.snapshots.reset(name=name, on_progress=quiet, cancel=CancelToken())
     assert run_in(vm_env, name, "sh", "-c", "echo back > /mnt/outbox/after.txt")[0] == 0
