@@ -9,6 +9,7 @@ import pytest
 
 from agentbox.config.paths import ROOT_ENV
 from agentbox.config.settings import URI_ENV
+from agentbox.host import bind_mounts
 
 EMPTY_NODE = """<node>
   <domain type='test'>
@@ -18,6 +19,17 @@ EMPTY_NODE = """<node>
   </domain>
 </node>
 """
+
+
+@pytest.fixture(autouse=True)
+def _no_mount_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A workspace made on this host has a real loop-mounted outbox (and maybe read-only bind
+    mounts): whatever a test did not destroy, unmount it, so no mount outlives its test."""
+    yield
+    tmp_path = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if isinstance(tmp_path, Path):
+        for mountpoint in reversed(bind_mounts.leftover_mounts(under=tmp_path, keep=())):
+            bind_mounts.unmount(mountpoint)
 
 
 @pytest.fixture()

@@ -29,7 +29,8 @@ def create(args: argparse.Namespace) -> int:
     record = services.create.create(
         request=CreateRequest(name=args.name, template=args.template, vcpus=args.cpus,
                               memory_mib=args.memory, disk_gib=args.disk, network=args.network,
-                              shares=tuple(args.share), allow_system_folder=args.allow_system_folder),
+                              shares=tuple(args.share), allow_system_folder=args.allow_system_folder,
+                              outbox_mib=args.outbox_mib),
         on_progress=ProgressPrinter(), cancel=CancelToken())
     workspace = services.workspaces.get(name=record.name)
     if args.json:

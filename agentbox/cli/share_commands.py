@@ -13,6 +13,7 @@ from agentbox.cli.output import print_json, print_table
 from agentbox.errors import InvalidInput
 from agentbox.model.shares import ShareMechanism
 from agentbox.services.outbox import DEFAULT_EXPORT_LIMIT
+from agentbox.services.outbox_limit import OutboxUsage
 from agentbox.services.share_paths import ALLOW_SYSTEM_OPTION
 from agentbox.services.shares import GUEST_OUTBOX, GUEST_SHARES
 
@@ -44,6 +45,8 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
     outbox.add_argument("--export", metavar="DEST", type=Path, help="copy its regular files into DEST")
     outbox.add_argument("--max-mib", type=int, default=DEFAULT_EXPORT_LIMIT >> 20, help="export size limit")
     outbox.add_argument("--clear", action="store_true", help="empty it")
+    outbox.add_argument("--limit-mib", type=int, metavar="MIB",
+                        help="set its size limit (enforced on the host; while the workspace is stopped)")
     outbox.set_defaults(handler=outbox_command)
 
 
@@ -83,6 +86,13 @@ def outbox_command(args: argparse.Namespace) -> int:
     outbox = bootstrap.build_services().outbox
     if args.export and args.clear:
         raise InvalidInput("--export and --clear are separate steps", hint="export first, then clear")
+    if args.limit_mib is not None:
+        if args.export or args.clear:
+            raise InvalidInput("--limit-mib is a step of its own", hint="export or clear first, then set the limit")
+        usage = outbox.set_limit(name=args.name, limit_mib=args.limit_mib)
+        print(f"the outbox of {args.name} now holds up to {_mib(usage.limit_bytes)} "
+              f"({_mib(usage.used_bytes)} used)")
+        return 0
     if args.clear:
         print(f"outbox of {args.name} emptied ({outbox.clear(name=args.name)} file(s) removed)")
         return 0
@@ -96,12 +106,27 @@ def outbox_command(args: argparse.Namespace) -> int:
                 print(f"  skipped {path}: {why}")
         return 0
     entries = outbox.list(name=args.name)
+    usage = outbox.usage(name=args.name)
     if args.json:
-        print_json([asdict(e) for e in entries])
-    elif not entries:
+        print_json({"used_bytes": usage.used_bytes, "limit_bytes": usage.limit_bytes, "enforced": usage.enforced,
+                    "note": usage.note, "entries": [asdict(e) for e in entries]})
+        return 0
+    print(usage_line(usage))
+    if not entries:
         print(f"the outbox of {args.name} is empty (the guest writes to {GUEST_OUTBOX})")
     else:
         print_table(("PATH", "KIND", "SIZE", "MODIFIED"),
                     [(e.path, e.kind, str(e.size), datetime.fromtimestamp(e.modified, UTC).isoformat(
                         timespec="seconds")) for e in entries])
     return 0
+
+
+def usage_line(usage: OutboxUsage) -> str:
+    if not usage.enforced:
+        return f"used {_mib(usage.used_bytes)}, no limit: {usage.note}"
+    percent = 100 * usage.used_bytes / usage.limit_bytes
+    return f"used {_mib(usage.used_bytes)} of {_mib(usage.limit_bytes)} ({percent:.0f}%), limit enforced on the host"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"

@@ -15,9 +15,11 @@ from agentbox.model.workspace import Accel
 
 DEFAULT_URI = "qemu:///system"
 URI_ENV = "AGENTBOX_LIBVIRT_URI"
+DEFAULT_OUTBOX_LIMIT_MIB = 1024
+OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
-     "egress_hosts"}
+     "egress_hosts", "outbox_limit_mib"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -34,6 +36,9 @@ class Settings:
     # Names the egress proxy takes as these addresses without looking them up (like
     # /etc/hosts, for every workspace); the policy still judges the address.
     egress_hosts: tuple[tuple[str, str], ...] = ()
+    # What the guest may store in a new workspace's outbox (enforced on the host, see
+    # host/outbox_disk.py); `create --outbox-mib` and `outbox NAME --limit-mib` override it.
+    outbox_limit_mib: int = DEFAULT_OUTBOX_LIMIT_MIB
 
 
 def is_system_uri(uri: str) -> bool:
@@ -62,6 +67,10 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
             values["boot_timeout_s"] = fields.integer("boot_timeout_s", default=900, minimum=10, maximum=7200)
         if fields.has("default_template"):
             values["default_template"] = fields.string("default_template")
+        if fields.has("outbox_limit_mib"):
+            low, high = OUTBOX_LIMIT_RANGE_MIB
+            values["outbox_limit_mib"] = fields.integer("outbox_limit_mib", default=DEFAULT_OUTBOX_LIMIT_MIB,
+                                                        minimum=low, maximum=high)
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
     if env.get(URI_ENV):

@@ -69,13 +69,13 @@ def mount_readonly_bind(*, source: Path, mountpoint: Path, readable_as: tuple[in
         # The kernel enforces `ro` on the FUSE mount before bindfs sees a write; -r makes
         # bindfs refuse too. a+rX: files readable, folders enterable, executables runnable by all; a-w: honest modes.
         # No `--`: libfuse takes it for an option. Absolute paths never look like one.
-        _run([bindfs, "-r", "-o", "ro,nodev,nosuid", f"--force-user={uid}", f"--force-group={gid}",
+        run_tool([bindfs, "-r", "-o", "ro,nodev,nosuid", f"--force-user={uid}", f"--force-group={gid}",
               "--perms=a+rX:a-w", str(source.absolute()), str(mountpoint.absolute())])
     else:
-        _run(["mount", "--bind", "--", str(source), str(mountpoint)])
+        run_tool(["mount", "--bind", "--", str(source), str(mountpoint)])
     try:
         if not bindfs:
-            _run(["mount", "-o", "remount,bind,ro,nodev,nosuid", "--", str(mountpoint)])
+            run_tool(["mount", "-o", "remount,bind,ro,nodev,nosuid", "--", str(mountpoint)])
         if not is_readonly_mount(mountpoint):
             raise PermissionDenied(f"the mount at {mountpoint} did not become read-only: not sharing it")
     except BaseException:
@@ -87,7 +87,7 @@ def mount_readonly_bind(*, source: Path, mountpoint: Path, readable_as: tuple[in
 def unmount(mountpoint: Path) -> None:
     """Unmount (lazily, so a busy mount still goes) and remove the empty mountpoint."""
     if is_mounted(mountpoint):
-        _run(["umount", "--lazy", "--", str(mountpoint)])
+        run_tool(["umount", "--lazy", "--", str(mountpoint)])
     try:
         mountpoint.rmdir()  # never rmtree: if anything is still mounted, it is the user's data
     except FileNotFoundError:
@@ -116,7 +116,7 @@ def make_copy_disk(*, source: Path, image: Path, label: str, owner: tuple[int, i
         used = sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(staging))
         size_mib = max(16, int(used * 1.3 / 2**20) + 16)
         root_owner = "{}:{}".format(*(chown or (os.geteuid(), os.getegid())))
-        _run(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-d", str(staging), "-E", f"root_owner={root_owner}",
+        run_tool(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-d", str(staging), "-E", f"root_owner={root_owner}",
               str(image), f"{size_mib}M"])
         os.chmod(image, 0o444)
     except BaseException:
@@ -142,6 +142,12 @@ def _fstype(path: Path) -> str:
     return ""
 
 
+def folder_bytes(root: Path) -> int:
+    """What the regular files below `root` hold (links not followed)."""
+    return sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(root)
+               if entry.is_file(follow_symlinks=False))
+
+
 def is_mounted(path: Path) -> bool:
     return str(path) in _mount_points()
 
@@ -152,6 +158,13 @@ def is_readonly_mount(path: Path) -> bool:
             options = fields[5].split(",")  # per-mount options: this is what a write meets
             return "ro" in options
     return False
+
+
+def mount_source(path: Path) -> str:
+    """What is mounted on top at `path` (a device such as /dev/loop3), or ""."""
+    sources = [fields[fields.index("-", 6) + 2] for fields in _mountinfo()
+               if fields[4] == str(path) and "-" in fields[6:]]
+    return sources[-1] if sources else ""  # the last one listed is the one on top
 
 
 def _mount_points() -> list[str]:
@@ -174,7 +187,7 @@ def _walk(root: Path) -> Iterable[os.DirEntry[str]]:
                     stack.append(Path(entry.path))
 
 
-def _run(argv: Sequence[str]) -> None:
+def run_tool(argv: Sequence[str]) -> None:
     try:
         subprocess.run(list(argv), check=True, capture_output=True, text=True)
     except FileNotFoundError:

@@ -27,6 +27,7 @@ from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
 from agentbox.stores.records import Phase, WorkspaceRecord
 from agentbox.services.network import NetworkService
+from agentbox.services.outbox_limit import validate_limit_mib
 from agentbox.services.share_paths import default_tag, parse_share_spec, validate_share_source, validate_tag
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
@@ -48,6 +49,7 @@ class CreateRequest:
     network: str | None = None  # off | allowlist | open; default: the template's
     shares: tuple[str, ...] = ()  # "DIR[:TAG]", shared read-only
     allow_system_folder: bool = False  # lets `shares` name system folders (never credential ones)
+    outbox_mib: int | None = None  # the outbox's size limit; default: the settings' outbox_limit_mib
 
 
 class _Undo:
@@ -86,6 +88,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
     template = ctx.catalogue.get(name=request.template or ctx.settings.default_template)
     resources = resolve_resources(template=template, request=request)
     policy = NetworkService.template_policy(template=template, mode=request.network)  # refuses bad modes early
+    outbox_mib = validate_limit_mib(request.outbox_mib if request.outbox_mib is not None
+                                    else ctx.settings.outbox_limit_mib, option="--outbox-mib")
     share_specs = [parse_share_spec(spec) for spec in request.shares]
     for source, tag in share_specs:  # refuse bad folders and tags before anything is made
         path = validate_share_source(source=source, home=Path.home(),
@@ -100,8 +104,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         undo = _Undo()
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
-                          policy=policy, share_specs=share_specs, allow_system_folder=request.allow_system_folder,
-                          report=report, cancel=cancel, undo=undo)
+                          outbox_mib=outbox_mib, policy=policy, share_specs=share_specs,
+                          allow_system_folder=request.allow_system_folder, report=report, cancel=cancel, undo=undo)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()
@@ -128,7 +132,7 @@ class CreateService:
 
 
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
-           policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
+           outbox_mib: int, policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
            report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
@@ -138,6 +142,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         name=name, domain=domain, template=template.name, image_id=image.image_id,
         created=ctx.clock().isoformat(timespec="seconds"), ssh_port=_free_port(ctx=ctx),
         resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
+        outbox_limit_mib=outbox_mib,
         phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
     )
     undo.push(lambda: ctx.records.remove(name=name))
@@ -202,7 +207,8 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     report.step("clean", "saving the clean state")
     record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
     # Only after the snapshot: a clean state must not hold a live forward (see attachments.py).
-    report.step("network", f"supervisor, egress proxy and forward (network {policy.mode.value}); outbox")
+    report.step("network", f"supervisor, egress proxy and forward (network {policy.mode.value}); "
+                f"outbox ({record.outbox_limit_mib} MiB)")
     attachments = Attachments(ctx=ctx)
     undo.push(lambda: attachments.after_power_off(record=record, remove_outbox=True))
     attachments.after_boot(record=record)
@@ -217,6 +223,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     audit.append(event="created", details={"template": template.name, "image": image.image_id,
                                            "ssh_port": record.ssh_port, "vcpus": resources.vcpus,
                                            "memory_mib": resources.memory_mib, "disk_gib": resources.disk_gib,
+                                           "outbox_mib": record.outbox_limit_mib,
                                            "clean_snapshot": record.clean_snapshot,
                                            "clean_fallback": record.clean_fallback,
                                            "network": policy.mode.value, "allowlist": list(policy.render())})

@@ -12,14 +12,16 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agentbox.errors import InvalidInput
+from agentbox.host.locks import workspace_lock
+from agentbox.host.storage import remove_untrusted_contents
 from agentbox.services.context import ServiceContext
 from agentbox.services.lookup import load_ready_record
+from agentbox.services.outbox_limit import OutboxLimit, OutboxUsage
 from agentbox.services.shares import ShareService
-from agentbox.host.storage import remove_untrusted_contents
 
 DEFAULT_EXPORT_LIMIT = 1 << 30  # 1 GiB
 
@@ -44,7 +46,34 @@ class OutboxService:
         self._ctx = ctx
 
     def directory(self, *, name: str) -> Path:
-        return ShareService(ctx=self._ctx).outbox_dir(load_ready_record(ctx=self._ctx, name=name))
+        """The outbox folder on the host, its filesystem mounted (again, after a host restart)."""
+        record = load_ready_record(ctx=self._ctx, name=name)
+        OutboxLimit(ctx=self._ctx).ensure_mounted(record=record)
+        return ShareService(ctx=self._ctx).outbox_dir(record)
+
+    def usage(self, *, name: str) -> OutboxUsage:
+        """How much of its size limit the outbox uses (or why no limit holds it)."""
+        return OutboxLimit(ctx=self._ctx).usage(record=load_ready_record(ctx=self._ctx, name=name))
+
+    def set_limit(self, *, name: str, limit_mib: int) -> OutboxUsage:
+        """Resize the outbox to hold `limit_mib` MiB, while the workspace is stopped: its
+        filesystem is resized offline, and a running VM's QEMU holds it (libvirt starts QEMU
+        in a mount namespace of its own, with a copy of the host's mounts)."""
+        ctx = self._ctx
+        with workspace_lock(paths=ctx.paths, name=name):
+            record = load_ready_record(ctx=ctx, name=name)
+            limits = OutboxLimit(ctx=ctx)
+            limits.check_new_limit(record=record, limit_mib=limit_mib)
+            if ShareService(ctx=ctx).is_running(record):
+                raise InvalidInput(f"{name} is running: its outbox can be resized only while it is stopped",
+                                   hint=f"agentbox stop {name}, then set the limit; a reset or start brings "
+                                        "it back with the new size")
+            record = replace(record, outbox_limit_mib=limit_mib)
+            ctx.records.save(record=record)  # an outbox from before limits gets this size at its next start
+            if record.storage.outbox_image.exists():
+                limits.resize(record=record, limit_mib=limit_mib)
+            ctx.audit(name=name).append(event="outbox.limit_set", details={"limit_mib": limit_mib})
+            return limits.usage(record=record)
 
     def list(self, *, name: str) -> tuple[OutboxEntry, ...]:
         root = self.directory(name=name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,9 @@ from agentbox.services.context import ServiceContext
 from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.stores.records import WorkspaceRecord
+from agentbox.services.outbox_limit import OutboxLimit
 from agentbox.services.share_paths import OUTBOX_TAG, default_tag, validate_share_source, validate_tag
 from agentbox.services.ssh_access import ssh_target
-from agentbox.host.storage import remove_untrusted_contents
 
 GUEST_SHARES = "/mnt/shares"
 GUEST_OUTBOX = "/mnt/outbox"
@@ -181,7 +180,7 @@ class ShareService:
         for share in self._load(record.name):
             self._release_host(record, share)
         if remove_outbox:
-            _remove_tree(self.outbox_dir(record))
+            OutboxLimit(ctx=self._ctx).remove(storage=record.storage)
 
     @contextmanager
     def detached_for_snapshot(self, *, record: WorkspaceRecord) -> Iterator[None]:
@@ -206,12 +205,10 @@ class ShareService:
         virtiofsd = bind_mounts.find_virtiofsd()
         if not virtiofsd or not self._ctx.backend.capabilities.hotplug:
             return ""  # no virtiofs here: the workspace has no outbox (doctor says why)
-        outbox = self.outbox_dir(record)
-        outbox.mkdir(mode=0o770, exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(outbox, GUEST_UID, GUEST_UID)  # the guest's agent writes as itself
+        if not OutboxLimit(ctx=self._ctx).ready_for_guest(record=record):
+            return ""  # no size limit can be enforced here: no outbox (`agentbox outbox NAME` says why)
         self._ctx.backend.attach_filesystem(name=record.domain, fs=FilesystemSpec(
-            tag=OUTBOX_TAG, source=outbox, driver="virtiofs", readonly=False, virtiofsd=virtiofsd))
+            tag=OUTBOX_TAG, source=self.outbox_dir(record), driver="virtiofs", readonly=False, virtiofsd=virtiofsd))
         return f"mkdir -p {GUEST_OUTBOX} && " + _retry_mount(
             f"mount -t virtiofs -o nodev,nosuid {OUTBOX_TAG} {GUEST_OUTBOX}")
 
@@ -278,6 +275,9 @@ class ShareService:
             return frozenset(), frozenset()
         return self._ctx.backend.attached(name=record.domain)
 
+    def is_running(self, record: WorkspaceRecord) -> bool:
+        return self._running(record)
+
     def _running(self, record: WorkspaceRecord) -> bool:
         info = self._ctx.backend.get(name=record.domain)
         return info is not None and info.state is DomainState.RUNNING
@@ -312,9 +312,3 @@ def _retry_mount(command: str) -> str:
     # A hot-plugged device takes a moment to appear in the guest. A subshell, so that
     # several mounts chain in one script.
     return f"(for i in $(seq 50); do {command} 2>/dev/null && exit 0; sleep 0.2; done; {command})"
-
-
-def _remove_tree(root: Path) -> None:
-    if root.is_dir() and not root.is_symlink():
-        remove_untrusted_contents(root)
-        root.rmdir()

@@ -20,10 +20,11 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
 from agentbox.host.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
+from agentbox.services.outbox_limit import OutboxLimit
 from agentbox.stores.receipts import ReceiptStore
 from agentbox.services.attachments import Attachments
 from agentbox.host.storage import remove_storage
-from agentbox.stores.records import Phase, WorkspaceRecord
+from agentbox.stores.records import Phase, WorkspaceRecord, WorkspaceStorage
 from agentbox.services.ssh_access import ssh_argv, ssh_target
 from agentbox.stores.ssh_config import ManagedSshConfig, write_managed_ssh_config
 
@@ -182,6 +183,8 @@ class WorkspaceService:
             storage = Path(record.storage_dir) if record else ctx.workspace_storage(name=name)
             if record is not None:
                 self._attachments.after_power_off(record=record, remove_outbox=True)
+            else:  # no record to go by: the outbox's mount and image, found by the storage dir's name
+                OutboxLimit(ctx=ctx).remove(storage=WorkspaceStorage(directory=storage))
             remove_storage(storage=storage, delete_volume=lambda path: ctx.backend.delete_volume(path=path))
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)

@@ -43,6 +43,9 @@ class WorkspaceRecord:
     clean_fallback: str = ""
     reset_after_session: bool = True
     last_reset: str = ""  # ISO 8601, UTC; "" if never reset
+    # The outbox's size limit asked for at create; 0 in records from before limits (the
+    # settings' default then). The outbox image's size is the limit in force.
+    outbox_limit_mib: int = 0
 
     @property
     def storage(self) -> WorkspaceStorage:
@@ -69,7 +72,13 @@ class WorkspaceStorage:
 
     @property
     def outbox(self) -> Path:
+        """Where the outbox image is mounted, and where the guest's virtiofs share points."""
         return self.directory / "outbox"
+
+    @property
+    def outbox_image(self) -> Path:
+        """The outbox's fixed-size filesystem (host/outbox_disk.py): attached to no VM."""
+        return self.directory / "outbox.img"
 
     def share_mountpoint(self, tag: str) -> Path:
         """The read-only bind of a shared folder (virtiofs over a host read-only mount)."""

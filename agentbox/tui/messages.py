@@ -14,6 +14,7 @@ from agentbox.model.template import Template
 from agentbox.services.doctor import DoctorReport
 from agentbox.services.network import NetworkStatus
 from agentbox.services.outbox import OutboxEntry
+from agentbox.services.outbox_limit import OutboxUsage
 from agentbox.services.shares import ShareStatus
 from agentbox.services.snapshots import Checkpoint
 from agentbox.tui.approvals import ApprovalOutcome, HeldRequest
@@ -137,10 +138,12 @@ class MechanismsLoaded(Message):
 
 
 class OutboxLoaded(Message):
-    def __init__(self, entries: Sequence[OutboxEntry] | None, error: ErrorInfo | None = None) -> None:
+    def __init__(self, entries: Sequence[OutboxEntry] | None, error: ErrorInfo | None = None,
+                 usage: OutboxUsage | None = None) -> None:
         super().__init__()
         self.entries = tuple(entries or ())
         self.error = error
+        self.usage = usage
 
 
 class ApprovalRequested(Message):

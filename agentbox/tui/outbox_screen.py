@@ -21,7 +21,7 @@ from agentbox.tui.dialogs import ConfirmScreen, GoesBack
 from agentbox.tui.messages import OutboxLoaded
 from agentbox.tui.operation_screen import RunsOperations
 from agentbox.tui.operations import error_info
-from agentbox.tui.views import outbox_text, size_text
+from agentbox.tui.views import outbox_text, outbox_usage_text, size_text
 from agentbox.tui.widgets import FolderPicker
 
 
@@ -90,6 +90,7 @@ class OutboxScreen(RunsOperations, GoesBack, Screen[None]):
         yield Header()
         yield Static(f"Outbox of {self.workspace}: what its agent left in {GUEST_OUTBOX} (untrusted; only "
                      "regular files are exported)", classes="screen-title", markup=False)
+        yield Static("", id="outbox-usage", classes="hint", markup=False)
         yield DataTable(id="outbox", cursor_type="row", zebra_stripes=True)
         yield Static("loading…", id="outbox-summary", classes="hint", markup=False)
         with Horizontal(classes="button-row"):
@@ -110,7 +111,8 @@ class OutboxScreen(RunsOperations, GoesBack, Screen[None]):
     @work(thread=True, exclusive=True, group="outbox")
     def _load(self, services: Services) -> None:
         try:
-            self.post_message(OutboxLoaded(services.outbox.list(name=self.workspace)))
+            entries = services.outbox.list(name=self.workspace)
+            self.post_message(OutboxLoaded(entries, usage=services.outbox.usage(name=self.workspace)))
         except AgentboxError as exc:  # shown on the screen
             self.post_message(OutboxLoaded(None, error=error_info(title="outbox", exc=exc)))
 
@@ -122,6 +124,7 @@ class OutboxScreen(RunsOperations, GoesBack, Screen[None]):
             table.add_row(entry.path, entry.kind, size_text(entry.size) if entry.kind == "file" else "", modified)
         self._count = len(message.entries)
         summary = self.query_one("#outbox-summary", Static)
+        self.query_one("#outbox-usage", Static).update(outbox_usage_text(message.usage) if message.usage else "")
         if message.error:
             summary.update(f"✗ {message.error.message}")
         elif message.entries:

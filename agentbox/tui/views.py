@@ -19,6 +19,7 @@ from agentbox.errors import AgentboxError
 from agentbox.model.template import NetworkMode, Template
 from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.services.outbox import OutboxEntry
+from agentbox.services.outbox_limit import OutboxUsage
 from agentbox.services.shares import GUEST_SHARES, ShareStatus
 from agentbox.stores.ssh_config import alias
 
@@ -204,6 +205,15 @@ def outbox_text(entries: tuple[OutboxEntry, ...]) -> str:
     others = len(entries) - len(files) - sum(e.kind == "dir" for e in entries)
     return f"{len(files)} file(s), {size_text(sum(e.size for e in files))}" + (
         f" + {others} not exportable" if others else "")
+
+
+def outbox_usage_text(usage: OutboxUsage) -> str:
+    if not usage.enforced:
+        return f"Used {size_text(usage.used_bytes)}, no size limit: {usage.note}"
+    percent = 100 * usage.used_bytes / usage.limit_bytes
+    full = " Full: the agent's writes fail (no space left) until you export and clear." if percent >= 99 else ""
+    return (f"Used {size_text(usage.used_bytes)} of {size_text(usage.limit_bytes)} ({percent:.0f}%), "
+            f"a limit enforced on the host.{full}")
 
 
 def size_text(size: int) -> str:

@@ -177,6 +177,9 @@ def test_the_outbox_is_listed_exported_and_cleared(world: TuiWorld) -> None:
         assert [[str(c) for c in table.get_row_at(i)][:3] for i in range(table.row_count)] == [
             ["data", "dir", ""], ["data/table.csv", "file", "8 B"], ["report.md", "file", "9 B"],
             ["sneaky", "symlink", ""]]
+        # The limit is a real loop-mounted filesystem here (the tests run as root).
+        assert re.search(r"Used \d+\.\d KiB of 1\.0 GiB \(0%\), a limit enforced on the host\.",
+                         str(screen.query_one("#outbox-usage", Static).content))
 
         await pilot.press("e")
         await settle(pilot)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,3 +221,34 @@ def test_the_outbox_carries_results_out_and_survives_a_reset(vm_env: VmEnv, clea
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.txt"]
     assert services.outbox.clear(name=clean_workspace) == 3
     assert services.outbox.list(name=clean_workspace) == ()
+
+
+def test_the_guest_as_root_cannot_write_past_the_outbox_limit(vm_env: VmEnv, clean_workspace: str,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    vm_env.cli_env(monkeypatch)
+    name, services = clean_workspace, vm_env.services()
+    assert main(["outbox", name, "--limit-mib", "32"]) == 2  # refused while QEMU holds the mount
+    assert "is running" in capsys.readouterr().err
+    services.workspaces.stop(name=name, force=True, on_progress=quiet, cancel=CancelToken())
+    try:
+        assert main(["outbox", name, "--limit-mib", "32"]) == 0
+        services.snapshots.reset(name=name, on_progress=quiet, cancel=CancelToken())  # back in seconds
+        code, out, _ = run_in(vm_env, name, "sh", "-c", "df -k --output=avail /mnt/outbox | tail -1")
+        assert code == 0 and 31 * 1024 < int(out) <= 33 * 1024, out  # the guest sees the limit as its room
+        fill = ("dd if=/dev/zero of=/mnt/outbox/fill bs=1M count=64 conv=fsync 2>&1; "
+                "fallocate -l 8M /mnt/outbox/more 2>&1; "
+                "for i in $(seq 200); do echo x > /mnt/outbox/small-$i 2>/dev/null || exit 0; done; echo all-written")
+        code, out, _ = run_in(vm_env, name, "sudo", "sh", "-c", fill)
+        assert out.count("No space left on device") >= 2, out  # dd and fallocate, as root
+        assert "all-written" not in out
+        capsys.readouterr()
+        assert main(["outbox", name]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert re.match(r"used 3[12]\.\d MiB of 32\.0 MiB \(\d+%\), limit enforced on the host", first), first
+    finally:
+        services.outbox.clear(name=name)
+        services.workspaces.stop(name=name, force=True, on_progress=quiet, cancel=CancelToken())
+        assert main(["outbox", name, "--limit-mib", "1024"]) == 0  # as the other tests expect it
+        services.snapshots.reset(name=name, on_progress=quiet, cancel=CancelToken())
+    assert run_in(vm_env, name, "sh", "-c", "echo back > /mnt/outbox/after.txt")[0] == 0
