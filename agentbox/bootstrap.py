@@ -23,10 +23,12 @@ from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox import OutboxService
 from agentbox.stores.receipts import ReceiptStore
+from agentbox.stores.recordings import RecordingStore
 from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
 from agentbox.services.snapshots import SnapshotService
 from agentbox.services.supervisor import WorkspaceSupervisor
+from agentbox.services.recordings import RecordingService
 from agentbox.services.workspaces import WorkspaceService
 
 
@@ -46,6 +48,7 @@ class Services:
     doctor: DoctorService
     audit: AuditService
     receipts: ReceiptStore
+    recordings: RecordingService
     crash_log: CrashLog
     clock: Callable[[], datetime]
 
@@ -57,6 +60,7 @@ class History:
 
     audit: AuditService
     receipts: ReceiptStore
+    recordings: RecordingStore
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -89,9 +93,10 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     shares=ShareService(ctx=ctx), outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
-                    supervisor=supervisor)
+                    supervisor=supervisor, recordings=RecordingService(ctx=ctx))
 
 
 def build_history(*, paths: AppPaths | None = None) -> History:
     paths = paths or AppPaths.default()
-    return History(audit=AuditService(paths=paths), receipts=ReceiptStore(paths=paths))
+    return History(audit=AuditService(paths=paths), receipts=ReceiptStore(paths=paths),
+                   recordings=RecordingStore(paths=paths))

@@ -15,6 +15,7 @@ from agentbox.cli.output import confirmed, print_json, print_table
 from agentbox.cli.progress import ProgressPrinter
 from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
+from agentbox.model.recording import RecordingKind
 from agentbox.model.template import BuildRecipe
 from agentbox.services.create import CreateRequest
 from agentbox.services.doctor import CheckStatus
@@ -87,7 +88,11 @@ def _command_after_dashes(args: argparse.Namespace) -> list[str]:
 
 
 def ssh(args: argparse.Namespace) -> int:
-    argv = _services().workspaces.ssh_command(name=args.name, command=_command_after_dashes(args))
+    services, command = _services(), _command_after_dashes(args)
+    if services.recordings.enabled:
+        kind = RecordingKind.COMMAND if command else RecordingKind.SHELL
+        return services.recordings.run_terminal(name=args.name, command=command, kind=kind).exit_code
+    argv = services.workspaces.ssh_command(name=args.name, command=command)
     # The system ssh owns the terminal; its exit code is the command's, so no check=True.
     return subprocess.run(argv, check=False).returncode
 

@@ -14,6 +14,7 @@ from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.receipt_commands import add_receipt_parsers
+from agentbox.cli.recording_commands import add_recording_parsers
 from agentbox.cli.share_commands import add_share_parsers
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     destroy.add_argument("name")
     destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     destroy.add_argument("--purge", action="store_true",
-                         help="also delete its audit log and receipts (kept by default)")
+                         help="also delete its audit log, receipts and recordings (kept by default)")
     destroy.set_defaults(handler=commands.destroy)
 
     add_snapshot_parsers(sub)
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     template_show.set_defaults(handler=commands.template_show)
     add_audit_parser(sub)
     add_receipt_parsers(sub)
+    add_recording_parsers(sub)
     add_completion_parser(sub, parser)
     return parser
 

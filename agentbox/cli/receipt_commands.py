@@ -80,6 +80,11 @@ def format_receipt(receipt: Receipt, *, max_files: int | None = None) -> str:
          _safe(shlex.join(c.argv))] for c in receipt.commands])] if receipt.commands else []
     if redacted := sum(c.redacted for c in receipt.commands):
         lines.append(f"  {redacted} likely secret(s) in these command lines were recorded as {REDACTED}")
+    lines += ["", f"recorded sessions: {len(receipt.recordings)}"
+              + (f" (agentbox replay {_safe(receipt.workspace)} ID)" if receipt.recordings else "")]
+    lines += ["  " + line for line in _table(["ID", "KIND", "SECONDS", "COMMAND"], [
+        [_safe(r.id), _safe(r.kind), f"{r.duration_s:.1f}", _safe(shlex.join(r.argv))]
+        for r in receipt.recordings])] if receipt.recordings else []
     allowed, denied = receipt.connections(allowed=True), receipt.connections(allowed=False)
     lines += ["", f"network: {allowed} connection(s) allowed, {denied} denied"]
     lines += ["  " + line for line in _table(["DECISION", "DESTINATION", "CONNECTIONS", "UP", "DOWN"], [

@@ -86,6 +86,14 @@ class AppPaths:
     def workspace_receipts(self, name: str) -> Path:
         return self.receipts_dir / name
 
+    @property
+    def evidence_dir(self) -> Path:
+        # What a session left for later inspection (recordings): kept after reset and destroy.
+        return self.data_dir / "evidence"
+
+    def workspace_recordings(self, name: str) -> Path:
+        return self.evidence_dir / name / "recordings"
+
     def own_dirs(self) -> tuple[Path, ...]:
         """Directories that are agentbox's own (never shareable into a guest)."""
         return (self.config_dir, self.data_dir, self.cache_dir)

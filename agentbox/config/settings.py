@@ -19,7 +19,7 @@ DEFAULT_OUTBOX_LIMIT_MIB = 1024
 OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
-     "egress_hosts", "outbox_limit_mib"}
+     "egress_hosts", "outbox_limit_mib", "record_sessions"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -39,6 +39,8 @@ class Settings:
     # What the guest may store in a new workspace's outbox (enforced on the host, see
     # host/outbox_disk.py); `create --outbox-mib` and `outbox NAME --limit-mib` override it.
     outbox_limit_mib: int = DEFAULT_OUTBOX_LIMIT_MIB
+    # Shells, ssh commands and `exec` output are kept as asciicast recordings (stores/recordings.py).
+    record_sessions: bool = True
 
 
 def is_system_uri(uri: str) -> bool:
@@ -73,6 +75,8 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
                                                         minimum=low, maximum=high)
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
+        if fields.has("record_sessions"):
+            values["record_sessions"] = fields.boolean("record_sessions", default=True)
     if env.get(URI_ENV):
         values["libvirt_uri"] = env[URI_ENV]
     uri = str(values.get("libvirt_uri", DEFAULT_URI))

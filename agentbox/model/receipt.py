@@ -18,7 +18,8 @@ from agentbox.model.audit_head import AuditHead
 RECEIPT_FORMAT = 1
 UNTRUSTED = "reported by the guest (untrusted)"
 NOT_COVERED = (
-    "commands typed in `agentbox ssh` or another SSH client: only commands run through agentbox exec/run are listed",
+    "commands typed in a shell are not listed one by one: `agentbox ssh`, agent and TUI shells are in the "
+    "recordings below; an SSH client of your own (ssh agentbox-NAME) is not recorded",
     "files deleted in the guest: the guest lists only files that still exist",
     "connections still open when the session ended: the proxy records a connection when it closes",
     "a host-side check of the guest's files: agentbox does not read the guest's disk, so that list is the guest's word",
@@ -34,6 +35,18 @@ class CommandRun:
     stdout_bytes: int
     stderr_bytes: int
     redacted: int = 0  # likely secrets replaced in argv before it was recorded (agentbox.model.redaction)
+
+
+@dataclass(frozen=True)
+class RecordingRef:
+    """A session recording made during the session (`agentbox replay WORKSPACE ID` plays it)."""
+
+    id: str
+    kind: str
+    at: str  # when it was saved
+    argv: tuple[str, ...]
+    duration_s: float
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,7 @@ class Receipt:
     # The audit log's head when the receipt was written (None in receipts from before it):
     # `audit verify` requires the log to still hold that record.
     audit_head: AuditHead | None = None
+    recordings: tuple[RecordingRef, ...] = ()
     not_covered: tuple[str, ...] = NOT_COVERED
     format: int = RECEIPT_FORMAT
 

@@ -36,7 +36,9 @@ from agentbox.model.receipt import (
     OutboxChangeKind,
     OutboxReport,
     Receipt,
+    RecordingRef,
 )
+from agentbox.model.recording import RECORDING_SAVED_EVENT
 from agentbox.model.redaction import redact_argv
 from agentbox.provision.guest_changes import CHANGES_ARGV, CHANGES_LIMIT, NO_MARK_EXIT
 from agentbox.services.context import ServiceContext
@@ -79,7 +81,7 @@ class ReceiptService:
             id=session_id, workspace=name, started=started, ended=ended.isoformat(timespec="seconds"),
             duration_s=(ended - datetime.fromisoformat(started)).total_seconds(), reason=reason,
             commands=_commands(records), network=_network(records), outbox=self._outbox(name, session_id),
-            guest=self._guest(record), audit_head=head)
+            guest=self._guest(record), audit_head=head, recordings=_recordings(records))
         path, digest = ReceiptStore(paths=self._ctx.paths).save(receipt=receipt)
         self._ctx.audit(name=name).append(event=RECEIPT_EVENT, details={
             "session": session_id, "receipt": receipt.id, "sha256": digest, "file": str(path)})
@@ -176,6 +178,20 @@ def _commands(records: list[AuditRecord]) -> tuple[CommandRun, ...]:
                                exit_code=_int(d.get("exit_code")), duration_s=_float(d.get("duration_s")),
                                stdout_bytes=_int(d.get("stdout_bytes")), stderr_bytes=_int(d.get("stderr_bytes"))))
     return tuple(runs)
+
+
+def _recordings(records: list[AuditRecord]) -> tuple[RecordingRef, ...]:
+    refs = []
+    for record in records:
+        if record.event != RECORDING_SAVED_EVENT:
+            continue
+        d = record.details
+        argv = d.get("argv")
+        refs.append(RecordingRef(id=str(d.get("recording") or ""), kind=str(d.get("kind") or ""),
+                                 at=record.ts.isoformat(timespec="seconds"),
+                                 argv=tuple(str(a) for a in argv) if isinstance(argv, list) else (),
+                                 duration_s=_float(d.get("duration_s")), sha256=str(d.get("sha256") or "")))
+    return tuple(refs)
 
 
 def _network(records: list[AuditRecord]) -> tuple[Destination, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from agentbox.backends.base import DomainInfo, DomainState
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.model.recording import RecordingKind
 from agentbox.model.redaction import redact_argv
 from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.model.template import Resources
@@ -21,7 +23,9 @@ from agentbox.services.guest_ready import wait_for_guest
 from agentbox.host.locks import is_locked, workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.outbox_limit import OutboxLimit
+from agentbox.services.session_recording import ActiveRecording, recording
 from agentbox.stores.receipts import ReceiptStore
+from agentbox.stores.recordings import RecordingStore
 from agentbox.services.attachments import Attachments
 from agentbox.host.storage import remove_storage
 from agentbox.stores.records import Phase, WorkspaceRecord, WorkspaceStorage
@@ -192,6 +196,7 @@ class WorkspaceService:
                 remove_log(ctx.paths.audit_log(name))  # with its rotated segments
                 remove_anchors(ctx.paths.audit_log(name))
                 ReceiptStore(paths=ctx.paths).purge(name=name)
+                RecordingStore(paths=ctx.paths).purge(name=name)
             else:
                 ctx.audit(name=name).append(event="destroyed", details={"domain": domain})
                 record_anchor(log=ctx.audit(name=name), why="destroyed")
@@ -215,14 +220,21 @@ class WorkspaceService:
             counted["err"] += len(chunk)
             stderr(chunk)
 
-        started = time.monotonic()
-        code = self._ctx.guest.run_command(target=target, argv=list(argv), stdout=out, stderr=err, cancel=cancel)
-        duration = time.monotonic() - started
+        with ExitStack() as stack:
+            cast = (stack.enter_context(recording(ctx=self._ctx, name=name, kind=RecordingKind.EXEC, argv=argv))
+                    if self._ctx.settings.record_sessions else None)
+            started = time.monotonic()
+            code = self._ctx.guest.run_command(target=target, argv=list(argv), stdout=_tee(out, cast),
+                                               stderr=_tee(err, cast), cancel=cancel)
+            duration = time.monotonic() - started
+            if cast is not None:
+                cast.exit_code = code
         recorded = redact_argv(argv)  # the log and the receipts are kept for good: no keys in them
         self._ctx.audit(name=name).append(event="exec", details={
             "argv": list(recorded.argv), "exit_code": code, "duration_s": round(duration, 3),
             "stdout_bytes": counted["out"], "stderr_bytes": counted["err"],
-            **({"redacted": recorded.count} if recorded.count else {})})
+            **({"redacted": recorded.count} if recorded.count else {}),
+            **({"recording": cast.id} if cast is not None else {})})
         return ExecResult(exit_code=code, duration_s=duration)
 
     def ssh_command(self, *, name: str, command: Sequence[str]) -> builtins.list[str]:  # bare `list`: the method
@@ -263,3 +275,13 @@ def _state(*, name: str, record: WorkspaceRecord | None, domain: DomainInfo | No
     if domain is None:
         return WorkspaceState.BROKEN, f"its VM is missing from libvirt{remedy}"
     return _DOMAIN_STATES[domain.state], ""
+
+
+def _tee(sink: Callable[[bytes], None], cast: ActiveRecording | None) -> Callable[[bytes], None]:
+    if cast is None:
+        return sink
+
+    def both(chunk: bytes) -> None:
+        sink(chunk)
+        cast.output(chunk)
+    return both

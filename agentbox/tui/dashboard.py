@@ -25,6 +25,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, BackendUnavailable
 from agentbox.model.network import NetworkMode
+from agentbox.model.recording import RecordingKind
 from agentbox.model.workspace import WorkspaceState
 from agentbox.tui import operations
 from agentbox.tui.actions import BY_ACTION, DASHBOARD_ACTIONS, applies
@@ -378,12 +379,18 @@ class DashboardScreen(Screen[None]):
             self.notify(command, title="SSH command copied")
             return
         try:
-            code = self._terminal.hand_over(app=self.app, argv=message.argv)
+            code = self._terminal.hand_over(app=self.app, argv=message.argv, run=self._recorded_shell(message.name))
         except (AgentboxError, OSError) as exc:  # e.g. no ssh client, or a terminal that cannot suspend
             self._show_error(error_info(title=f"Could not open a shell in {message.name}", exc=exc))
         else:
             self._status(f"shell in {message.name} closed (exit code {code})")
         self.reload()
+
+    def _recorded_shell(self, name: str) -> Callable[[], int] | None:
+        recordings = self._services.recordings
+        if not recordings.enabled:
+            return None
+        return lambda: recordings.run_terminal(name=name, command=[], kind=RecordingKind.SHELL).exit_code
 
     def on_action_failed(self, message: ActionFailed) -> None:
         self._show_error(message.error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,17 +20,18 @@ class TuiOptions:
 
 
 class Terminal(Protocol):
-    def hand_over(self, *, app: App[Any], argv: Sequence[str]) -> int:
-        """Run `argv` in the real terminal until it exits; return its exit code."""
+    def hand_over(self, *, app: App[Any], argv: Sequence[str], run: Callable[[], int] | None = None) -> int:
+        """Run `argv` in the real terminal until it exits (through `run` when given: a recorded
+        session runs it itself); return its exit code."""
 
 
 class SuspendedTerminal:
     """Suspends the app (the screen is restored afterwards) and runs the program in the terminal."""
 
-    def hand_over(self, *, app: App[Any], argv: Sequence[str]) -> int:
+    def hand_over(self, *, app: App[Any], argv: Sequence[str], run: Callable[[], int] | None = None) -> int:
         try:
             with app.suspend():
-                return subprocess.run(list(argv), check=False).returncode
+                return run() if run is not None else subprocess.run(list(argv), check=False).returncode
         except SuspendNotSupported:
             raise AgentboxError("this terminal cannot be handed over to ssh from the TUI",
                                 hint=f"run it in another terminal: {shlex.join(argv)}") from None

@@ -205,10 +205,12 @@ class RecordingTerminal:
     """Records what the app would have run in the real terminal."""
 
     ran: list[list[str]] = field(default_factory=list)
+    recorded: int = 0  # of those, how many were to run as a recorded session
     exit_code: int = 0
 
-    def hand_over(self, *, app: Any, argv: Sequence[str]) -> int:
+    def hand_over(self, *, app: Any, argv: Sequence[str], run: Any = None) -> int:
         self.ran.append(list(argv))
+        self.recorded += run is not None
         return self.exit_code
 
 
