@@ -207,10 +207,13 @@ class RecordingTerminal:
     ran: list[list[str]] = field(default_factory=list)
     recorded: int = 0  # of those, how many were to run as a recorded session
     exit_code: int = 0
+    call_run: bool = False  # really run a recorded session (the system ssh) instead of only noting it
 
     def hand_over(self, *, app: Any, argv: Sequence[str], run: Any = None) -> int:
         self.ran.append(list(argv))
         self.recorded += run is not None
+        if self.call_run and run is not None:
+            return int(run())
         return self.exit_code
 
 

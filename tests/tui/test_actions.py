@@ -8,6 +8,7 @@ from textual.widgets import Button, Input
 
 from agentbox.backends.base import DomainState
 from agentbox.model.progress import CancelToken, ignore_progress
+from agentbox.model.recording import RecordingIntegrity, RecordingKind
 from agentbox.tui.dashboard import EMPTY_TEXT
 from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, TypeNameScreen
 from agentbox.tui.terminal import SuspendedTerminal
@@ -160,10 +161,25 @@ def test_open_shell_hands_the_terminal_to_the_workspaces_ssh_command(world: TuiW
         await pilot.press("enter")  # Enter on the row does the same
         await settle(pilot)
         assert world.terminal.ran == [expected, expected]
+        assert world.terminal.recorded == 2  # record_sessions is on by default
         await pilot.click("#workspaces", offset=(2, 1))  # clicks on the row only select it
         await pilot.click("#workspaces", offset=(2, 1))
         await settle(pilot)
         assert world.terminal.ran == [expected, expected]
+
+    world.run(scenario)
+
+
+def test_a_shell_opened_from_the_tui_is_recorded(world: TuiWorld) -> None:
+    world.make("demo")
+    world.terminal.call_run = True  # the system ssh really runs (against a fake guest nobody answers for)
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.press("o")
+        await settle(pilot)
+        (summary,) = world.services.recordings.list(name="demo")
+        assert summary.kind is RecordingKind.SHELL and summary.integrity is RecordingIntegrity.MATCHES
+        assert status(pilot).startswith("shell in demo closed (exit code ")
 
     world.run(scenario)
 

@@ -2,57 +2,24 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import select
-import struct
 import termios
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
 from agentbox.host.terminal_recorder import record_program
 
-
-@dataclass
-class UserTerminal:
-    """The far side of a pty pair: what a person would see and type."""
-
-    master: int
-    slave: int
-    shown: bytearray = field(default_factory=bytearray)
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def read_until(self, needle: bytes, timeout_s: float = 20.0) -> bytes:
-        deadline = time.monotonic() + timeout_s
-        while needle not in self.shown:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{needle!r} never shown; the screen has {bytes(self.shown)!r}"
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    self.shown += os.read(self.master, 65536)
-                except OSError:
-                    break
-        return bytes(self.shown)
-
-    def resize(self, columns: int, lines: int) -> None:
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+from ..pty_terminal import UserTerminal, open_user_terminal
 
 
 @pytest.fixture()
 def user() -> Iterator[UserTerminal]:
-    master, slave = os.openpty()
-    terminal = UserTerminal(master=master, slave=slave)
-    terminal.resize(100, 30)
+    terminal = open_user_terminal(columns=100, lines=30)
     yield terminal
-    os.close(master)
-    os.close(slave)
+    terminal.close()
 
 
 def run_in_thread(argv: list[str], user: UserTerminal) -> tuple[threading.Thread, dict[str, object]]:
