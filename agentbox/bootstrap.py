@@ -28,6 +28,7 @@ from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
 from agentbox.services.snapshots import SnapshotService
 from agentbox.services.supervisor import WorkspaceSupervisor
+from agentbox.services.panic import PanicService
 from agentbox.services.recordings import RecordingService
 from agentbox.services.workspaces import WorkspaceService
 
@@ -49,6 +50,7 @@ class Services:
     audit: AuditService
     receipts: ReceiptStore
     recordings: RecordingService
+    panic: PanicService
     crash_log: CrashLog
     clock: Callable[[], datetime]
 
@@ -87,13 +89,15 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     # snapshots, so the snapshot service reaches them late-bound.
     snapshots = SnapshotService(ctx=ctx, end_session=lambda *args: sessions.reset_in_session(*args))
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots)
+    network = NetworkService(ctx=ctx)
     supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline)
     return Services(workspaces=workspaces, create=CreateService(ctx=ctx), images=ImageService(ctx=ctx),
-                    snapshots=snapshots, sessions=sessions, network=NetworkService(ctx=ctx),
+                    snapshots=snapshots, sessions=sessions, network=network,
                     shares=ShareService(ctx=ctx), outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
-                    supervisor=supervisor, recordings=RecordingService(ctx=ctx))
+                    supervisor=supervisor, recordings=RecordingService(ctx=ctx),
+                    panic=PanicService(ctx=ctx, network=network, sessions=sessions, snapshots=snapshots))
 
 
 def build_history(*, paths: AppPaths | None = None) -> History:

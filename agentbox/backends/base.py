@@ -35,6 +35,7 @@ class Capabilities:
     accel: Accel  # the accelerator new domains will use (never AUTO here)
     uri: str
     libvirt_version: int = 0  # e.g. 9000000; 0 when unknown
+    evidence: bool = False  # can pause a guest and save its RAM and a point-in-time copy of its disk
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,17 @@ class Backend(Protocol):
 
     def delete_volume(self, *, path: Path) -> None:
         """Remove a disk file agentbox created. No error if it is already gone."""
+
+    def pause(self, *, name: str) -> None:
+        """Freeze the guest's vCPUs at once (QEMU and the devices stay). No error if paused."""
+
+    def resume(self, *, name: str) -> None:
+        """Let a paused guest run again. No error if it runs."""
+
+    def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
+        """With the domain paused (capability evidence): its RAM as an ELF core at `memory` and
+        a point-in-time copy of its root disk (qcow2, standalone) at `disk`, in a directory the
+        hypervisor can write. Leaves the domain paused; on failure neither file is left."""
 
 
 def check_domain_spec(spec: DomainSpec) -> None:

@@ -30,7 +30,8 @@ from agentbox.backends.base import (
 from agentbox.errors import AlreadyExists, BackendError, ImageError, InvalidInput, NotFound
 from agentbox.model.workspace import Accel
 
-DEFAULT_CAPABILITIES = Capabilities(ram_snapshots=True, hotplug=True, accel=Accel.TCG, uri="fake:///")
+DEFAULT_CAPABILITIES = Capabilities(ram_snapshots=True, hotplug=True, accel=Accel.TCG, uri="fake:///",
+                                    evidence=True)
 _ACTIVE = frozenset({DomainState.RUNNING, DomainState.PAUSED})
 
 
@@ -246,6 +247,31 @@ class FakeBackend:
     def delete_volume(self, *, path: Path) -> None:
         self._enter("delete_volume", str(path))
         path.unlink(missing_ok=True)
+
+    def pause(self, *, name: str) -> None:
+        self._enter("pause", name)
+        with self._lock:
+            domain = self._ours(name, action="pause")
+            if domain.state not in _ACTIVE:
+                raise BackendError(f"cannot pause {name!r}: it is not running")
+            domain.state = DomainState.PAUSED
+
+    def resume(self, *, name: str) -> None:
+        self._enter("resume", name)
+        with self._lock:
+            domain = self._ours(name, action="resume")
+            if domain.state is DomainState.PAUSED:
+                domain.state = DomainState.RUNNING
+
+    def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
+        """Stand-in files: what the guest 'held' is its name and the state it was in."""
+        self._enter("save_evidence", name)
+        with self._lock:
+            domain = self._ours(name, action="save the evidence of")
+            if domain.state is not DomainState.PAUSED:
+                raise BackendError(f"cannot save the evidence of {name!r}: it is not paused")
+            memory.write_bytes(f"ELF core of {name}\n".encode())
+            disk.write_bytes(f"disk of {name}\n".encode())
 
     # --- internals ---------------------------------------------------------------------
 

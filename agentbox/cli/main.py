@@ -13,6 +13,7 @@ from agentbox.cli import commands
 from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
+from agentbox.cli.panic_commands import add_panic_parsers
 from agentbox.cli.receipt_commands import add_receipt_parsers
 from agentbox.cli.recording_commands import add_recording_parsers
 from agentbox.cli.share_commands import add_share_parsers
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_receipt_parsers(sub)
     add_recording_parsers(sub)
+    add_panic_parsers(sub)
     add_completion_parser(sub, parser)
     return parser
 

@@ -25,6 +25,7 @@ from agentbox.services.lookup import load_ready_record
 from agentbox.services.outbox_limit import OutboxLimit
 from agentbox.services.session_recording import ActiveRecording, recording
 from agentbox.stores.receipts import ReceiptStore
+from agentbox.stores.evidence import EvidenceStore
 from agentbox.stores.recordings import RecordingStore
 from agentbox.services.attachments import Attachments
 from agentbox.host.storage import remove_storage
@@ -197,6 +198,7 @@ class WorkspaceService:
                 remove_anchors(ctx.paths.audit_log(name))
                 ReceiptStore(paths=ctx.paths).purge(name=name)
                 RecordingStore(paths=ctx.paths).purge(name=name)
+                EvidenceStore(paths=ctx.paths, storage_dir=ctx.settings.storage_dir).purge(name=name)
             else:
                 ctx.audit(name=name).append(event="destroyed", details={"domain": domain})
                 record_anchor(log=ctx.audit(name=name), why="destroyed")

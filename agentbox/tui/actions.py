@@ -33,6 +33,11 @@ class ActionSpec:
     needs: Needs
     button: bool = True  # also a button in the details pane
     footer: bool = True  # shown in the footer (keep those that apply at once within 80 columns)
+    shown_key: str = ""  # how the key is written for people, when its Textual name is a word
+
+    @property
+    def key_text(self) -> str:
+        return self.shown_key or self.key
 
 
 DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
@@ -59,6 +64,8 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("audit", "a", "Audit", "The workspace's audit log, live", Needs.ANY, footer=False),
     ActionSpec("destroy", "d", "Destroy", "Remove the workspace (type its name to confirm)", Needs.ANY,
                footer=False),
+    ActionSpec("panic", "exclamation_mark", "Panic", "Cut the network now, freeze the guest, keep its RAM and disk "
+               "as evidence, then reset it (asks nothing)", Needs.READY, footer=False, shown_key="!"),
 )
 BY_ACTION = {spec.action: spec for spec in DASHBOARD_ACTIONS}
 

@@ -54,7 +54,8 @@ COLUMNS = ("name", "state", "template", "network", "last reset", "created")
 class DashboardScreen(Screen[None]):
     BINDINGS = [
         Binding("q", "app.quit", "Quit"),  # first: the one key everybody needs to find
-        *(Binding(spec.key, spec.action, spec.label, show=spec.footer) for spec in DASHBOARD_ACTIONS),
+        *(Binding(spec.key, spec.action, spec.label, show=spec.footer, key_display=spec.shown_key or None)
+          for spec in DASHBOARD_ACTIONS),
         Binding("question_mark", "keys", "All keys", show=False),
         Binding("f5", "reload", "Refresh", show=False),
     ]
@@ -202,7 +203,7 @@ class DashboardScreen(Screen[None]):
     def palette_commands(self) -> list[PaletteCommand]:
         name = self._details.name if self._details else ""
         return [PaletteCommand(title=f"{spec.label} {name}".strip() if spec.needs.value != "nothing" else spec.label,
-                               help=f"{spec.help} [{spec.key}]", run=partial(self.run_action, spec.action))
+                               help=f"{spec.help} [{spec.key_text}]", run=partial(self.run_action, spec.action))
                 for spec in DASHBOARD_ACTIONS if applies(spec, self._details)]
 
     async def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -256,6 +257,10 @@ class DashboardScreen(Screen[None]):
                           body=f"{name} goes back to its clean state: everything done in it since is lost "
                                "(files, processes, installed packages).",
                           then=lambda: self._run(operations.reset(services=self._services, name=name)))
+
+    def action_panic(self) -> None:
+        if name := self._target("panic"):  # asks nothing: the point is not to wait
+            self._run(operations.panic(services=self._services, name=name))
 
     def action_end_session(self) -> None:
         if name := self._target("end_session"):

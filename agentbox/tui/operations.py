@@ -115,6 +115,17 @@ def reset(*, services: Services, name: str) -> Operation:
     return Operation(title=f"Resetting {name}", workspace=name, run=run)
 
 
+def panic(*, services: Services, name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        outcome = services.panic.panic(name=name, on_progress=on_progress, cancel=cancel)
+        kept = ("no evidence (it was not running)" if outcome.evidence is None else
+                f"evidence {outcome.evidence.id} kept" if outcome.evidence.files else
+                f"no evidence: {outcome.evidence.problem}")
+        return (f"network cut after {_seconds(outcome.cut_s)} and left off; {kept}; "
+                f"reset to clean after {_seconds(outcome.clean_s)}")
+    return Operation(title=f"PANIC: {name}", workspace=name, run=run)
+
+
 def end_session(*, services: Services, name: str) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         end = services.sessions.end(name=name, reason=SESSION_END_REASON, on_progress=on_progress, cancel=cancel)

@@ -98,7 +98,7 @@ class DetailsPanel(VerticalScroll):
         with Grid(id="action-buttons"):
             for spec in DASHBOARD_ACTIONS:
                 if spec.button:
-                    yield Button(f"{spec.label} ({spec.key})", id=f"{BUTTON_PREFIX}{spec.action}", compact=True)
+                    yield Button(f"{spec.label} ({spec.key_text})", id=f"{BUTTON_PREFIX}{spec.action}", compact=True)
 
     def show(self, details: WorkspaceDetails | None) -> None:
         text = self.query_one("#details-text", Static)

@@ -264,3 +264,22 @@ def test_escape_leaves_destroy_without_destroying(world: TuiWorld) -> None:
         assert world.state("demo") is DomainState.RUNNING
 
     world.run(scenario)
+
+
+def test_the_panic_key_cuts_keeps_evidence_and_resets_without_asking(world: TuiWorld) -> None:
+    world.make("demo")
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.press("exclamation_mark")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmScreen)  # nothing to answer
+        for _ in range(50):
+            if "network cut after" in status(pilot):
+                break
+            await pilot.pause(0.1)
+        assert "network cut after" in status(pilot) and "evidence" in status(pilot)
+        assert world.services.network.policy(name="demo").mode.value == "off"
+        (kept,) = world.services.panic.evidence(name="demo")
+        assert kept.files
+
+    world.run(scenario)

@@ -27,7 +27,7 @@ from agentbox.backends.base import (
     SnapshotInfo,
     check_overlay_args,
 )
-from agentbox.backends.libvirt import devices, snapshots
+from agentbox.backends.libvirt import devices, evidence, snapshots
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
 from agentbox.backends.libvirt.errors import translate
 from agentbox.errors import (
@@ -103,7 +103,7 @@ class LibvirtBackend:
         # The test driver keeps snapshots (with "RAM") but cannot hot-plug devices.
         return Capabilities(
             ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri,
-            libvirt_version=self._lib_version(),
+            libvirt_version=self._lib_version(), evidence=self._driver == "qemu",
         )
 
     def _lib_version(self) -> int:
@@ -270,6 +270,17 @@ class LibvirtBackend:
             raise PermissionDenied(f"cannot delete disk {path}: {exc.strerror}") from None
         except OSError as exc:
             raise BackendError(f"cannot delete disk {path}: {exc.strerror}") from None
+
+    # --- evidence ------------------------------------------------------------------------
+
+    def pause(self, *, name: str) -> None:
+        evidence.pause(self._require(name, action="pause"))
+
+    def resume(self, *, name: str) -> None:
+        evidence.resume(self._require(name, action="resume"))
+
+    def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
+        evidence.save(self._require(name, action="save the evidence of"), memory=memory, disk=disk)
 
     # --- helpers -----------------------------------------------------------------------
 
