@@ -96,7 +96,7 @@ def test_shape_of_the_domain() -> None:
     root = ET.fromstring(build_domain_xml(spec=SPEC, accel=Accel.TCG))
     assert root.get("type") == "qemu"
     assert root.find("cpu") is None  # TCG: libvirt's default (qemu64)
-    assert root.findtext("./os/cmdline") == "root=/dev/vda rw quiet console=ttyS0"
+    assert root.findtext("./os/cmdline") == "root=/dev/vda rw quiet console=ttyS0 no_timer_check"
     assert [d.get("dev") for d in root.iterfind("./devices/disk/target")] == ["vda", "vdb"]
     assert {d.get("bus") for d in root.iterfind("./devices/disk/target")} == {"virtio"}
     seed = root.findall("./devices/disk")[1]

@@ -116,7 +116,9 @@ def _os(root: ET.Element, kernel_boot: DirectKernelBoot | None) -> None:
     _text(os_element, "kernel", str(kernel_boot.kernel))
     _text(os_element, "initrd", str(kernel_boot.initrd))
     # The serial port is the only console (no graphics), and the console log reads from it.
-    _text(os_element, "cmdline", f"{kernel_boot.cmdline} console=ttyS0".strip())
+    # no_timer_check: on a loaded host (TCG most of all) the guest's boot-time check of the
+    # IO-APIC timer can miss its ticks and panic the kernel ("IO-APIC + timer doesn't work").
+    _text(os_element, "cmdline", f"{kernel_boot.cmdline} console=ttyS0 no_timer_check".strip())
 
 
 def _features(root: ET.Element) -> None:
