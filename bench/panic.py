@@ -52,9 +52,8 @@ def main() -> None:
             assert cli(["net", NAME, "allowlist"]) == 0
             assert cli(["net", "allow", NAME, f"127.0.0.1:{port}"]) == 0
             out = bytearray()
-            services.workspaces.exec(name=NAME, argv=["sh", "-c", f"(setsid curl -sS -N -m 600 "
-                                                                  f"http://{HOST}:{port}/ > /dev/null 2>&1 &); sleep 2"],
-                                     stdout=out.extend, stderr=out.extend)
+            download = f"(setsid curl -sS -N -m 600 http://{HOST}:{port}/ > /dev/null 2>&1 &); sleep 2"
+            services.workspaces.exec(name=NAME, argv=["sh", "-c", download], stdout=out.extend, stderr=out.extend)
             _Stream.closed.clear()
             steps: dict[str, float] = {}
             started = time.monotonic()

@@ -39,8 +39,8 @@ def panic_command(args: argparse.Namespace) -> int:
         print("the workspace was not running: no RAM to keep")
     else:
         print(_evidence_line(outcome.evidence))
-    print(f"reset to clean {outcome.clean_s:.1f} s after the panic"
-          + (f"; receipt {outcome.receipt} (agentbox receipt {args.name} {outcome.receipt})" if outcome.receipt else ""))
+    receipt = f"; receipt {outcome.receipt} (agentbox receipt {args.name} {outcome.receipt})" if outcome.receipt else ""
+    print(f"reset to clean {outcome.clean_s:.1f} s after the panic{receipt}")
     print(f"to let it out again: agentbox net {args.name} allowlist")
     return 0
 

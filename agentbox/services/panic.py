@@ -92,7 +92,8 @@ class PanicService:
             return self._network.set_mode(name=record.name, mode=NetworkMode.OFF.value).cut, "policy"
         except AgentboxError:
             files = self._ctx.records.files(name=record.name)
-            self._network.write_policy(name=record.name, policy=NetworkPolicy(mode=NetworkMode.OFF, allowlist=allowlist))
+            off = NetworkPolicy(mode=NetworkMode.OFF, allowlist=allowlist)
+            self._network.write_policy(name=record.name, policy=off)
             self._ctx.egress.stop(files=files)
             return 0, "egress stopped"
 
@@ -147,7 +148,8 @@ class PanicService:
         self.evidence_store().save(evidence=evidence)
         log.append(event=EVIDENCE_EVENT, details={
             "evidence": evidence.id, "files": {os.path.basename(f.path): f.sha256 for f in evidence.files},
-            "bytes": sum(f.bytes for f in evidence.files), **({"problem": evidence.problem} if evidence.problem else {})})
+            "bytes": sum(f.bytes for f in evidence.files),
+            **({"problem": evidence.problem} if evidence.problem else {})})
         record_anchor(log=log, why=f"evidence {evidence.id}")
         return evidence
 

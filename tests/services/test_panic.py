@@ -13,7 +13,7 @@ import pytest
 
 from agentbox.audit import read_records
 from agentbox.backends.base import DomainState
-from agentbox.errors import BackendError, EgressError
+from agentbox.errors import EgressError
 from agentbox.model.evidence import EvidenceIntegrity
 from agentbox.model.network import NetworkMode
 from agentbox.model.progress import CancelToken
@@ -119,7 +119,7 @@ def test_evidence_that_cannot_be_saved_leaves_no_files_and_the_reset_still_happe
 
 def test_a_backend_without_evidence_still_cuts_and_resets(world: World) -> None:
     make(world)
-    world.backend._capabilities = replace(world.backend.capabilities, evidence=False)  # noqa: SLF001
+    world.backend._capabilities = replace(world.backend.capabilities, evidence=False)
     panic, _ = services(world)
     outcome = panic.panic(name="ws", on_progress=world.progress.append)
     assert outcome.evidence is not None and outcome.evidence.files == ()

@@ -107,8 +107,8 @@ def test_the_session_receipt_lists_its_recordings(world: World) -> None:
     exec_show(world)
     record = world.ctx.records.load(name="ws")
     receipt = ReceiptService(ctx=world.ctx).finish(record=record, session_id="5e55",
-                                                   started=world.ctx.clock().isoformat(), ended=datetime.now().astimezone(),
-                                                   reason="test")
+                                                   started=world.ctx.clock().isoformat(),
+                                                   ended=datetime.now().astimezone(), reason="test")
     (ref,) = receipt.recordings
     summary = only_recording(world)
     assert (ref.id, ref.kind, ref.argv, ref.sha256) == (summary.id, "exec", ("show", "things"), summary.sha256)
