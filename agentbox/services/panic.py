@@ -133,6 +133,7 @@ class PanicService:
             directory.mkdir(parents=True, mode=0o711)  # the hypervisor writes the files in it
             ctx.backend.save_evidence(name=record.domain, memory=memory, disk=disk)
             kept = [_kept(path) for path in (memory, disk)]
+            directory.chmod(0o700)  # the hypervisor is done with it
         except (AgentboxError, OSError) as exc:
             problem = exc.message if isinstance(exc, AgentboxError) else f"{exc.strerror or exc}"
             store.remove(evidence=Evidence(id=evidence_id, workspace=name, taken="", memory=None, disk=None,
