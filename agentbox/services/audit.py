@@ -11,11 +11,13 @@ from agentbox.audit import (
     Anchor,
     AuditLog,
     AuditRecord,
+    TrailVerdict,
     VerifyResult,
     follow_records,
     read_records,
     utc_now,
     verify_chain,
+    verify_trail,
 )
 from agentbox.config.paths import AppPaths
 from agentbox.errors import NotFound
@@ -23,6 +25,7 @@ from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken
 from agentbox.model.receipt import Receipt
 from agentbox.stores.receipts import ReceiptStore
+from agentbox.stores.records import RecordStore
 
 
 def find_audit_log(*, paths: AppPaths, name: str) -> Path:
@@ -67,6 +70,12 @@ class AuditService:
         heads = [anchor for receipt in ReceiptStore(paths=self._paths).readable(name=name)
                  if (anchor := _anchor_of(receipt)) is not None]
         return verify_chain(path=path, vouchers=heads)
+
+    def verify_trail(self, *, name: str) -> TrailVerdict:
+        """The decision trail (`net.jsonl`), against the heads the audit log noted for it."""
+        path = self.find(name=name)
+        records = ((r.event, r.details, r.ts) for r in read_records(path=path))
+        return verify_trail(path=RecordStore(paths=self._paths).files(name=name).net_log, audit_records=records)
 
     def append(self, *, name: str, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
         return AuditLog(path=self._paths.audit_log(name), clock=self._clock).append(event=event, details=details)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from agentbox.audit import record_anchor
 from agentbox.backends.base import DomainState, SnapshotInfo
 from agentbox.errors import AgentboxError, BackendError, GuestError, HostKeyMismatch, InvalidInput, NotFound
 from agentbox.images.store import ImageInfo
@@ -24,6 +23,7 @@ from agentbox.model.names import validate_label
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import refresh_argv, refresh_input
+from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
@@ -140,7 +140,7 @@ class SnapshotService:
             outcome = self._cold_boot(record=record, started=started, on_progress=on_progress, cancel=cancel)
         self._ctx.records.save(record=replace(record, last_reset=self._ctx.clock().isoformat(timespec="seconds")))
         self._ctx.audit(name=record.name).append(event="reset", details=_details(outcome))
-        record_anchor(log=self._ctx.audit(name=record.name), why="reset")
+        anchor_trail(ctx=self._ctx, name=record.name, why="reset")
         return outcome
 
     def restore(self, *, name: str, label: str, on_progress: ProgressCallback,
@@ -266,7 +266,7 @@ class SnapshotService:
                 snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
                                                    description=f"agentbox checkpoint {label} of {name}")
             ctx.audit(name=name).append(event="checkpoint", details={"label": label, "with_memory": snap.with_memory})
-            record_anchor(log=ctx.audit(name=name), why=f"checkpoint {label}")
+            anchor_trail(ctx=ctx, name=name, why=f"checkpoint {label}")
             return _as_checkpoint(snap)
 
     def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:
