@@ -70,6 +70,7 @@ async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut everything down."""
     policy = load_policy_file(path=options.policy_file)
     set_aside_unchained(options.log_file)  # a trail from before the chain: its lines are kept apart
+    os.close(os.open(options.log_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # owner-only from the start
     sink = _TrailSink(trail=decision_trail(path=options.log_file, rotate_bytes=options.log_rotate_bytes),
                       audit=AuditLog(path=options.audit_log) if options.audit_log else None)
     pinned = _pinned(options.pinned_hosts)
