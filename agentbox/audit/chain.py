@@ -157,7 +157,11 @@ class AuditLog:
             if tail.damage is None and size >= self._rotate_bytes:
                 self._rotate(fd, bytes(out))
             else:
-                _write_all(fd, bytes(out))
+                try:
+                    _write_all(fd, bytes(out))
+                except OSError:
+                    self._undo_write(fd, size)
+                    raise
                 if self._durable:
                     os.fsync(fd)
                 if size == 0 and self._durable:
@@ -167,6 +171,16 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
         return parse_record(line)
+
+    def _undo_write(self, fd: int, size: int) -> None:
+        """With the lock: drop what a failed write (a full disk) left of its lines, and a file
+        this append made, so the log is as it was (not a torn tail, not an empty new log)."""
+        try:
+            os.ftruncate(fd, size)
+            if size == 0 and not segment_paths(self._path):
+                self._path.unlink()  # a writer waiting for this inode's lock sees it gone and starts over
+        except OSError:
+            pass  # the next append recovers a torn tail (see above)
 
     def _open_locked(self, *, write: bool = True) -> int:
         """The active file, opened and locked (the one the name points to once locked):

@@ -9,6 +9,7 @@ reset recreates the overlay disk and cold boots instead, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -265,8 +266,18 @@ class SnapshotService:
             with self._attachments.around_snapshot(record=record, running=running):
                 snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
                                                    description=f"agentbox checkpoint {label} of {name}")
-            ctx.audit(name=name).append(event="checkpoint", details={"label": label, "with_memory": snap.with_memory})
-            anchor_trail(ctx=ctx, name=name, why=f"checkpoint {label}")
+            try:
+                ctx.audit(name=name).append(event="checkpoint", details={"label": label,
+                                                                         "with_memory": snap.with_memory})
+                anchor_trail(ctx=ctx, name=name, why=f"checkpoint {label}")
+            except AgentboxError as exc:
+                # Not recorded, not kept: a checkpoint the audit trail does not vouch for must not stay.
+                ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
+                with contextlib.suppress(AgentboxError):
+                    ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label,
+                                                                                     "why": exc.message})
+                raise AgentboxError(f"checkpoint {label} of {name} was not kept: {exc.message}",
+                                    hint=exc.hint) from None
             return _as_checkpoint(snap)
 
     def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:
