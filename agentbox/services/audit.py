@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,10 @@ def find_audit_log(*, paths: AppPaths, name: str) -> Path:
     validate_workspace_name(name)
     path = paths.audit_log(name)
     if not path.is_file():
+        if os.path.ismount(path.parent):  # e.g. a tmpfs over it: a log beneath would be hidden, not gone
+            raise NotFound(f"no audit log for workspace {name!r} in {path.parent}",
+                           hint=f"{path.parent} is a mount point: a log written before it was mounted is hidden "
+                                "beneath it (unmount it to see that one)")
         raise NotFound(f"no audit log for workspace {name!r}",
                        hint="agentbox list shows your workspaces; a log starts when a workspace is created "
                             "and is kept after destroy unless --purge was given")
