@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentbox.audit import ROTATE_BYTES, read_records, tail_records, verify_chain
+from agentbox.audit import DECISION_EVENT, ROTATE_BYTES, decision_trail, read_records, tail_records, verify_chain
 from agentbox.audit.record import encode_record
 from agentbox.audit.segments import next_segment
 from agentbox.backends.fake import FakeBackend
@@ -32,7 +32,7 @@ from agentbox.egress.client import PolicyChange
 from agentbox.egress.daemon import save_policy_file
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
-from agentbox.egress.wire import JsonlSink, record_to_json
+from agentbox.egress.wire import record_to_json
 from agentbox.errors import EgressError
 from agentbox.images.store import ImageStore
 from agentbox.model.progress import CancelToken
@@ -126,10 +126,10 @@ async def measure(services, *, count: int, presses: int) -> tuple[float, list[fl
 
 def busy_logs(ctx, *, name: str, count: int) -> None:  # type: ignore[no-untyped-def]
     """`count` egress decisions after the workspace's lifecycle records, as a busy agent leaves
-    them: in the network log (through its sink, which rotates it) and in the audit log (chained
+    them: in the decision trail (through its appender, which rotates it) and in the audit log (chained
     and rotated as the appender does it, without an fsync per record). The audit records that
     the details show are then all behind the decisions: the worst case for finding them."""
-    sink = JsonlSink(path=ctx.records.files(name=name).net_log)
+    trail = decision_trail(path=ctx.records.files(name=name).net_log)
     path = ctx.paths.audit_log(name)
     [last] = tail_records(path=path, count=1)
     seq, prev, size = last.seq, last.digest, path.stat().st_size
@@ -140,7 +140,7 @@ def busy_logs(ctx, *, name: str, count: int) -> None:  # type: ignore[no-untyped
                                       address="151.101.0.223", port=443, method="CONNECT",
                                       decision=Decision(True, "pypi.org", "on the allowlist"),
                                       outcome=Outcome.COMPLETED, bytes_up=1200, bytes_down=48000, duration_s=0.4)
-            sink(record)
+            trail.append(event=DECISION_EVENT, details=record_to_json(record))
             if size >= ROTATE_BYTES:
                 log.close()
                 path.rename(next_segment(path))
@@ -153,7 +153,6 @@ def busy_logs(ctx, *, name: str, count: int) -> None:  # type: ignore[no-untyped
             prev = hashlib.sha256(line).hexdigest()
     finally:
         log.close()
-        sink.close()
 
 
 def measure_details(services, ctx, *, refreshes: int) -> tuple[float, list[float], float]:  # type: ignore[no-untyped-def]

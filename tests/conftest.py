@@ -33,6 +33,15 @@ def _no_mount_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A small folder to share (tests/vm has its own, with a link pointing out of it)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "readme.md").write_text("hello\n")
+    return folder
+
+
+@pytest.fixture()
 def agentbox_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """AGENTBOX_ROOT for commands run through main(argv), on the libvirt test driver."""
     root = tmp_path / "agentbox"

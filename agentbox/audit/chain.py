@@ -21,7 +21,14 @@ into a new file instead, whose first `prev` is the old file's last hash, and swa
 (the old file is hard-linked as the next segment, then the new one renamed over the
 active name, so the name never goes missing). A writer that was waiting for the lock of the
 file rotated away sees, once it has the lock, that the name no longer points there, and
-starts over on the new file.
+starts over on the new file. A log made with `keep` (the decision trail, see trail.py) then
+drops all but its newest `keep` segments, so it stays bounded; its chain then starts at the
+oldest segment kept, which `verify_chain(kept_segments=...)` accepts only while that many
+segments are there.
+
+`durable=False` leaves out the fsync of each append (the decision trail: many a second);
+what was written survives the writer's crash, and `synced_head` fsyncs before anyone notes
+the head elsewhere.
 """
 
 from __future__ import annotations
@@ -72,10 +79,12 @@ class AuditLog:
     """A workspace's audit log. `clock` must return timezone-aware datetimes."""
 
     def __init__(self, *, path: Path, clock: Callable[[], datetime] = utc_now,
-                 rotate_bytes: int = ROTATE_BYTES) -> None:
+                 rotate_bytes: int = ROTATE_BYTES, keep: int | None = None, durable: bool = True) -> None:
         self._path = path
         self._clock = clock
         self._rotate_bytes = rotate_bytes
+        self._keep = keep  # segments kept after a rotation (None: all of them)
+        self._durable = durable
 
     @property
     def path(self) -> Path:
@@ -108,8 +117,22 @@ class AuditLog:
         finally:
             os.close(fd)
 
+    def synced_head(self) -> AuditHead | None:
+        """`head()`, once what was appended is on disk: for noting it elsewhere (an anchor)."""
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self.head()
+        except OSError as exc:
+            raise AgentboxError(f"cannot read the log {self._path}: {exc.strerror or exc}") from None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.head()
+
     def append(self, *, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
-        """Append one record (durably: fsync'd before returning) and return it."""
+        """Append one record (durably, unless made with durable=False: fsync'd before returning) and return it."""
         if not isinstance(event, str) or not event.strip():
             raise InvalidInput(f"audit event {event!r} is not a non-empty string")
         try:
@@ -134,15 +157,30 @@ class AuditLog:
             if tail.damage is None and size >= self._rotate_bytes:
                 self._rotate(fd, bytes(out))
             else:
-                _write_all(fd, bytes(out))
-                os.fsync(fd)
-                if size == 0:
+                try:
+                    _write_all(fd, bytes(out))
+                except OSError:
+                    self._undo_write(fd, size)
+                    raise
+                if self._durable:
+                    os.fsync(fd)
+                if size == 0 and self._durable:
                     _fsync_dir(self._path.parent)  # a new file's name must survive a crash too
         except OSError as exc:
             raise _write_error(self._path, exc) from None
         finally:
             os.close(fd)  # releases the lock
         return parse_record(line)
+
+    def _undo_write(self, fd: int, size: int) -> None:
+        """With the lock: drop what a failed write (a full disk) left of its lines, and a file
+        this append made, so the log is as it was (not a torn tail, not an empty new log)."""
+        try:
+            os.ftruncate(fd, size)
+            if size == 0 and not segment_paths(self._path):
+                self._path.unlink()  # a writer waiting for this inode's lock sees it gone and starts over
+        except OSError:
+            pass  # the next append recovers a torn tail (see above)
 
     def _open_locked(self, *, write: bool = True) -> int:
         """The active file, opened and locked (the one the name points to once locked):
@@ -190,6 +228,10 @@ class AuditLog:
             _fsync_dir(self._path.parent)  # the segment's name first: the rename must not lose the records
         os.rename(staging, self._path)
         _fsync_dir(self._path.parent)
+        if self._keep is not None:
+            segments = segment_paths(self._path)
+            for old in segments[:max(len(segments) - self._keep, 0)]:
+                old.unlink(missing_ok=True)
 
 
 def _write_error(path: Path, exc: OSError) -> AgentboxError:

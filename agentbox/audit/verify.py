@@ -69,15 +69,19 @@ class VerifyResult:
     anchors: int = 0  # anchors (and receipt heads) the log was checked against
     anchors_file: Path | None = None  # None: there is none (a log from before anchors)
     unreadable_anchors: int = 0  # lines of the anchors file that are not anchors
+    first_seq: int = 1  # a log that keeps only its newest segments starts later; anchors before it are not checked
 
     @property
     def intact(self) -> bool:
         return self.first_break is None
 
 
-def verify_chain(*, path: Path, vouchers: Iterable[Anchor] = ()) -> VerifyResult:
+def verify_chain(*, path: Path, vouchers: Iterable[Anchor] = (), kept_segments: int | None = None) -> VerifyResult:
     """Check every link of the log at `path`, across its segments, then every anchor in its
-    anchors file and in `vouchers` (the receipts' heads); raise NotFound if there is no log."""
+    anchors file and in `vouchers` (the receipts' heads); raise NotFound if there is no log.
+
+    `kept_segments`: the log drops its oldest segments past that many (see chain.py), so its
+    chain may start after genesis, but only while that many segments are there."""
     anchor_file = read_anchors(log=path)
     anchors = (*anchor_file.anchors, *vouchers)
     try:
@@ -91,6 +95,8 @@ def verify_chain(*, path: Path, vouchers: Iterable[Anchor] = ()) -> VerifyResult
         if active is None and not segments:
             open_log(path)  # raises NotFound
         walk, first_break = _Walk(wanted={a.seq for a in anchors}), None
+        if kept_segments is not None:
+            walk.trimmed = (len(segments), kept_segments)
         for segment in segments:
             fd = open_log(segment)  # one at a time: a long-lived log has many
             try:
@@ -109,7 +115,7 @@ def verify_chain(*, path: Path, vouchers: Iterable[Anchor] = ()) -> VerifyResult
     return VerifyResult(path=path, records=walk.count, head=walk.head, first_break=first_break,
                         recovered=tuple(walk.recovered), files=segments + ((path,) if active is not None else ()),
                         anchors=len(anchors), anchors_file=anchor_file.path if anchor_file.exists else None,
-                        unreadable_anchors=anchor_file.unreadable)
+                        unreadable_anchors=anchor_file.unreadable, first_seq=walk.first_seq)
 
 
 class _Walk:
@@ -120,10 +126,13 @@ class _Walk:
         self.recovered: list[RecoveredDamage] = []
         self.wanted = wanted  # seqs that anchors vouch for
         self.found: dict[int, tuple[str, Path, int]] = {}  # seq -> hash, file and line of that record
+        self.trimmed: tuple[int, int] | None = None  # (segments there, segments kept) of a log that drops old ones
+        self.first_seq = 1
 
     def check(self, anchors: Iterable[Anchor]) -> ChainBreak | None:
         """After an intact walk: the first anchored record changed, else the furthest one missing."""
         last = self.next_seq - 1
+        anchors = [a for a in anchors if a.seq >= self.first_seq]  # older ones were rotated out
         for anchor in sorted(anchors, key=lambda a: a.seq):
             found = self.found.get(anchor.seq)
             if found is not None and found[0] != anchor.hash:
@@ -170,6 +179,10 @@ class _Walk:
                     line=bad_line.number, offset=bad_line.offset, length=len(bad_line.data),
                     reason=str(record.details.get("reason", "")), recovered_by=line.number, file=self.file))
                 self.head, damaged = line_digest(bad_line.data), None
+            if record.prev != self.head and self.head_at is None and self.trimmed is not None:
+                trim = self._trimmed_start(number=line.number, record=record)
+                if trim is not None:
+                    return trim
             if record.prev != self.head:
                 if line.number == 1 and self.head_at is not None:
                     return self._boundary(record=record)
@@ -182,6 +195,20 @@ class _Walk:
             if record.seq in self.wanted:
                 self.found[record.seq] = (record.digest, self.file, line.number)
         return _bad(*damaged) if damaged else None
+
+    def _trimmed_start(self, *, number: int, record: AuditRecord) -> ChainBreak | None:
+        """The first record of a log that drops its oldest segments: where its chain starts
+        (None), unless fewer segments are left than rotation keeps: then some were deleted."""
+        assert self.trimmed is not None
+        there, kept = self.trimmed
+        if record.prev == GENESIS or number != 1:
+            return None  # the usual checks apply
+        if there < kept:
+            return ChainBreak(line=1, kind=BreakKind.DELETED, detail=(
+                f"the log starts at record {record.seq}, after records that are not there, with {there} "
+                f"rotated segment(s): rotation drops old records only while {kept} remain, so some were deleted"))
+        self.head, self.next_seq, self.first_seq = record.prev, record.seq, record.seq
+        return None
 
     def _boundary(self, *, record: AuditRecord) -> ChainBreak:
         """The first record of a file does not link to the last one of the file before it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import bootstrap
-from agentbox.audit import AuditRecord, VerifyResult, utc_now
+from agentbox.audit import AuditRecord, BreakKind, TrailVerdict, VerifyResult, unchained_path, utc_now
 from agentbox.cli.output import print_json
 from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
@@ -57,7 +57,8 @@ def audit_command(args: argparse.Namespace) -> int:
         if args.follow or args.since:
             raise InvalidInput("--follow and --since apply to showing a log, not to verify",
                                hint=f"agentbox audit verify {name}")
-        return _verify(name=name, result=audit.verify(name=name), as_json=args.json)
+        return _verify(name=name, result=audit.verify(name=name), trail=audit.verify_trail(name=name),
+                       as_json=args.json)
     since = parse_since(text=args.since, now=utc_now()) if args.since else None
     if args.follow:
         for record in audit.follow(name=name, since=since, cancel=CancelToken(), poll_s=FOLLOW_POLL_S):
@@ -117,10 +118,12 @@ def _value(value: Any) -> str:
     return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 1] + "…"
 
 
-def _verify(*, name: str, result: VerifyResult, as_json: bool) -> int:
+def _verify(*, name: str, result: VerifyResult, trail: TrailVerdict, as_json: bool) -> int:
+    intact = result.intact and trail.intact
     if as_json:
-        print_json({**asdict(result), "intact": result.intact})
-        return 0 if result.intact else 1
+        print_json({**asdict(result), "intact": intact,
+                    "network": {**asdict(trail), "intact": trail.intact}})
+        return 0 if intact else 1
     segmented = len(result.files) > 1
 
     def where(file: Path | None) -> str:  # line numbers count within each file of a rotated log
@@ -142,4 +145,33 @@ def _verify(*, name: str, result: VerifyResult, as_json: bool) -> int:
               + (f" beyond what {result.anchors} receipt(s) vouch for" if result.anchors else ""))
     if result.unreadable_anchors:
         print(f"  note: {result.unreadable_anchors} line(s) of {result.anchors_file} are not anchors (ignored)")
-    return 0 if result.intact else 1
+    _verify_trail(name=name, trail=trail)
+    return 0 if intact else 1
+
+
+def _verify_trail(*, name: str, trail: TrailVerdict) -> None:
+    """The decision trail's part of `audit verify`: a line of its own, file:line where it breaks."""
+    noted = f"{trail.heads} head(s) noted in the audit log"
+    found = trail.result
+    if found is None:
+        if trail.removed:
+            print(f"  network decisions: removed with the workspace (destroyed); {noted}")
+        elif trail.heads:
+            print(f"{name}: network decisions BROKEN ({BreakKind.TRUNCATED}): {trail.path} is missing, "
+                  f"but the audit log vouches for its records")
+        else:
+            print("  network decisions: none yet")
+    elif found.first_break is None:
+        rotated = f", from record {found.first_seq} (older ones rotated out)" if found.first_seq > 1 else ""
+        print(f"  network decisions intact: {found.records} record(s) in {len(found.files)} file(s){rotated}, "
+              f"{noted}, head {found.head[:16]}")
+        if not trail.heads:
+            print("  note: no head of the network decisions noted yet: decisions removed from their end "
+                  "would not show until one is (stop, reset, session end, checkpoint)")
+    else:
+        brk = found.first_break
+        print(f"{name}: network decisions BROKEN at {brk.file or trail.path}:{brk.line} ({brk.kind}): {brk.detail}")
+        print(f"  {found.records} network decision record(s) before it verified")
+    if trail.unchained:
+        print(f"  note: {trail.unchained} network decision line(s) in {unchained_path(trail.path).name}.N are "
+              "unchained (from before the decision trail was hash-chained): they cannot be verified")

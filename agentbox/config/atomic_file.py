@@ -23,6 +23,11 @@ def write_atomically(*, path: Path, data: bytes, mode: int = 0o600) -> None:
         if mode != 0o600:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a write or fsync: name the file it was for (the CLI shows it)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

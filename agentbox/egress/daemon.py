@@ -1,6 +1,7 @@
 """One workspace's egress proxy as a process: policy from a JSON file (written back when it
-changes, so a restart keeps it), decisions appended to a JSONL file, a control socket, and
-a clean exit on SIGTERM/SIGINT that removes its sockets and pid file.
+changes, so a restart keeps it), decisions appended to the workspace's decision trail
+(`net.jsonl`, hash-chained, see agentbox.audit.trail) and its audit log, a control socket,
+and a clean exit on SIGTERM/SIGINT that removes its sockets and pid file.
 
 The pid file is written once both sockets listen, so a supervisor can wait for it as the
 sign that the proxy is ready."""
@@ -14,24 +15,17 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentbox.audit import AuditLog
+from agentbox.audit import DECISION_EVENT, TRAIL_ROTATE_BYTES, AuditLog, decision_trail, set_aside_unchained
 from agentbox.config.atomic_file import write_atomically
 from agentbox.egress.approvals import ApprovalBroker
 from agentbox.egress.control import EgressControlServer
 from agentbox.egress.proxy import EgressProxy, ProxyLimits
 from agentbox.egress.records import ConnectionRecord, DecisionLog
-from agentbox.egress.wire import (
-    NET_LOG_ROTATE_BYTES,
-    JsonlSink,
-    policy_from_json,
-    policy_to_json,
-    record_to_json,
-)
+from agentbox.egress.wire import policy_from_json, policy_to_json, record_to_json
 from agentbox.errors import AgentboxError, EgressError, InvalidInput
 from agentbox.model.network import IPAddress, NetworkPolicy
 
@@ -50,7 +44,7 @@ class DaemonOptions:
     limits: ProxyLimits = field(default_factory=ProxyLimits)
     audit_log: Path | None = None  # the workspace's hash-chained audit log: every decision goes there too
     pinned_hosts: tuple[tuple[str, str], ...] = ()  # (name, address) the proxy never looks up
-    log_rotate_bytes: int = NET_LOG_ROTATE_BYTES  # the decision log's segment size
+    log_rotate_bytes: int = TRAIL_ROTATE_BYTES  # the decision trail's segment size
 
 
 def load_policy_file(*, path: Path) -> NetworkPolicy:
@@ -75,11 +69,13 @@ def save_policy_file(*, path: Path, policy: NetworkPolicy) -> None:
 async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then shut everything down."""
     policy = load_policy_file(path=options.policy_file)
-    sink = JsonlSink(path=options.log_file, rotate_bytes=options.log_rotate_bytes)
-    audit = _AuditSink(path=options.audit_log) if options.audit_log else None
+    set_aside_unchained(options.log_file)  # a trail from before the chain: its lines are kept apart
+    os.close(os.open(options.log_file, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))  # owner-only from the start
+    sink = _TrailSink(trail=decision_trail(path=options.log_file, rotate_bytes=options.log_rotate_bytes),
+                      audit=AuditLog(path=options.audit_log) if options.audit_log else None)
     pinned = _pinned(options.pinned_hosts)
     proxy = EgressProxy(policy=policy, limits=options.limits, pinned_hosts=pinned,
-                        decisions=DecisionLog(sink=_fan_out(sink, audit)),
+                        decisions=DecisionLog(sink=sink),
                         approvals=ApprovalBroker(timeout=options.approval_timeout))
     proxy.add_policy_listener(listener=lambda new: save_policy_file(path=options.policy_file, policy=new))
     control = EgressControlServer(proxy=proxy)
@@ -94,8 +90,6 @@ async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
         await control.close()
         await proxy.close()
         sink.close()
-        if audit is not None:
-            audit.close()
         if options.pid_file is not None:
             with contextlib.suppress(OSError):
                 if options.pid_file.read_text().strip() == str(os.getpid()):
@@ -115,33 +109,27 @@ def run_daemon(*, options: DaemonOptions) -> None:
     asyncio.run(main())
 
 
-class _AuditSink:
-    """Appends each decision to the audit log on one worker thread: an append takes a file
-    lock and an fsync, which must not stall the event loop, and one thread keeps the order."""
+class _TrailSink:
+    """Appends each decision to the decision trail, then to the audit log, on one worker
+    thread: an append takes a file lock (and the audit log's an fsync), which must not stall
+    the event loop, and one thread keeps the order."""
 
-    def __init__(self, *, path: Path) -> None:
-        self._log = AuditLog(path=path)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+    def __init__(self, *, trail: AuditLog, audit: AuditLog | None) -> None:
+        self._logs = (trail,) if audit is None else (trail, audit)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trail")
 
     def __call__(self, record: ConnectionRecord) -> None:
-        self._worker.submit(self._append, record)
+        self._worker.submit(self._append, record_to_json(record))
 
-    def _append(self, record: ConnectionRecord) -> None:
-        try:
-            self._log.append(event="network.decision", details=record_to_json(record))
-        except AgentboxError as exc:  # the JSONL decision log still has it
-            log.error("cannot append to the audit log: %s", exc.message)
+    def _append(self, details: dict[str, object]) -> None:
+        for target in self._logs:
+            try:
+                target.append(event=DECISION_EVENT, details=details)
+            except AgentboxError as exc:  # the other log still has it
+                log.error("cannot append a decision: %s", exc.message)
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
-
-
-def _fan_out(*sinks: Callable[[ConnectionRecord], None] | None) -> Callable[[ConnectionRecord], None]:
-    def write(record: ConnectionRecord) -> None:
-        for sink in sinks:
-            if sink is not None:
-                sink(record)
-    return write
 
 
 def _pinned(pairs: tuple[tuple[str, str], ...]) -> dict[str, IPAddress]:

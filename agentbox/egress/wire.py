@@ -4,12 +4,8 @@ JSONL decision log and the control protocol all use these, so they cannot drift 
 from __future__ import annotations
 
 import json
-import os
-import threading
-from pathlib import Path
 from typing import Any
 
-from agentbox.audit.segments import rotate_by_rename
 from agentbox.egress.approvals import ApprovalRequest
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
@@ -17,10 +13,6 @@ from agentbox.errors import InvalidInput
 from agentbox.model.network import NetworkPolicy, parse_policy
 
 JsonObject = dict[str, Any]
-# The decision log rotates like the audit log, but keeps only the newest segments: the audit
-# log has every decision too (hash-chained), this one is for looking at recent traffic.
-NET_LOG_ROTATE_BYTES = 8 << 20
-NET_LOG_SEGMENTS = 4
 
 
 def policy_to_json(policy: NetworkPolicy) -> JsonObject:
@@ -68,34 +60,3 @@ def approval_from_json(data: JsonObject) -> ApprovalRequest:
 
 def dump_line(data: JsonObject) -> bytes:
     return (json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode()
-
-
-class JsonlSink:
-    """Appends each record as one JSON line to an owner-only file (a RecordSink). Past
-    `rotate_bytes` the file becomes the newest of at most `keep` segments (see agentbox.audit.segments)."""
-
-    def __init__(self, *, path: Path, rotate_bytes: int = NET_LOG_ROTATE_BYTES, keep: int = NET_LOG_SEGMENTS) -> None:
-        self.path = path
-        self._rotate_bytes, self._keep = rotate_bytes, keep
-        self._lock = threading.Lock()
-        self._open()
-
-    def _open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._size = os.fstat(fd).st_size
-        self._file = os.fdopen(fd, "ab")
-
-    def __call__(self, record: ConnectionRecord) -> None:
-        line = dump_line(record_to_json(record))
-        with self._lock:
-            if self._size >= self._rotate_bytes:
-                self._file.close()
-                rotate_by_rename(path=self.path, keep=self._keep)
-                self._open()
-            self._file.write(line)
-            self._file.flush()
-            self._size += len(line)
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()

@@ -39,7 +39,10 @@ def held_lock(*, path: Path, busy: Busy, wait_s: float = 0.0) -> Iterator[None]:
                     raise busy from None
                 time.sleep(LOCK_POLL_S)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(current_identity().to_json()).encode() + b"\n", 0)
+        try:
+            os.pwrite(fd, json.dumps(current_identity().to_json()).encode() + b"\n", 0)
+        except OSError as exc:  # a full data dir: say which file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         try:
             yield
         finally:

@@ -31,6 +31,7 @@ MIN_BYTES = 16 << 20
 _MIB = 1 << 20
 _TOOLS = ("mkfs.ext4", "e2fsck", "resize2fs", "mount", "umount")
 _OPTIONS = "loop,nodev,nosuid,noexec,discard"
+LOOP_CONTROL = Path("/dev/loop-control")  # what `mount -o loop` asks for a free loop device
 _BUSY_TRIES = 50  # 0.2 s apart
 _RELEASE_TRIES = 150  # 0.2 s apart: an unplug under TCG can take seconds
 _FIT_ROUNDS = 4  # ext4's overhead changes a little with its size: a few rounds reach the target
@@ -47,7 +48,11 @@ def unavailable_reason() -> str:
     if os.geteuid() != 0:
         return "a size-limited outbox is a loop-mounted filesystem, which needs root"
     missing = [tool for tool in _TOOLS if shutil.which(tool) is None]
-    return f"{', '.join(missing)} not installed (e2fsprogs, mount)" if missing else ""
+    if missing:
+        return f"{', '.join(missing)} not installed (e2fsprogs, mount)"
+    if not LOOP_CONTROL.exists():
+        return f"no loop devices ({LOOP_CONTROL} is missing: the loop kernel module, or a container without it)"
+    return ""
 
 
 def create(*, image: Path, mountpoint: Path, capacity: int, owner: int, populate_from: Path | None = None) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentbox.errors import ImageError, InvalidInput, PermissionDenied, ToolFailed
-from agentbox.images.tools import find_tool, remove_tree, run_tool
+from agentbox.errors import ImageError, InvalidInput, ToolFailed
+from agentbox.images.tools import remove_tree, require_root_and_tools, run_tool
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import is_debian_package_name
 
@@ -130,16 +130,12 @@ class BuiltImage:
     cmdline: str
 
 
-def check_build_prerequisites(*, recipe: DebianRecipe) -> None:
-    """Raise before any work if this process cannot build: root and the tools are needed."""
-    if os.geteuid() != 0:
-        raise PermissionDenied(
-            f"building the {recipe.name} image needs root (debootstrap creates device "
-            "nodes and chroots)",
-            hint=f"sudo agentbox image build {recipe.name}",
-        )
-    for tool, package in _tools():
-        find_tool(tool, package=package)
+def check_build_prerequisites(*, recipe: DebianRecipe) -> dict[str, str]:
+    """Raise before any work if this process cannot build: root and the tools are needed;
+    returns each tool's path."""
+    return require_root_and_tools(
+        needs_root=f"building the {recipe.name} image needs root (debootstrap creates device nodes and chroots)",
+        hint=f"sudo agentbox image build {recipe.name}", tools=_tools())
 
 
 def build_debian_image(
@@ -154,11 +150,10 @@ def build_debian_image(
     Intermediate files (the root tree, the raw disk) go in `out_dir/work`, which is removed
     whatever happens, so `out_dir` should be on the file system the image will live on.
     """
-    check_build_prerequisites(recipe=recipe)
+    tools = check_build_prerequisites(recipe=recipe)
     for package in recipe.packages:
         if not is_debian_package_name(package):
             raise InvalidInput(f"recipe {recipe.name}: {package!r} is not a Debian package name")
-    tools = {tool: find_tool(tool, package=package) for tool, package in _tools()}
     work = out_dir / "work"
     root = work / "root"
     try:
@@ -189,18 +184,29 @@ def build_debian_image(
             cancel=cancel,
         )
 
-        disk = out_dir / "disk.qcow2"
-        step.next("convert to qcow2", disk.name)
-        run_tool([tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(disk)], cancel=cancel)
+        built = finish_image(raw=raw, kernel=kernel, initrd=initrd, out_dir=out_dir, tools=tools, step=step,
+                             cancel=cancel)
     except BaseException:
-        for name in ("disk.qcow2", "vmlinuz", "initrd.img"):
-            (out_dir / name).unlink(missing_ok=True)
+        remove_outputs(out_dir)
         raise
     finally:
         remove_tree(work)
-    return BuiltImage(
-        disk=disk, disk_format="qcow2", kernel=kernel, initrd=initrd, cmdline=KERNEL_CMDLINE
-    )
+    return built
+
+
+def finish_image(*, raw: Path, kernel: Path, initrd: Path, out_dir: Path, tools: Mapping[str, str],
+                 step: BuildSteps, cancel: CancelToken) -> BuiltImage:
+    """A build's last step, base or layer: the raw disk converted to `out_dir/disk.qcow2`."""
+    disk = out_dir / "disk.qcow2"
+    step.next("convert to qcow2", disk.name)
+    run_tool([tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(disk)], cancel=cancel)
+    return BuiltImage(disk=disk, disk_format="qcow2", kernel=kernel, initrd=initrd, cmdline=KERNEL_CMDLINE)
+
+
+def remove_outputs(out_dir: Path) -> None:
+    """What a failed or cancelled build leaves in `out_dir` goes (its work tree is removed apart)."""
+    for name in ("disk.qcow2", "vmlinuz", "initrd.img"):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 class BuildSteps:

@@ -22,21 +22,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox.errors import ImageError, InvalidInput, PermissionDenied, ToolFailed
+from agentbox.errors import ImageError, InvalidInput, ToolFailed
 from agentbox.images.debian_build import (
     DEFAULT_MIRROR,
-    KERNEL_CMDLINE,
     BuildSteps,
     BuiltImage,
     DebianRecipe,
     build_env,
     chroot_run,
     extract_kernel,
+    finish_image,
     forbid_service_starts,
     inside,
     remove_apt_lists,
+    remove_outputs,
 )
-from agentbox.images.tools import find_tool, remove_tree, run_tool
+from agentbox.images.tools import remove_tree, require_root_and_tools, run_tool
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.model.template import DEBIAN_PACKAGE_RULE, is_debian_package_name
 
@@ -92,16 +93,13 @@ def layer_recipe(*, base: DebianRecipe, apt: Iterable[str]) -> LayerRecipe:
     return LayerRecipe(base=base, apt=packages, disk_size_gib=max(LAYER_DISK_GIB, base.disk_size_gib))
 
 
-def check_layer_prerequisites(*, recipe: LayerRecipe) -> None:
-    """Raise before any work if this process cannot build a layer: root and the tools."""
-    if os.geteuid() != 0:
-        raise PermissionDenied(
-            f"building an image with packages ({', '.join(recipe.apt)}) needs root "
-            "(it loop-mounts the image and runs apt-get in a chroot)",
-            hint="run that agentbox command once with sudo; the image is cached after that",
-        )
-    for tool, package in _tools():
-        find_tool(tool, package=package)
+def check_layer_prerequisites(*, recipe: LayerRecipe) -> dict[str, str]:
+    """Raise before any work if this process cannot build a layer: root and the tools;
+    returns each tool's path."""
+    return require_root_and_tools(
+        needs_root=(f"building an image with packages ({', '.join(recipe.apt)}) needs root "
+                    "(it loop-mounts the image and runs apt-get in a chroot)"),
+        hint="run that agentbox command once with sudo; the image is cached after that", tools=_tools())
 
 
 def build_layer_image(
@@ -117,8 +115,7 @@ def build_layer_image(
     The raw copy and its mount point live in `out_dir/work`, which is unmounted and removed
     whatever happens; on failure the outputs are removed too.
     """
-    check_layer_prerequisites(recipe=recipe)
-    tools = {tool: find_tool(tool, package=package) for tool, package in _tools()}
+    tools = check_layer_prerequisites(recipe=recipe)
     work = out_dir / "work"
     raw = work / "disk.raw"
     root = work / "root"
@@ -160,12 +157,10 @@ def build_layer_image(
         _flush(raw)
         _verify_installed(raw=raw, packages=recipe.apt, tools=tools, cancel=cancel)
 
-        disk = out_dir / "disk.qcow2"
-        step.next("convert to qcow2", disk.name)
-        run_tool([tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(disk)], cancel=cancel)
+        built = finish_image(raw=raw, kernel=kernel, initrd=initrd, out_dir=out_dir, tools=tools, step=step,
+                             cancel=cancel)
     except BaseException:
-        for name in ("disk.qcow2", "vmlinuz", "initrd.img"):
-            (out_dir / name).unlink(missing_ok=True)
+        remove_outputs(out_dir)
         raise
     finally:
         if mounted:
@@ -173,7 +168,7 @@ def build_layer_image(
         if device is not None:
             _detach(device=device, tools=tools)
         remove_tree(work)  # lazily unmounts whatever is still mounted below it
-    return BuiltImage(disk=disk, disk_format="qcow2", kernel=kernel, initrd=initrd, cmdline=KERNEL_CMDLINE)
+    return built
 
 
 def _tools() -> tuple[tuple[str, str], ...]:

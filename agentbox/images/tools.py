@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
-from agentbox.errors import ImageError, ToolFailed
+from agentbox.errors import ImageError, PermissionDenied, ToolFailed
 from agentbox.model.progress import CancelToken
 
 TOOLS_HINT = "apt-get install debootstrap e2fsprogs qemu-utils"
@@ -33,6 +33,14 @@ def find_tool(name: str, *, package: str) -> str:
             hint=TOOLS_HINT,
         )
     return found
+
+
+def require_root_and_tools(*, needs_root: str, hint: str, tools: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Raise before any work if this process cannot build: root (`needs_root` says why) and
+    each (tool, package); returns each tool's absolute path."""
+    if os.geteuid() != 0:
+        raise PermissionDenied(needs_root, hint=hint)
+    return {tool: find_tool(tool, package=package) for tool, package in tools}
 
 
 def run_tool(

@@ -63,6 +63,8 @@ def _write_atomically(*, path: Path, data: bytes, mode: int) -> None:
     try:
         write_atomically(path=path, data=data, mode=mode)
     except PermissionError as exc:
-        raise PermissionDenied(f"cannot write {path}: {exc.strerror}") from None
+        raise PermissionDenied(f"cannot write {path}: {exc.strerror}",
+                               hint=f"check the owner and permissions of {path.parent}") from None
     except OSError as exc:
-        raise AgentboxError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise AgentboxError(f"cannot write {path}: {exc.strerror or exc}",
+                            hint=f"check the free space and the permissions of {path.parent}") from None

@@ -11,12 +11,16 @@ themselves, so the order that matters is written down once:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from agentbox.errors import AgentboxError
 from agentbox.services.context import ServiceContext
 from agentbox.services.shares import ShareService
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
+
+log = logging.getLogger(__name__)
 
 
 class Attachments:
@@ -68,9 +72,18 @@ class Attachments:
         try:
             with self._shares.detached_for_snapshot(record=record):
                 yield
-        finally:
+        except BaseException:
+            # The snapshot's own error is what the user must see (a full storage dir, say): a
+            # forward that does not come back after it (a guest paused by that full disk) must
+            # not replace it. Egress stays closed meanwhile; the supervisor keeps retrying.
             if running:
-                self._ctx.egress.ensure_running(record=record, files=self._files(record))
+                try:
+                    self._ctx.egress.ensure_running(record=record, files=self._files(record))
+                except AgentboxError as again:
+                    log.warning("%s: after the failed snapshot: %s", record.name, again.message)
+            raise
+        if running:
+            self._ctx.egress.ensure_running(record=record, files=self._files(record))
 
     def _files(self, record: WorkspaceRecord) -> WorkspaceFiles:
         return self._ctx.records.files(name=record.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -11,11 +12,13 @@ from agentbox.audit import (
     Anchor,
     AuditLog,
     AuditRecord,
+    TrailVerdict,
     VerifyResult,
     follow_records,
     read_records,
     utc_now,
     verify_chain,
+    verify_trail,
 )
 from agentbox.config.paths import AppPaths
 from agentbox.errors import NotFound
@@ -23,6 +26,7 @@ from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken
 from agentbox.model.receipt import Receipt
 from agentbox.stores.receipts import ReceiptStore
+from agentbox.stores.records import RecordStore
 
 
 def find_audit_log(*, paths: AppPaths, name: str) -> Path:
@@ -30,6 +34,10 @@ def find_audit_log(*, paths: AppPaths, name: str) -> Path:
     validate_workspace_name(name)
     path = paths.audit_log(name)
     if not path.is_file():
+        if os.path.ismount(path.parent):  # e.g. a tmpfs over it: a log beneath would be hidden, not gone
+            raise NotFound(f"no audit log for workspace {name!r} in {path.parent}",
+                           hint=f"{path.parent} is a mount point: a log written before it was mounted is hidden "
+                                "beneath it (unmount it to see that one)")
         raise NotFound(f"no audit log for workspace {name!r}",
                        hint="agentbox list shows your workspaces; a log starts when a workspace is created "
                             "and is kept after destroy unless --purge was given")
@@ -67,6 +75,12 @@ class AuditService:
         heads = [anchor for receipt in ReceiptStore(paths=self._paths).readable(name=name)
                  if (anchor := _anchor_of(receipt)) is not None]
         return verify_chain(path=path, vouchers=heads)
+
+    def verify_trail(self, *, name: str) -> TrailVerdict:
+        """The decision trail (`net.jsonl`), against the heads the audit log noted for it."""
+        path = self.find(name=name)
+        records = ((r.event, r.details, r.ts) for r in read_records(path=path))
+        return verify_trail(path=RecordStore(paths=self._paths).files(name=name).net_log, audit_records=records)
 
     def append(self, *, name: str, event: str, details: Mapping[str, Any] | None = None) -> AuditRecord:
         return AuditLog(path=self._paths.audit_log(name), clock=self._clock).append(event=event, details=details)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agentbox.audit import record_anchor
 from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
 from agentbox.errors import AgentboxError, AlreadyExists, InvalidInput
 from agentbox.images.store import ImageInfo
@@ -22,6 +21,7 @@ from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
 from agentbox.services.attachments import Attachments
+from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
@@ -227,7 +227,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
                                            "clean_snapshot": record.clean_snapshot,
                                            "clean_fallback": record.clean_fallback,
                                            "network": policy.mode.value, "allowlist": list(policy.render())})
-    record_anchor(log=audit, why="created")
+    anchor_trail(ctx=ctx, name=name, why="created")
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agentbox.backends.accel import detect_accel, resolve_accel
 from agentbox.errors import AgentboxError
+from agentbox.host import outbox_disk
 from agentbox.model.workspace import Accel
 from agentbox.backends.base import DomainState
 from agentbox.services.context import ServiceContext
@@ -50,7 +51,7 @@ def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
         _tool("bindfs", "bindfs", required=False, why="lets the guest's user read every file of a live share"),
         _tool("ssh", "openssh-client", required=True), _build_privilege(),
         _writable("data dir", ctx.paths.data_dir), _writable("storage dir", ctx.settings.storage_dir),
-        _writable("image dir", ctx.settings.image_dir), _free_space(ctx.settings.storage_dir),
+        _writable("image dir", ctx.settings.image_dir), _free_space(ctx.settings.storage_dir), _outbox(ctx),
     ))
 
 
@@ -124,6 +125,19 @@ def _egress(ctx: ServiceContext) -> Check:
                      f"no egress (fail closed) in: {', '.join(down)}: its proxy or forward is down",
                      f"agentbox net show {down[0]} restarts them")
     return Check("egress", CheckStatus.OK, f"proxy and forward up for {len(running)} running workspace(s)")
+
+
+def _outbox(ctx: ServiceContext) -> Check:
+    """Whether the outbox's size limit can be enforced here: without it the guest gets no outbox."""
+    limit = ctx.settings.outbox_limit_mib
+    reason = outbox_disk.unavailable_reason()
+    if reason:
+        return Check("outbox limit", CheckStatus.WARN,
+                     f"cannot be enforced here ({reason}): workspaces get no outbox",
+                     "run agentbox as root with e2fsprogs and mount installed (sudo apt-get install e2fsprogs mount)")
+    return Check("outbox limit", CheckStatus.OK,
+                 f"enforced: each outbox is a loop-mounted ext4 image of {limit} MiB by default "
+                 "(create --outbox-mib, outbox --limit-mib, or outbox_limit_mib in settings)")
 
 
 def _build_privilege() -> Check:

@@ -9,10 +9,10 @@ or, while the proxy is down, straight to the policy file it will start from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from agentbox.audit import decision_details, unchained_path
 from agentbox.audit.lines import Cursor, last_lines, lines_after
 from agentbox.backends.base import DomainState
 from agentbox.egress.client import ApprovalStream
@@ -128,24 +128,33 @@ class NetworkService:
 
     def records(self, *, name: str, follow: bool = False,
                 cancel: CancelToken | None = None) -> Iterator[ConnectionRecord]:
-        """The proxy's decisions, oldest first (the kept segments, then the active file); with
-        `follow`, then new ones as they come, through any rotation of the log."""
+        """The proxy's decisions, oldest first (lines from before the chain, then the trail's
+        kept segments and its active file); with `follow`, then new ones as they come, through
+        any rotation. A damaged line is passed over here: `audit verify` reports it."""
         load_ready_record(ctx=self._ctx, name=name)
         path = self._files(name).net_log
+        for line in lines_after(path=unchained_path(path), cursor=Cursor()):
+            if (record := _decision_or_none(line)) is not None:
+                yield record
         cursor = Cursor()
         cancel = cancel or CancelToken()
         while True:
             for line in lines_after(path=path, cursor=cursor):
-                yield record_from_json(json.loads(line))
+                if (record := _decision_or_none(line)) is not None:
+                    yield record
             if not follow:
                 return
             cancel.wait(0.5)
 
     def recent(self, *, name: str, count: int) -> tuple[ConnectionRecord, ...]:
-        """The newest `count` decisions, oldest first, read from the end of the log (a damaged
+        """The newest `count` decisions, oldest first, read from the end of the trail (a damaged
         line is passed over): what a glance at the traffic needs, at any size of log."""
         load_ready_record(ctx=self._ctx, name=name)
-        return tuple(last_lines(path=self._files(name).net_log, count=count, parse=_decision_or_none))
+        path = self._files(name).net_log
+        found = last_lines(path=path, count=count, parse=_decision_or_none)
+        if len(found) < count:
+            found = last_lines(path=unchained_path(path), count=count - len(found), parse=_decision_or_none) + found
+        return tuple(found)
 
     def approval_requests(self, *, name: str) -> ApprovalStream:
         """Become an approver for the workspace's proxy: in allowlist mode it holds connections
@@ -163,7 +172,10 @@ class NetworkService:
 
 
 def _decision_or_none(line: bytes) -> ConnectionRecord | None:
+    details = decision_details(line)
+    if details is None:
+        return None
     try:
-        return record_from_json(json.loads(line))
+        return record_from_json(dict(details))
     except (ValueError, KeyError, TypeError):
         return None

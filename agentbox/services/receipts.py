@@ -41,6 +41,7 @@ from agentbox.model.receipt import (
 from agentbox.model.recording import RECORDING_SAVED_EVENT
 from agentbox.model.redaction import redact_argv
 from agentbox.provision.guest_changes import CHANGES_ARGV, CHANGES_LIMIT, NO_MARK_EXIT
+from agentbox.services.anchoring import note_trail_head
 from agentbox.services.context import ServiceContext
 from agentbox.stores.receipts import RECEIPT_EVENT, ReceiptStore
 from agentbox.services.outbox import OutboxEntry, OutboxService
@@ -75,6 +76,7 @@ class ReceiptService:
         """Build, store and audit the receipt of the session now ending. Raises only when it
         cannot be stored; a guest that does not answer is reported in the receipt."""
         name = record.name
+        note_trail_head(ctx=self._ctx, name=name, why=f"receipt {session_id}")  # the receipt's head covers it
         head = self._ctx.audit(name=name).head()  # before its own record, which holds the file's hash
         records = _session_records(path=self._ctx.paths.audit_log(name), session_id=session_id, started=started)
         receipt = Receipt(

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from agentbox.audit import record_anchor
 from agentbox.backends.base import DomainState
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AgentboxError, Cancelled, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, ProgressCallback
+from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.host.locks import workspace_lock
@@ -147,7 +147,7 @@ class SessionService:
             ctx.audit(name=name).append(event="session.ended", details={
                 "session": session.id, "reason": reason, "duration_s": round(ended.duration_s, 3),
                 "reset": outcome.path.value if outcome else None})
-            record_anchor(log=ctx.audit(name=name), why="session.ended")
+            anchor_trail(ctx=ctx, name=name, why="session.ended")
             return ended
 
     def run(self, *, argv: Sequence[str], name: str | None, template: str | None, max_minutes: float | None,

@@ -9,6 +9,7 @@ reset recreates the overlay disk and cold boots instead, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,6 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from agentbox.audit import record_anchor
 from agentbox.backends.base import DomainState, SnapshotInfo
 from agentbox.errors import AgentboxError, BackendError, GuestError, HostKeyMismatch, InvalidInput, NotFound
 from agentbox.images.store import ImageInfo
@@ -24,6 +24,7 @@ from agentbox.model.names import validate_label
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import refresh_argv, refresh_input
+from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
@@ -140,7 +141,7 @@ class SnapshotService:
             outcome = self._cold_boot(record=record, started=started, on_progress=on_progress, cancel=cancel)
         self._ctx.records.save(record=replace(record, last_reset=self._ctx.clock().isoformat(timespec="seconds")))
         self._ctx.audit(name=record.name).append(event="reset", details=_details(outcome))
-        record_anchor(log=self._ctx.audit(name=record.name), why="reset")
+        anchor_trail(ctx=self._ctx, name=record.name, why="reset")
         return outcome
 
     def restore(self, *, name: str, label: str, on_progress: ProgressCallback,
@@ -265,8 +266,18 @@ class SnapshotService:
             with self._attachments.around_snapshot(record=record, running=running):
                 snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
                                                    description=f"agentbox checkpoint {label} of {name}")
-            ctx.audit(name=name).append(event="checkpoint", details={"label": label, "with_memory": snap.with_memory})
-            record_anchor(log=ctx.audit(name=name), why=f"checkpoint {label}")
+            try:
+                ctx.audit(name=name).append(event="checkpoint", details={"label": label,
+                                                                         "with_memory": snap.with_memory})
+                anchor_trail(ctx=ctx, name=name, why=f"checkpoint {label}")
+            except AgentboxError as exc:
+                # Not recorded, not kept: a checkpoint the audit trail does not vouch for must not stay.
+                ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
+                with contextlib.suppress(AgentboxError):
+                    ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label,
+                                                                                     "why": exc.message})
+                raise AgentboxError(f"checkpoint {label} of {name} was not kept: {exc.message}",
+                                    hint=exc.hint) from None
             return _as_checkpoint(snap)
 
     def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:

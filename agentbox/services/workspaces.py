@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox.audit import record_anchor, remove_anchors, remove_log
+from agentbox.audit import remove_anchors, remove_log
 from agentbox.backends.base import DomainInfo, DomainState
 from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
@@ -18,6 +18,7 @@ from agentbox.model.recording import RecordingKind
 from agentbox.model.redaction import redact_argv
 from agentbox.model.workspace import Workspace, WorkspaceState
 from agentbox.model.template import Resources
+from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
 from agentbox.host.locks import is_locked, workspace_lock
@@ -149,7 +150,7 @@ class WorkspaceService:
                 ctx.backend.destroy(name=record.domain)
             self._attachments.after_power_off(record=record)
             ctx.audit(name=name).append(event="stopped", details={"how": how})
-            record_anchor(log=ctx.audit(name=name), why="stopped")
+            anchor_trail(ctx=ctx, name=name, why="stopped")
         return self.get(name=name)
 
     def _wait_stopped(self, *, domain: str, timeout_s: float, cancel: CancelToken) -> bool:
@@ -201,7 +202,7 @@ class WorkspaceService:
                 EvidenceStore(paths=ctx.paths, storage_dir=ctx.settings.storage_dir).purge(name=name)
             else:
                 ctx.audit(name=name).append(event="destroyed", details={"domain": domain})
-                record_anchor(log=ctx.audit(name=name), why="destroyed")
+                anchor_trail(ctx=ctx, name=name, why="destroyed")
             (ctx.paths.locks_dir / f"{name}.lock").unlink(missing_ok=True)
 
     # -- getting in ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentbox.audit import AuditRecord, RecentRecords, tail_records
+from agentbox.audit import DECISION_EVENT, HEAD_EVENT, AuditRecord, RecentRecords, tail_records
 from agentbox.bootstrap import Services
 from agentbox.egress.records import ConnectionRecord
 from agentbox.errors import AgentboxError
@@ -26,7 +26,9 @@ from agentbox.stores.ssh_config import alias
 RECENT_EVENTS = 5
 RECENT_DECISIONS = 3
 RECENT_KEYS = ("target", "label", "path", "how", "reason", "tag", "mode", "verdict", "host")
-OWN_ROWS = ("network.decision",)  # shown in the details' own network row, not among recent events
+# Decisions are shown in the details' own network row, not among recent events; the trail's
+# noted heads are bookkeeping for `audit verify`.
+OWN_ROWS = (DECISION_EVENT, HEAD_EVENT)
 NETWORK_MEANING = {NetworkMode.OFF: "no network at all", NetworkMode.ALLOWLIST: "only listed destinations",
                    NetworkMode.OPEN: "any public address"}
 NEVER = "never"

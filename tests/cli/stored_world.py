@@ -164,6 +164,8 @@ def _child(work: Path, argv: Sequence[str], steps: Steps) -> int:
                        egress=StoredEgress(state=work / "egress.json", steps=steps))
     services = bootstrap.build_services(ctx=ctx)
     bootstrap.build_services = lambda **_: services  # what the CLI's commands call
+    # ... and what `audit` and `receipts` call: the same data dir, not the default one
+    bootstrap.build_history = lambda **_: bootstrap.History(audit=services.audit, receipts=services.receipts)
     return main(list(argv))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -199,3 +200,17 @@ def test_verify_walks_every_segment_and_names_the_file_of_a_break(agentbox_root:
     assert code == 1 and f"BROKEN at line 1 of {segments[2].name} (deleted)" in out
     code, out, err = run(["audit", "ws"], capsys)
     assert code == 0 and "warning: this log does not verify" in err
+
+
+def test_a_file_system_mounted_over_the_audit_dir_is_named_when_it_hides_the_log(agentbox_root: Path,
+                                                                                capsys) -> None:
+    log = three_records(agentbox_root)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(log.path.parent)], check=True)
+    try:
+        code, _, err = run(["audit", "verify", "ws"], capsys)
+    finally:
+        subprocess.run(["umount", str(log.path.parent)], check=True)
+    assert code == 4 and "no audit log for workspace 'ws'" in err
+    assert "is a mount point: a log written before it was mounted is hidden beneath it" in err
+    code, out, _ = run(["audit", "verify", "ws"], capsys)
+    assert code == 0 and "intact: 3 record(s)" in out  # it was there all along

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +158,28 @@ def test_template_with_a_bad_allowlist_entry_names_line_and_field(agentbox_root:
     code, _, err = run(["template", "show", "leaky"], capsys)
     assert code == 3
     assert f"{path}:5: policy.allowlist:" in err and "http://x/y" in err
+
+
+def test_doctor_says_whether_the_outbox_limit_can_be_enforced_and_the_default(agentbox_root: Path, capsys) -> None:
+    settings = agentbox_root / "config" / "settings.yaml"
+    settings.write_text(settings.read_text() + "outbox_limit_mib: 256\n")
+    _, out, _ = run(["doctor"], capsys)
+    [line] = [line for line in out.splitlines() if "outbox limit" in line]
+    if os.geteuid() == 0 and shutil.which("mkfs.ext4") and Path("/dev/loop-control").exists():
+        assert line.startswith("[ok") and "256 MiB by default" in line, out
+    else:
+        assert line.startswith("[warn]") and "workspaces get no outbox" in line, out
+
+
+def test_doctor_as_a_user_says_the_outbox_limit_needs_root(agentbox_root: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("runs doctor as nobody, which needs root to switch to")
+    for folder in (agentbox_root, *agentbox_root.parents):  # nobody must reach the settings and the test node
+        if folder == Path("/tmp"):
+            break
+        os.chmod(folder, 0o755)
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                           "agentbox", "doctor"], capture_output=True, text=True, timeout=120, cwd="/",
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "HOME": "/"})
+    [line] = [line for line in done.stdout.splitlines() if "outbox limit" in line] or [done.stderr]
+    assert line.startswith("[warn]") and "needs root" in line and "workspaces get no outbox" in line, done.stdout

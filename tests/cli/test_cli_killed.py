@@ -29,14 +29,6 @@ def no_mounts_outlive_the_test(tmp_path: Path) -> Iterator[None]:
         bind_mounts.unmount(mountpoint)
 
 
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "readme.md").write_text("hello\n")
-    return folder
-
-
 def ok(run: CliRun) -> CliRun:
     assert run.code == 0, (run.code, run.err[-800:])
     return run

@@ -268,6 +268,13 @@ def test_translate(code: int, domain: int, message: str, expected: type) -> None
     assert translated.message == f"do things: {message}"
 
 
+def test_translate_a_full_storage_dir_says_where_to_free_space() -> None:
+    err = _error(libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_QEMU,
+                 "operation failed: Error while writing VM state: No space left on device")
+    translated = translate(err, action="snapshot domain 'x' as 'checkpoint-a'")
+    assert type(translated) is BackendError and "storage dir is full" in (translated.hint or "")
+
+
 def test_translate_while_connecting_is_unavailable() -> None:
     err = _error(libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_FROM_TEST, "failed to parse")
     assert isinstance(translate(err, action="connect", connecting=True), BackendUnavailable)

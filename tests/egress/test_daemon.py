@@ -79,6 +79,14 @@ def wait_ready(process: subprocess.Popen[str], paths: Files) -> None:
         time.sleep(0.02)
 
 
+def decisions(log: Path) -> list[dict[str, object]]:
+    """The decisions in the trail, each a record of the hash chain (seq, prev, event, details)."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert all(r["event"] == "network.decision" for r in records)
+    return [r["details"] for r in records]
+
+
 def stop(process: subprocess.Popen[str]) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout=20)
@@ -123,7 +131,7 @@ def test_daemon_serves_persists_its_policy_and_cleans_up_on_sigterm(tmp_path: Pa
             code = stop(process)
     assert code == 0
     assert not paths.proxy.exists() and not paths.control.exists() and not paths.pid.exists()
-    records = [json.loads(line) for line in paths.log.read_text().splitlines()]
+    records = decisions(paths.log)
     assert [(r["host"], r["port"], r["method"], r["allowed"], r["outcome"], r["bytes_up"]) for r in records] == [
         ("127.0.0.1", port, "CONNECT", True, "completed", len(b"from the guest"))]
 
@@ -147,7 +155,7 @@ def test_a_restarted_daemon_keeps_the_policy_it_was_given_through_control(tmp_pa
         assert head.startswith(b"HTTP/1.1 403") and b"mode:off" in body
     finally:
         assert stop(second) == 0
-    assert [json.loads(line)["rule"] for line in paths.log.read_text().splitlines()] == ["mode:off"]
+    assert [r["rule"] for r in decisions(paths.log)] == ["mode:off"]
 
 
 def test_the_daemon_refuses_to_start_without_a_valid_policy_file(tmp_path: Path) -> None:

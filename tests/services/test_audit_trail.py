@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from agentbox.audit import GENESIS, AuditLog, BreakKind, log_files, read_anchors, read_records, verify_chain
+from agentbox.audit import (
+    DECISION_EVENT,
+    GENESIS,
+    HEAD_EVENT,
+    AuditLog,
+    BreakKind,
+    decision_trail,
+    log_files,
+    read_anchors,
+    read_records,
+    verify_chain,
+)
 from agentbox.model.progress import CancelToken
 from agentbox.services.audit import AuditService
 from agentbox.services.create import CreateRequest, create_workspace
@@ -96,3 +107,31 @@ def test_purge_removes_the_anchors_file(service: WorkspaceService, world: World)
     assert anchors.is_file()
     service.destroy(name="ws", on_progress=noop, purge=True)
     assert not anchors.exists()
+
+
+def test_lifecycle_moments_note_the_decision_trail_head_and_verify_covers_it(service: WorkspaceService,
+                                                                           world: World) -> None:
+    trail = decision_trail(path=world.ctx.records.files(name="ws").net_log)
+    for n in range(3):
+        trail.append(event=DECISION_EVENT, details={"host": f"h{n}.example", "allowed": False})
+    SnapshotService(ctx=world.ctx).reset(name="ws", on_progress=noop, cancel=CancelToken())
+    trail.append(event=DECISION_EVENT, details={"host": "h3.example", "allowed": True})
+    service.stop(name="ws", force=True, on_progress=noop, cancel=CancelToken())
+    log = world.ctx.paths.audit_log("ws")
+    heads = [r.details for r in read_records(path=log) if r.event == HEAD_EVENT]
+    assert [(h["seq"], h["why"]) for h in heads] == [(3, "reset"), (4, "stopped")]
+    assert heads[-1]["hash"] == trail.head().hash  # type: ignore[union-attr]
+    by_seq = {r.seq: r for r in read_records(path=log)}
+    assert by_seq[read_anchors(log=log).anchors[-1].seq].event == HEAD_EVENT  # the audit anchor covers it
+    audit = AuditService(paths=world.ctx.paths)
+    assert audit.verify_trail(name="ws").intact
+
+    net = trail.path
+    net.write_bytes(b"".join(net.read_bytes().splitlines(keepends=True)[:-1]))
+    cut = audit.verify_trail(name="ws")
+    assert not cut.intact and cut.result is not None and cut.result.first_break is not None
+    assert cut.result.first_break.kind is BreakKind.TRUNCATED
+
+    service.destroy(name="ws", on_progress=noop)  # the trail goes with the workspace's files
+    gone = audit.verify_trail(name="ws")
+    assert gone.intact and gone.removed and not net.exists()

@@ -11,7 +11,8 @@ from agentbox.audit.segments import segment_paths
 from agentbox.backends.base import DomainState
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
-from agentbox.egress.wire import JsonlSink, dump_line, record_to_json
+from agentbox.audit import DECISION_EVENT, TRAIL_SEGMENTS, decision_trail, set_aside_unchained
+from agentbox.egress.wire import dump_line, record_to_json
 from agentbox.errors import EgressError, InvalidInput
 from agentbox.model.network import NetworkMode
 from agentbox.model.progress import CancelToken
@@ -130,17 +131,16 @@ def test_the_net_log_is_followed_through_rotations_and_read_from_its_end(world: 
     make(world)
     network = NetworkService(ctx=world.ctx)
     path = world.ctx.records.files(name="ws").net_log
-    sink = JsonlSink(path=path, rotate_bytes=600, keep=4)  # about 3 decisions a file
+    trail = decision_trail(path=path, rotate_bytes=1200)  # about 3 decisions a file
     follow = network.records(name="ws", follow=True, cancel=CancelToken())
     written = 0
     for _ in range(4):  # each batch rotates the file the follower is in, twice
         for _ in range(7):
-            sink(decision(written))
+            trail.append(event=DECISION_EVENT, details=record_to_json(decision(written)))
             written += 1
         assert [next(follow).host for _ in range(7)] == [f"host{n}.example" for n in range(written - 7, written)]
-    sink.close()
     follow.close()
-    assert len(segment_paths(path)) == 4  # the oldest were dropped
+    assert len(segment_paths(path)) == TRAIL_SEGMENTS  # the oldest were dropped
     kept = [r.host for r in network.records(name="ws")]
     assert kept == [f"host{n}.example" for n in range(written - len(kept), written)] and len(kept) < written
     assert [r.host for r in network.recent(name="ws", count=3)] == [f"host{n}.example" for n in (25, 26, 27)]
@@ -151,6 +151,23 @@ def test_recent_decisions_pass_over_a_damaged_line(world: World) -> None:
     network = NetworkService(ctx=world.ctx)
     assert network.recent(name="ws", count=3) == ()  # no log yet
     path = world.ctx.records.files(name="ws").net_log
-    path.write_bytes(dump_line(record_to_json(decision(1))) + b"not json\n" + dump_line(record_to_json(decision(2)))
-                     + b'{"time": "partial')
+    trail = decision_trail(path=path)
+    trail.append(event=DECISION_EVENT, details=record_to_json(decision(1)))
+    with path.open("ab") as log:
+        log.write(b"not json\n")
+    trail.append(event=DECISION_EVENT, details=record_to_json(decision(2)))
+    trail.append(event="gateway.other", details={"host": "not a decision"})  # another event: not shown
+    with path.open("ab") as log:
+        log.write(b'{"time": "partial')
     assert [r.host for r in network.recent(name="ws", count=5)] == ["host1.example", "host2.example"]
+
+
+def test_decisions_from_before_the_chain_are_read_before_the_chained_ones(world: World) -> None:
+    make(world)
+    network = NetworkService(ctx=world.ctx)
+    path = world.ctx.records.files(name="ws").net_log
+    path.write_bytes(dump_line(record_to_json(decision(1))) + dump_line(record_to_json(decision(2))))
+    assert set_aside_unchained(path) == 1  # what a proxy does when it starts
+    decision_trail(path=path).append(event=DECISION_EVENT, details=record_to_json(decision(3)))
+    assert [r.host for r in network.records(name="ws")] == ["host1.example", "host2.example", "host3.example"]
+    assert [r.host for r in network.recent(name="ws", count=2)] == ["host2.example", "host3.example"]

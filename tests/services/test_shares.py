@@ -28,14 +28,6 @@ from .conftest import World
 DOMAIN = "agentbox-ws"
 
 
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "readme.md").write_text("hello\n")
-    return folder
-
-
 def make(world: World, **kwargs: object) -> None:
     create_workspace(ctx=world.ctx, request=CreateRequest(name="ws", **kwargs),  # type: ignore[arg-type]
                      on_progress=world.progress.append, cancel=CancelToken())

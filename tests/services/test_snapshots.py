@@ -9,7 +9,7 @@ import pytest
 
 from agentbox.backends.base import DomainState
 from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
-from agentbox.errors import Busy, InvalidInput, NotFound
+from agentbox.errors import BackendError, Busy, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import SEED_BYTES, is_refresh
@@ -208,3 +208,13 @@ def test_a_reset_holds_the_forward_down_through_the_power_cycle_and_releases_it(
     world.egress.ensured.clear()
     reset(world)
     assert world.egress.held_for_reset == ["ws"] and world.egress.ensured == ["ws"]
+
+
+def test_a_failed_checkpoint_says_why_even_when_the_forward_does_not_come_back(world: World) -> None:
+    make(world)
+    world.backend.fail_on.add("create_snapshot")  # say, QEMU found the storage dir full
+    world.egress.fail_start = True  # and the guest, paused by that full disk, takes no forward
+    with pytest.raises(BackendError, match="injected"):
+        SnapshotService(ctx=world.ctx).checkpoint(name="ws", label="before")
+    assert world.egress.ensured[-1] == "ws"  # it was tried all the same
+    assert [s.name for s in world.backend.list_snapshots(name="agentbox-ws")] == ["clean-1"]

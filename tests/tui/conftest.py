@@ -38,7 +38,8 @@ from agentbox.egress.client import PolicyChange
 from agentbox.egress.daemon import save_policy_file
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
-from agentbox.egress.wire import dump_line, record_to_json
+from agentbox.audit import DECISION_EVENT, decision_trail
+from agentbox.egress.wire import record_to_json
 from agentbox.errors import BackendUnavailable, EgressError, GuestError
 from agentbox.images.store import ImageStore
 from agentbox.model.network import NetworkPolicy
@@ -268,8 +269,8 @@ class TuiWorld:
             address="" if not allowed else "151.101.0.50", port=port, method="CONNECT",
             decision=Decision(allowed, rule, "test"), outcome=Outcome(outcome if allowed else "denied"),
             bytes_up=10, bytes_down=20, duration_s=0.5)
-        with self.ctx.records.files(name=name).net_log.open("ab") as log:
-            log.write(dump_line(record_to_json(record)))
+        decision_trail(path=self.ctx.records.files(name=name).net_log, clock=lambda: FIXED_NOW).append(
+            event=DECISION_EVENT, details=record_to_json(record))
 
 
 @pytest.fixture(autouse=True)

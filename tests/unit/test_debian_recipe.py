@@ -183,7 +183,7 @@ class FakeTools:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     tools = FakeTools()
     monkeypatch.setattr(debian_build.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(debian_build, "find_tool", lambda name, *, package: f"/usr/sbin/{name}")
+    monkeypatch.setattr(tools_module, "find_tool", lambda name, *, package: f"/usr/sbin/{name}")
     monkeypatch.setattr(debian_build, "run_tool", tools)
     return tools
 

@@ -124,3 +124,7 @@ def test_the_policy_survives_reset_and_stop_start(vm_env: VmEnv, ws: str, server
     services.workspaces.start(name=ws, on_progress=quiet, cancel=CancelToken())
     assert curl(vm_env, ws, servers[0]) == (0, f"hello from {servers[0]}\n")
     assert services.network.policy(name=ws).render() == (f"127.0.0.1:{servers[0]}",)
+    # Every decision the guest's traffic made is in the hash-chained trail, whose head the
+    # reset and the stop noted in the audit log: `audit verify` covers it.
+    trail = services.audit.verify_trail(name=ws)
+    assert trail.intact and trail.heads >= 2 and trail.result is not None and trail.result.records >= 2

@@ -36,6 +36,10 @@ _NO_CONNECTION = frozenset({libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_
 _TRANSPORT_DOMAINS = frozenset({libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE})
 
 
+NO_SPACE_HINT = ("the file system of agentbox's storage dir is full (agentbox doctor shows its free space): "
+                 "free some space there, then try again")
+
+
 def translate(err: libvirt.libvirtError, *, action: str, connecting: bool = False) -> AgentboxError:
     """The AgentboxError for `err`, raised while doing `action` (e.g. "start domain 'x'").
 
@@ -58,4 +62,6 @@ def translate(err: libvirt.libvirtError, *, action: str, connecting: bool = Fals
     )
     if connecting or code in _NO_CONNECTION or transport:
         return BackendUnavailable(message, hint=UNAVAILABLE_HINT)
+    if "No space left on device" in detail:  # QEMU writing a snapshot or a disk into a full storage dir
+        return BackendError(message, hint=NO_SPACE_HINT)
     return BackendError(message)
