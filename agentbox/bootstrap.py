@@ -13,6 +13,7 @@ from agentbox.config.settings import load_settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
 from agentbox.services.audit import AuditService
+from agentbox.services.audit_export import AuditBundles
 from agentbox.services.context import ServiceContext
 from agentbox.services.crash_log import CrashLog
 from agentbox.services.create import CreateService
@@ -63,6 +64,7 @@ class History:
     audit: AuditService
     receipts: ReceiptStore
     recordings: RecordingStore
+    bundles: AuditBundles
 
 
 def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
@@ -103,4 +105,4 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
 def build_history(*, paths: AppPaths | None = None) -> History:
     paths = paths or AppPaths.default()
     return History(audit=AuditService(paths=paths), receipts=ReceiptStore(paths=paths),
-                   recordings=RecordingStore(paths=paths))
+                   recordings=RecordingStore(paths=paths), bundles=AuditBundles(paths=paths))

@@ -26,7 +26,9 @@ _MAX_VALUE = 80
 
 _USAGE = """\
 agentbox audit [show] NAME [--since TIME] [--follow] [--json]
-       agentbox audit verify NAME [--json]"""
+       agentbox audit verify NAME [--json]
+       agentbox audit export NAME --out FILE [--with-evidence]
+       agentbox audit verify --bundle FILE"""
 _DESCRIPTION = """\
 Every workspace has an append-only audit log (lifecycle, resets, commands, network
 decisions); each record carries the hash of the one before it. The log outlives
@@ -34,13 +36,22 @@ decisions); each record carries the hash of the one before it. The log outlives
 
   agentbox audit NAME          show the records (same as `agentbox audit show NAME`)
   agentbox audit verify NAME   check every link and that no anchored record is missing (a log
-                               cut short); exit 1 and name the first break"""
+                               cut short); exit 1 and name the first break
+  agentbox audit export NAME --out FILE
+                               one .tar.gz with the audit log, network decisions, receipts,
+                               recordings and evidence manifests, with each file's SHA-256
+  agentbox audit verify --bundle FILE
+                               check such a bundle anywhere (no workspace needed)"""
 
 
 def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     audit = sub.add_parser("audit", help="show, follow or verify a workspace's audit trail", usage=_USAGE,
                            description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    audit.add_argument("words", nargs="+", metavar="NAME", help="[show|verify] then the workspace name")
+    audit.add_argument("words", nargs="+", metavar="NAME", help="[show|verify|export] then the workspace name")
+    audit.add_argument("--out", metavar="FILE", type=Path, help="export: the bundle to write (.tar.gz)")
+    audit.add_argument("--with-evidence", action="store_true",
+                       help="export: also the panic evidence's RAM and disk copies (large)")
+    audit.add_argument("--bundle", metavar="FILE", type=Path, help="verify: check an exported bundle instead")
     audit.add_argument("--since", metavar="TIME",
                        help="only records at or after TIME: ISO 8601 or an age (30s, 10m, 2h, 1d)")
     audit.add_argument("--follow", "-f", action="store_true",
@@ -50,7 +61,15 @@ def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def audit_command(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        if args.words != ["verify"]:
+            raise InvalidInput("--bundle goes with verify alone", hint="agentbox audit verify --bundle FILE")
+        return verify_bundle(path=args.bundle, as_json=args.json)
     action, name = _action_and_name(args.words)
+    if action == "export":
+        return export(name=name, out=args.out, with_evidence=args.with_evidence)
+    if args.out is not None or args.with_evidence:
+        raise InvalidInput("--out and --with-evidence apply to export", hint=f"agentbox audit export {name} --out FILE")
     audit = bootstrap.build_history().audit
     audit.find(name=name)  # NotFound before anything else is said
     if action == "verify":
@@ -82,10 +101,11 @@ def audit_command(args: argparse.Namespace) -> int:
 def _action_and_name(words: list[str]) -> tuple[str, str]:
     if len(words) == 1:
         return "show", words[0]
-    if len(words) == 2 and words[0] in ("show", "verify"):
+    if len(words) == 2 and words[0] in ("show", "verify", "export"):
         return words[0], words[1]
     raise InvalidInput(f"unexpected arguments: {' '.join(words)}",
-                       hint="agentbox audit NAME, agentbox audit show NAME or agentbox audit verify NAME")
+                       hint="agentbox audit NAME, agentbox audit show NAME, agentbox audit verify NAME "
+                            "or agentbox audit export NAME --out FILE")
 
 
 def parse_since(*, text: str, now: datetime) -> datetime:
@@ -147,6 +167,36 @@ def _verify(*, name: str, result: VerifyResult, trail: TrailVerdict, as_json: bo
         print(f"  note: {result.unreadable_anchors} line(s) of {result.anchors_file} are not anchors (ignored)")
     _verify_trail(name=name, trail=trail)
     return 0 if intact else 1
+
+
+def export(*, name: str, out: Path | None, with_evidence: bool) -> int:
+    if out is None:
+        raise InvalidInput("export needs --out FILE", hint=f"agentbox audit export {name} --out {name}-audit.tar.gz")
+    bundles = bootstrap.build_history().bundles
+    bundle = bundles.export(name=name, out=out.expanduser().absolute(), with_evidence=with_evidence)
+    warning = "" if bundle.intact else f" (the trail did NOT verify when it was made: agentbox audit verify {name})"
+    print(f"wrote {bundle.path}: {bundle.files} file(s), {bundle.bytes} bytes{warning}")
+    print(f"check it anywhere: agentbox audit verify --bundle {bundle.path}")
+    return 0
+
+
+def verify_bundle(*, path: Path, as_json: bool) -> int:
+    check = bootstrap.build_history().bundles.check(path=path.expanduser())
+    if as_json:
+        print_json({**asdict(check), "intact": check.intact})
+        return 0 if check.intact else 1
+    print(f"bundle {path}: workspace {check.workspace}, made {check.made}, {check.files} file(s)")
+    for arc in check.changed:
+        print(f"  CHANGED or missing since the bundle was made: {arc}")
+    for arc in check.unlisted:
+        print(f"  not in the manifest (added later): {arc}")
+    _verify(name=check.workspace, result=check.audit, trail=check.trail, as_json=False)
+    for receipt_id in check.receipts_not_vouched:
+        print(f"  receipt {receipt_id}: the audit log does not vouch for it (changed, or not recorded)")
+    for recording_id in check.recordings_not_vouched:
+        print(f"  recording {recording_id}: the audit log does not vouch for it (changed, missing or incomplete)")
+    print(f"bundle {'intact' if check.intact else 'NOT intact'}")
+    return 0 if check.intact else 1
 
 
 def _verify_trail(*, name: str, trail: TrailVerdict) -> None:

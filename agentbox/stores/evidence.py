@@ -32,11 +32,14 @@ def file_digest(path: Path) -> str:
 
 
 class EvidenceStore:
-    def __init__(self, *, paths: AppPaths, storage_dir: Path) -> None:
+    def __init__(self, *, paths: AppPaths, storage_dir: Path | None = None) -> None:
+        """`storage_dir`: where the files are made (None: only read what the manifests say)."""
         self._paths = paths
-        self._storage = storage_dir / "evidence"
+        self._storage = storage_dir / "evidence" if storage_dir is not None else None
 
     def files_dir(self, *, name: str, evidence_id: str) -> Path:
+        if self._storage is None:
+            raise AgentboxError("no storage dir: evidence files cannot be made or removed here")
         return self._storage / name / evidence_id
 
     def save(self, *, evidence: Evidence) -> Path:
@@ -78,11 +81,14 @@ class EvidenceStore:
         return EvidenceIntegrity.MATCHES
 
     def remove(self, *, evidence: Evidence) -> None:
+        for kept in evidence.files:  # where the manifest says, wherever the storage dir is now
+            Path(kept.path).unlink(missing_ok=True)
         shutil.rmtree(self.files_dir(name=evidence.workspace, evidence_id=evidence.id), ignore_errors=True)
         (self._manifest_dir(evidence.workspace) / f"{evidence.id}.json").unlink(missing_ok=True)
 
     def purge(self, *, name: str) -> None:
-        shutil.rmtree(self._storage / name, ignore_errors=True)
+        if self._storage is not None:
+            shutil.rmtree(self._storage / name, ignore_errors=True)
         shutil.rmtree(self._manifest_dir(name), ignore_errors=True)
 
     def _manifest_dir(self, name: str) -> Path:

@@ -214,3 +214,31 @@ def test_a_file_system_mounted_over_the_audit_dir_is_named_when_it_hides_the_log
     assert "is a mount point: a log written before it was mounted is hidden beneath it" in err
     code, out, _ = run(["audit", "verify", "ws"], capsys)
     assert code == 0 and "intact: 3 record(s)" in out  # it was there all along
+
+
+def test_export_then_verify_the_bundle_anywhere(agentbox_root: Path, capsys, tmp_path: Path) -> None:
+    log = three_records(agentbox_root)
+    record_anchor(log=log, why="test")
+    out_file = tmp_path / "elsewhere" / "ws.tar.gz"
+    out_file.parent.mkdir()
+    code, out, _ = run(["audit", "export", "ws", "--out", str(out_file)], capsys)
+    assert code == 0 and f"wrote {out_file}" in out and "audit verify --bundle" in out
+    log.path.unlink()  # the bundle stands alone
+    code, out, _ = run(["audit", "verify", "--bundle", str(out_file)], capsys)
+    assert code == 0, out
+    assert "workspace ws" in out and "intact: 3 record(s)" in out and out.rstrip().endswith("bundle intact")
+    code, out, _ = run(["audit", "verify", "--bundle", str(out_file), "--json"], capsys)
+    assert json.loads(out)["intact"] is True
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["audit", "export", "ws"], "export needs --out"),
+    (["audit", "ws", "--out", "x.tar.gz"], "apply to export"),
+    (["audit", "show", "--bundle", "x.tar.gz"], "--bundle goes with verify alone"),
+    (["audit", "verify", "--bundle", "/nonexistent.tar.gz"], "not an agentbox audit bundle"),
+])
+def test_export_and_bundle_options_out_of_place_are_clear_errors(agentbox_root: Path, capsys, argv: list[str],
+                                                                 needle: str) -> None:
+    three_records(agentbox_root)
+    code, _, err = run(argv, capsys)
+    assert code == 2 and needle in err
