@@ -34,8 +34,14 @@ class RecordingService:
         """Run `command` in the guest (a login shell when empty) through the system ssh on this
         terminal, recorded; its exit code is the session's."""
         argv = WorkspaceService(ctx=self._ctx).ssh_command(name=name, command=command)
-        with recording(ctx=self._ctx, name=name, kind=kind, argv=list(command) or ["(shell)"],
-                       size=window_size(stdout_fd)) as active:
+        return self.run_recorded(name=name, argv=argv, shown=list(command) or ["(shell)"], kind=kind,
+                                 stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+
+    def run_recorded(self, *, name: str, argv: Sequence[str], shown: Sequence[str], kind: RecordingKind,
+                     stdin_fd: int = 0, stdout_fd: int = 1, stderr_fd: int = 2) -> RecordedRun:
+        """Run the system ssh's `argv` into workspace `name` (an agent's terminal, say) on this
+        terminal, recorded; `shown` is what the recording says ran."""
+        with recording(ctx=self._ctx, name=name, kind=kind, argv=shown, size=window_size(stdout_fd)) as active:
             active.exit_code = record_program(argv=argv, sink=active.write, stdin_fd=stdin_fd,
                                               stdout_fd=stdout_fd, stderr_fd=stderr_fd)
         return RecordedRun(exit_code=active.exit_code, recording=active.id)
