@@ -165,7 +165,8 @@ def _child(work: Path, argv: Sequence[str], steps: Steps) -> int:
     services = bootstrap.build_services(ctx=ctx)
     bootstrap.build_services = lambda **_: services  # what the CLI's commands call
     # ... and what `audit` and `receipts` call: the same data dir, not the default one
-    bootstrap.build_history = lambda **_: bootstrap.History(audit=services.audit, receipts=services.receipts)
+    history = bootstrap.build_history(paths=ctx.paths)
+    bootstrap.build_history = lambda **_: history
     return main(list(argv))
 
 
