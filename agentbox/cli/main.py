@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
     create.add_argument("--outbox-mib", type=int, metavar="MIB",
                         help="size limit of its /mnt/outbox (default: the settings' outbox_limit_mib, 1024)")
-    create.add_argument("--network", choices=("off", "allowlist", "open"),
+    create.add_argument("--network", choices=("off", "allowlist", "learn", "open"),
                         help="network mode (default: the template's)")
     create.add_argument("--share", action="append", default=[], metavar="DIR[:TAG]",
                         help="share DIR read-only at /mnt/shares/TAG (repeatable)")

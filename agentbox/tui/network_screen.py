@@ -40,7 +40,8 @@ def entry_meaning(text: str) -> str:
     return f"{'the address ' + str(network.network_address) if single else f'addresses in {network}'} on {port_words}"
 
 
-PICKER_KEYS = {NetworkMode.OFF: "1", NetworkMode.ALLOWLIST: "2", NetworkMode.OPEN: "3"}  # least open first
+PICKER_KEYS = {NetworkMode.OFF: "1", NetworkMode.ALLOWLIST: "2", NetworkMode.LEARN: "3",
+               NetworkMode.OPEN: "4"}  # least open first
 
 
 class NetworkModeScreen(ModalScreen[NetworkMode | None]):

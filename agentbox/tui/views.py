@@ -28,6 +28,7 @@ RECENT_DECISIONS = 3
 RECENT_KEYS = ("target", "label", "path", "how", "reason", "tag", "mode", "verdict", "host")
 OWN_ROWS = ("network.decision",)  # shown in the details' own network row, not among recent events
 NETWORK_MEANING = {NetworkMode.OFF: "no network at all", NetworkMode.ALLOWLIST: "only listed destinations",
+                   NetworkMode.LEARN: "any public address, recorded to propose an allowlist",
                    NetworkMode.OPEN: "any public address"}
 NEVER = "never"
 T = TypeVar("T")
