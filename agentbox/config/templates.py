@@ -188,7 +188,8 @@ def save_template_policy(*, user_dir: Path, name: str, base: Template, mode: Net
         raise ConfigError(f"{source}: cannot read the template to start from ({exc})") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{source}:1: a template must be a mapping")
-    policy = document.get("policy") if isinstance(document.get("policy"), dict) else {}
+    found = document.get("policy")
+    policy: dict[str, object] = found if isinstance(found, dict) else {}
     document = {**document, "name": name, "policy": {**policy, "network": mode.value, "allowlist": list(allowlist)}}
     header = f"# written by `agentbox net propose --save {name}` (from {source})\n"
     old = path.read_bytes() if path.is_file() else None
