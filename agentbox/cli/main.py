@@ -14,7 +14,7 @@ from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.receipt_commands import add_receipt_parsers
-from agentbox.cli.share_commands import add_share_parsers
+from agentbox.cli.share_commands import add_secret_options, add_share_parsers
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share DIR read-only at /mnt/shares/TAG (repeatable)")
     create.add_argument(ALLOW_SYSTEM_OPTION, action="store_true",
                         help="let --share name a system folder such as /etc or /var (never a credential folder)")
+    add_secret_options(create)
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 
