@@ -111,3 +111,41 @@ def test_the_proposal_allows_exactly_what_was_used_once_applied() -> None:
         assert decide(host=record.host, address=address, port=record.port, policy=policy).allowed, record.host
     for host, port in (("evil.example", 443), ("pypi.org", 22), ("cdn.example", 443), ("example.com", 8080)):
         assert not decide(host=host, address=address, port=port, policy=policy).allowed, (host, port)
+
+
+# -- the real proxy: learn, propose from its own log, apply ----------------------------------
+
+def test_the_proxy_in_learn_mode_lets_public_names_out_and_its_log_proposes_exactly_them() -> None:
+    import asyncio
+
+    from agentbox.egress.records import DecisionLog
+    from tests.egress.conftest import LoopbackConnector, StubResolver, echo_server, echo_through, make_proxy, \
+        open_tunnel, running_proxy
+
+    async def scenario() -> None:
+        records: list[ConnectionRecord] = []
+        async with echo_server() as port:
+            resolver = StubResolver({"pypi.example": ["151.101.0.223"], "other.example": ["151.101.0.224"],
+                                     "rebind.example": ["127.0.0.1"]})
+            connector = LoopbackConnector({("151.101.0.223", 443): port, ("151.101.0.224", 443): port})
+            proxy = make_proxy(parse_policy(mode="learn", allowlist=[]), resolver=resolver, connector=connector,
+                               decisions=DecisionLog(sink=records.append))
+            async with running_proxy(proxy):
+                status, _, reader, writer = await open_tunnel(proxy.tcp_port, "pypi.example:443")
+                assert status == 200 and await echo_through(reader, writer, b"x") == b"x"
+                writer.close()
+                status, body, _, _ = await open_tunnel(proxy.tcp_port, "rebind.example:443")
+                assert status == 403 and b"blocked:loopback" in body  # learning never reaches the host
+                applied = propose(records=records).render()
+                assert applied == ("pypi.example:443",)
+                proxy.set_policy(policy=parse_policy(mode="allowlist", allowlist=applied))
+                status, _, reader, writer = await open_tunnel(proxy.tcp_port, "pypi.example:443")
+                assert status == 200
+                writer.close()
+                status, body, _, _ = await open_tunnel(proxy.tcp_port, "other.example:443")
+                assert status == 403 and b"not-listed" in body
+        assert {(r.host, r.decision.rule) for r in records} == {
+            ("pypi.example", RULE_LEARN), ("rebind.example", "blocked:loopback"),
+            ("pypi.example", "pypi.example:443"), ("other.example", "not-listed")}
+
+    asyncio.run(scenario())
