@@ -82,7 +82,8 @@ def test_learn_then_apply_leaves_only_the_kept_host_reachable(
 
     assert curl(vm_env, ws, kept) == f"hello from {kept}\n"
     after = curl(vm_env, ws, dropped)
-    assert f"hello from {dropped}" not in after and "not-listed" in after, after
+    # Unlisted again, the pinned loopback name is refused as in allowlist mode (rule 3b).
+    assert f"hello from {dropped}" not in after and "denied by rule blocked:loopback" in after, after
     policy = vm_env.services().network.policy(name=ws)
     assert policy.mode.value == "allowlist" and policy.render() == (f"{EGRESS_TEST_HOST}:{kept}",)
     cli(capsys, "net", ws, "off")
