@@ -25,6 +25,14 @@ class InvalidInput(AgentboxError):
     exit_code = 2
 
 
+class SecretsFound(InvalidInput):
+    """A folder about to be shared holds likely secrets, and the user chose nothing yet."""
+
+    def __init__(self, message: str, *, hint: str | None = None, findings: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.findings = findings
+
+
 class ConfigError(AgentboxError):
     """A settings or template file is unreadable or invalid (names file:line)."""
 

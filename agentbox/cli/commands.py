@@ -31,7 +31,7 @@ def create(args: argparse.Namespace) -> int:
         request=CreateRequest(name=args.name, template=args.template, vcpus=args.cpus,
                               memory_mib=args.memory, disk_gib=args.disk, network=args.network,
                               shares=tuple(args.share), allow_system_folder=args.allow_system_folder,
-                              outbox_mib=args.outbox_mib),
+                              outbox_mib=args.outbox_mib, share_secrets=args.secrets),
         on_progress=ProgressPrinter(), cancel=CancelToken())
     workspace = services.workspaces.get(name=record.name)
     if args.json:

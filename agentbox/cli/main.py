@@ -16,7 +16,7 @@ from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.panic_commands import add_panic_parsers
 from agentbox.cli.receipt_commands import add_receipt_parsers
 from agentbox.cli.recording_commands import add_recording_parsers
-from agentbox.cli.share_commands import add_share_parsers
+from agentbox.cli.share_commands import add_secret_options, add_share_parsers
 from agentbox.cli.session_commands import add_session_parsers
 from agentbox.cli.snapshot_commands import add_snapshot_parsers
 from agentbox.errors import AgentboxError, Cancelled
@@ -72,12 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
     create.add_argument("--outbox-mib", type=int, metavar="MIB",
                         help="size limit of its /mnt/outbox (default: the settings' outbox_limit_mib, 1024)")
-    create.add_argument("--network", choices=("off", "allowlist", "open"),
+    create.add_argument("--network", choices=("off", "allowlist", "learn", "open"),
                         help="network mode (default: the template's)")
     create.add_argument("--share", action="append", default=[], metavar="DIR[:TAG]",
                         help="share DIR read-only at /mnt/shares/TAG (repeatable)")
     create.add_argument(ALLOW_SYSTEM_OPTION, action="store_true",
                         help="let --share name a system folder such as /etc or /var (never a credential folder)")
+    add_secret_options(create)
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from agentbox import bootstrap
 from agentbox.cli.output import print_json, print_table
 from agentbox.errors import InvalidInput
-from agentbox.model.shares import ShareMechanism
+from agentbox.model.shares import ReadOnlyProof, SecretChoice, ShareMechanism
 from agentbox.services.outbox import DEFAULT_EXPORT_LIMIT
 from agentbox.services.outbox_limit import OutboxUsage
 from agentbox.services.share_paths import ALLOW_SYSTEM_OPTION
+from agentbox.services.share_checks import ALLOW_OPTION, EXCLUDE_OPTION
 from agentbox.services.shares import GUEST_OUTBOX, GUEST_SHARES
 
 
@@ -29,6 +30,7 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
                      help="how read-only is enforced (default: the best this host offers)")
     add.add_argument(ALLOW_SYSTEM_OPTION, action="store_true",
                      help="share a system folder such as /etc or /var (never a credential folder)")
+    add_secret_options(add)
     add.set_defaults(handler=share_add)
     rm = share.add_parser("rm", help="stop sharing a folder")
     rm.add_argument("name")
@@ -50,14 +52,33 @@ def add_share_parsers(sub: argparse._SubParsersAction, parser_class: type) -> No
     outbox.set_defaults(handler=outbox_command)
 
 
+def add_secret_options(parser: argparse.ArgumentParser) -> None:
+    """The choice `share add` (and `create --share`) needs when the folder holds likely secrets."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(EXCLUDE_OPTION, dest="secrets", action="store_const", const=SecretChoice.EXCLUDE.value,
+                       help="leave the files with likely secrets out (the share becomes a copy made now)")
+    group.add_argument(ALLOW_OPTION, dest="secrets", action="store_const", const=SecretChoice.ALLOW.value,
+                       help="share the files with likely secrets anyway")
+
+
 def share_add(args: argparse.Namespace) -> int:
     added = bootstrap.build_services().shares.add(name=args.name, source=args.dir, tag=args.tag,
                                                   mechanism=args.mechanism,
-                                                  allow_system_folder=args.allow_system_folder)
+                                                  allow_system_folder=args.allow_system_folder,
+                                                  secrets=args.secrets)
     share = added.share
     kind = "live" if share.mechanism.live else "a copy made now (host changes will not show)"
     print(f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {args.name} "
           f"({share.mechanism.value}: {kind})")
+    if share.excluded:
+        print(f"left out ({len(share.excluded)} file(s) with likely secrets): {', '.join(share.excluded)}")
+    elif share.secrets:
+        print(f"warning: shared with {len(share.secrets)} likely secret(s) ({ALLOW_OPTION}): "
+              f"{'; '.join(share.secrets)}", file=sys.stderr)
+    proof = next((s.proof for s in bootstrap.build_services().shares.list(name=args.name)
+                  if s.share.tag == share.tag), None)
+    if proof is not None:
+        print(f"read-only proof from inside the guest at {proof.time}: {proof_words(proof)}")
     if added.not_readable.count:
         print(f"warning: {added.not_readable.summary()}\nhint: {added.hint}", file=sys.stderr)
     return 0
@@ -72,14 +93,35 @@ def share_rm(args: argparse.Namespace) -> int:
 def share_list(args: argparse.Namespace) -> int:
     statuses = bootstrap.build_services().shares.list(name=args.name)
     if args.json:
-        print_json([{**asdict(s.share), "attached": s.attached, "live": s.live} for s in statuses])
+        print_json([{**asdict(s.share), "attached": s.attached, "live": s.live,
+                     "read_only_proof": asdict(s.proof) if s.proof else None, "new_secrets": list(s.new_secrets)}
+                    for s in statuses])
     elif not statuses:
         print(f"{args.name} has no shares: agentbox share add {args.name} DIR")
     else:
-        print_table(("TAG", "FOLDER", "MECHANISM", "LIVE", "ATTACHED"),
+        print_table(("TAG", "FOLDER", "MECHANISM", "LIVE", "ATTACHED", "READ-ONLY PROOF", "SECRETS"),
                     [(s.share.tag, s.share.source, s.share.mechanism.value, "live" if s.live else "copy",
-                      "yes" if s.attached else "no") for s in statuses])
+                      "yes" if s.attached else "no",
+                      f"{s.proof.time} {'write refused' if s.proof.refused else 'WRITABLE'}" if s.proof else "not yet",
+                      secrets_words(s.share.excluded, s.share.secrets, s.new_secrets)) for s in statuses])
+        for s in statuses:
+            if s.new_secrets:
+                print(f"warning: {s.share.tag}: {len(s.new_secrets)} likely secret(s) found since it was shared, "
+                      f"visible in the guest: {'; '.join(s.new_secrets)}\nhint: agentbox share rm {args.name} "
+                      f"{s.share.tag}, then share it again with {EXCLUDE_OPTION}", file=sys.stderr)
     return 0
+
+
+def proof_words(proof: ReadOnlyProof) -> str:
+    return ("the write was refused (" + proof.detail + ")" if proof.refused
+            else "THE WRITE WENT THROUGH: the share was unplugged")
+
+
+def secrets_words(excluded: tuple[str, ...], known: tuple[str, ...], new: tuple[str, ...]) -> str:
+    words = [f"{len(excluded)} left out"] if excluded else [f"{len(known)} allowed"] if known else []
+    if new:
+        words.append(f"{len(new)} NEW")
+    return ", ".join(words) or "none found"
 
 
 def outbox_command(args: argparse.Namespace) -> int:

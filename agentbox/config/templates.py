@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
+from agentbox.config.atomic_file import write_atomically
 from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
 from agentbox.errors import ConfigError, InvalidInput, NotFound
 from agentbox.model.network import parse_allow_entry
@@ -155,7 +158,7 @@ def _policy(fields: Fields) -> PolicyDefaults:
     try:
         mode = NetworkMode(raw)
     except ValueError:
-        raise fields.error("network", f"{raw!r} is not one of off, allowlist, open") from None
+        raise fields.error("network", f"{raw!r} is not one of off, allowlist, learn, open") from None
     allowlist = fields.strings("allowlist")
     for entry in allowlist:  # refused here, with the file and line, not at the first create
         try:
@@ -167,3 +170,37 @@ def _policy(fields: Fields) -> PolicyDefaults:
         allowlist=allowlist,
         reset_after_session=fields.boolean("reset_after_session", default=True),
     )
+
+
+def save_template_policy(*, user_dir: Path, name: str, base: Template, mode: NetworkMode,
+                         allowlist: tuple[str, ...]) -> Path:
+    """Write the user template `name` with this network policy; returns its file. An existing
+    user template of that name keeps everything else; otherwise it starts as a copy of
+    `base` (its YAML file). The result is loaded back, so a file agentbox cannot read is never left."""
+    if not _TEMPLATE_NAME.match(name):
+        raise InvalidInput(f"{name!r} is not a valid template name",
+                           hint="lowercase letters, digits, '.' and '-', starting with a letter or digit")
+    path = user_dir / f"{name}.yaml"
+    source = path if path.is_file() else Path(base.source)
+    try:
+        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{source}: cannot read the template to start from ({exc})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}:1: a template must be a mapping")
+    found = document.get("policy")
+    policy: dict[str, object] = found if isinstance(found, dict) else {}
+    document = {**document, "name": name, "policy": {**policy, "network": mode.value, "allowlist": list(allowlist)}}
+    header = f"# written by `agentbox net propose --save {name}` (from {source})\n"
+    old = path.read_bytes() if path.is_file() else None
+    user_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(path=path, data=(header + yaml.safe_dump(document, sort_keys=False)).encode(), mode=0o644)
+    try:
+        load_template(path=path)
+    except BaseException:
+        if old is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomically(path=path, data=old, mode=0o644)
+        raise
+    return path

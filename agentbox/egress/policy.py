@@ -11,7 +11,7 @@ closed:
    is not globally routable: documentation, benchmarking, 240/4, broadcast, site-local, and
    6to4 / NAT64 addresses wrapping a non-public IPv4). An IPv4-mapped IPv6 address is judged
    as the IPv4 address it maps.
-3. A non-public address is allowed (in `allowlist` and `open` mode alike) only by
+3. A non-public address is allowed (in `allowlist`, `learn` and `open` mode alike) only by
    a. an IP or CIDR entry covering the address on that port; or
    b. for loopback, private and shared addresses of a pinned name (settings `egress_hosts`,
       where the user wrote the name's address down): a host entry (not a wildcard) naming
@@ -26,8 +26,14 @@ closed:
    host or wildcard entry names the asked name, or, for an asked IP literal or a pinned
    name, an IP/CIDR entry covers it, on that port; otherwise it is `not-listed`, the only
    denial an approver may overturn (and only ever for public addresses).
+5. Mode `learn` judges like `allowlist`, but a public address no entry names is allowed
+   (`mode:learn`) instead of `not-listed`: the decision log then holds what the session
+   needed, and `egress/proposal.py` makes the smallest allowlist of it. Everything rule 3
+   refuses stays refused, exactly as in `allowlist` and `open` (a pinned name too needs its
+   host entry), so learning never reaches the host, the LAN or a metadata service.
 
-Names are resolved only when they might be allowed (`prejudge`): never in mode `off`, and in
+Names are resolved only when they might be allowed (`prejudge`): never in mode `off`, always in
+`open` and `learn` (any name may be allowed there), and in
 mode `allowlist` only when a host or wildcard entry names them on that port. Looking up any
 name a guest sends would let it leak data through the host's DNS queries.
 """
@@ -42,6 +48,7 @@ from agentbox.model.network import AllowEntry, EntryKind, IPAddress, NetworkMode
 
 RULE_OFF = "mode:off"
 RULE_OPEN = "mode:open"
+RULE_LEARN = "mode:learn"
 RULE_NOT_LISTED = "not-listed"
 
 
@@ -137,6 +144,8 @@ def decide(*, host: str, address: IPAddress, port: int, policy: NetworkPolicy, p
         by_address = (literal or pinned) and entry.covers(address=address, port=port)
         if by_address or (not literal and entry.matches_name(host=host, port=port)):
             return Decision(True, entry.render(), f"{_shown_host(host)}:{port} matches entry {entry.render()}")
+    if policy.mode is NetworkMode.LEARN:
+        return Decision(True, RULE_LEARN, f"network mode is learn: {_shown_host(host)}:{port} allowed and recorded")
     return _not_listed(host, port)
 
 
@@ -146,7 +155,7 @@ def prejudge(*, host: str, port: int, policy: NetworkPolicy) -> Decision | None:
     if policy.mode is NetworkMode.OFF:
         return Decision(False, RULE_OFF, "network mode is off: no egress at all")
     host = normalise_host(host=host.strip("[]"))
-    if policy.mode is NetworkMode.OPEN or ip_literal(host=host) is not None:
+    if policy.mode in (NetworkMode.OPEN, NetworkMode.LEARN) or ip_literal(host=host) is not None:
         return None
     if any(entry.matches_name(host=host, port=port) for entry in policy.allowlist):
         return None

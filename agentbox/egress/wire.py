@@ -22,7 +22,7 @@ def policy_to_json(policy: NetworkPolicy) -> JsonObject:
 def policy_from_json(data: object) -> NetworkPolicy:
     """Validate a policy object: {"mode": "...", "allowlist": ["...", ...]}."""
     if not isinstance(data, dict) or not isinstance(data.get("mode"), str):
-        raise InvalidInput("a policy needs a \"mode\" (off, allowlist or open)",
+        raise InvalidInput("a policy needs a \"mode\" (off, allowlist, learn or open)",
                            hint='for example: {"mode": "allowlist", "allowlist": ["pypi.org"]}')
     allowlist = data.get("allowlist", [])
     if not isinstance(allowlist, list):

@@ -101,9 +101,11 @@ def leftover_mounts(*, under: Path, keep: Iterable[Path]) -> list[Path]:
     return [Path(point) for point in _mount_points() if point.startswith(root) and point not in kept]
 
 
-def make_copy_disk(*, source: Path, image: Path, label: str, owner: tuple[int, int]) -> NotReadable:
+def make_copy_disk(*, source: Path, image: Path, label: str, owner: tuple[int, int],
+                   exclude: frozenset[str] = frozenset()) -> NotReadable:
     """A raw ext4 image holding a copy of `source` (symlinks stay symlinks), sized to fit,
-    every entry readable by anyone and owned by `owner` (uid, gid) when this process is root.
+    every entry readable by anyone and owned by `owner` (uid, gid) when this process is root;
+    the files in `exclude` (paths inside `source`) are not in it at all.
     Returns what was left out: sockets, FIFOs, devices and what this process cannot read."""
     image.parent.mkdir(parents=True, exist_ok=True)
     chown = owner if os.geteuid() == 0 else None
@@ -112,7 +114,7 @@ def make_copy_disk(*, source: Path, image: Path, label: str, owner: tuple[int, i
     # right. A crash leaves it in the workspace's storage dir, which destroy removes.
     staging = Path(tempfile.mkdtemp(prefix=f".{image.name}.", suffix=COPY_STAGING_SUFFIX, dir=image.parent))
     try:
-        left_out = stage_copy(source=source, staging=staging, owner=chown)
+        left_out = stage_copy(source=source, staging=staging, owner=chown, exclude=exclude)
         used = sum(entry.stat(follow_symlinks=False).st_size for entry in _walk(staging))
         size_mib = max(16, int(used * 1.3 / 2**20) + 16)
         root_owner = "{}:{}".format(*(chown or (os.geteuid(), os.getegid())))

@@ -44,14 +44,18 @@ def scan_live(*, source: Path, mapped: bool, guest_uid: int, guest_gid: int) -> 
     return tally.result()
 
 
-def stage_copy(*, source: Path, staging: Path, owner: tuple[int, int] | None) -> NotReadable:
+def stage_copy(*, source: Path, staging: Path, owner: tuple[int, int] | None,
+               exclude: frozenset[str] = frozenset()) -> NotReadable:
     """Copy `source` into the empty folder `staging`: folders 0755, files 0644 (0755 if the
     host's file is executable), owned by `owner` where this process may chown (root), symlinks
     as symlinks, modification times kept. Left out, and reported: sockets, FIFOs, devices and
-    whatever this process cannot read."""
+    whatever this process cannot read. Not copied, and not reported: the files in `exclude`
+    (paths inside `source`, '/'-separated: the secrets the user chose to keep out)."""
     tally = NotReadableTally()
     folders: list[tuple[str, os.stat_result]] = [(str(staging), source.stat())]
     for entry in _walk(source, tally):
+        if entry.relative.replace(os.sep, "/") in exclude:
+            continue
         target = os.path.join(staging, entry.relative)
         mode = entry.st.st_mode
         if stat.S_ISDIR(mode):

@@ -41,6 +41,7 @@ _PORT = re.compile(r"^[0-9]{1,5}$")
 class NetworkMode(StrEnum):
     OFF = "off"  # no egress at all
     ALLOWLIST = "allowlist"  # only listed destinations
+    LEARN = "learn"  # any public destination, each one recorded to propose an allowlist from
     OPEN = "open"  # any public destination
 
 
@@ -172,7 +173,7 @@ def parse_policy(*, mode: str, allowlist: Iterable[str]) -> NetworkPolicy:
         network_mode = NetworkMode(mode)
     except ValueError:
         raise InvalidInput(
-            f"invalid network mode {mode!r}", hint="the mode is one of: off, allowlist, open"
+            f"invalid network mode {mode!r}", hint="the mode is one of: off, allowlist, learn, open"
         ) from None
     entries: list[AllowEntry] = []
     for text in allowlist:

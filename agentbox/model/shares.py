@@ -85,12 +85,31 @@ def _choice(mechanism: ShareMechanism, problem: str, works: str) -> MechanismCho
     return MechanismChoice(mechanism=mechanism, available=not problem, reason=problem or works)
 
 
+class SecretChoice(StrEnum):
+    """What to do with the likely secrets a folder's scan found (agentbox.model.secret_rules)."""
+
+    EXCLUDE = "exclude"  # share the folder without those files (as a copy: a live view cannot hide files)
+    ALLOW = "allow"  # share them anyway, on the user's explicit word
+
+
 @dataclass(frozen=True)
 class Share:
     tag: str  # the name in the guest: /mnt/shares/TAG
     source: str  # the resolved host folder
     mechanism: ShareMechanism
     added: str  # ISO 8601 UTC
+    excluded: tuple[str, ...] = ()  # files left out of the guest's view (paths inside the folder)
+    secrets: tuple[str, ...] = ()  # the scan's findings when it was added ("path (rule)"), excluded or allowed
+
+
+@dataclass(frozen=True)
+class ReadOnlyProof:
+    """A write tried from inside the guest, as root, after the share was attached (the guest's
+    mount remounted read-write first, so only the host's boundary can refuse it)."""
+
+    time: str  # ISO 8601 UTC
+    refused: bool  # True: the write failed, as it must
+    detail: str  # the guest's own words (the error the write met)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ class Attachments:
         shares_attached."""
         return self._shares.attach_devices(record=record)
 
+    def after_refresh(self, *, record: WorkspaceRecord, guest_stderr: bytes) -> None:
+        """The reset ran `after_revert`'s script: keep the read-only proofs it reported."""
+        self._shares.record_proofs(record=record, output=guest_stderr)
+
     def before_power_off(self, *, name: str) -> None:
         """No egress from a guest that is going down (or being removed, record or not)."""
         self._ctx.egress.stop(files=self._ctx.records.files(name=name))

@@ -29,8 +29,10 @@ from agentbox.stores.records import Phase, WorkspaceRecord
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox_limit import validate_limit_mib
 from agentbox.services.share_paths import default_tag, parse_share_spec, validate_share_source, validate_tag
+from agentbox.services.share_checks import gate_secrets, secret_choice
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
+from agentbox.host.secret_scan import scan_folder
 from agentbox.host.storage import remove_storage
 from agentbox.services.ssh_access import ssh_target
 from agentbox.stores.ssh_config import write_workspace_ssh_files
@@ -50,6 +52,7 @@ class CreateRequest:
     shares: tuple[str, ...] = ()  # "DIR[:TAG]", shared read-only
     allow_system_folder: bool = False  # lets `shares` name system folders (never credential ones)
     outbox_mib: int | None = None  # the outbox's size limit; default: the settings' outbox_limit_mib
+    share_secrets: str | None = None  # exclude | allow: what to do with likely secrets in `shares`
 
 
 class _Undo:
@@ -96,6 +99,7 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
                                      own_dirs=(*ctx.paths.own_dirs(), ctx.settings.storage_dir),
                                      allow_system_folder=request.allow_system_folder)
         validate_tag(tag or default_tag(path))
+        gate_secrets(source=path, scan=scan_folder(source=path), choice=secret_choice(request.share_secrets))
     with workspace_lock(paths=ctx.paths, name=name):
         _refuse_existing(ctx=ctx, name=name)
         report = _Reporter(on_progress)
@@ -105,7 +109,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
                           outbox_mib=outbox_mib, policy=policy, share_specs=share_specs,
-                          allow_system_folder=request.allow_system_folder, report=report, cancel=cancel, undo=undo)
+                          allow_system_folder=request.allow_system_folder, share_secrets=request.share_secrets,
+                          report=report, cancel=cancel, undo=undo)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()
@@ -133,7 +138,7 @@ class CreateService:
 
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
            outbox_mib: int, policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
-           report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+           share_secrets: str | None, report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -215,7 +220,8 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     report.step("shares", f"{len(share_specs)} read-only share(s)")
     shares = ShareService(ctx=ctx)
     for source, tag in share_specs:
-        added = shares.add_locked(record=record, source=source, tag=tag, allow_system_folder=allow_system_folder)
+        added = shares.add_locked(record=record, source=source, tag=tag, allow_system_folder=allow_system_folder,
+                                  secrets=share_secrets)
         if added.not_readable.count:
             report.step("shares", f"{added.share.tag}: {added.not_readable.summary()}; {added.hint}")
     record = replace(record, phase=Phase.READY)

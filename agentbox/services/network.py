@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from agentbox.audit import decision_details, unchained_path
 from agentbox.audit.lines import Cursor, last_lines, lines_after
 from agentbox.backends.base import DomainState
 from agentbox.egress.client import ApprovalStream
 from agentbox.egress.daemon import load_policy_file, save_policy_file
+from agentbox.egress.proposal import Proposal, propose
 from agentbox.egress.records import ConnectionRecord
 from agentbox.egress.wire import record_from_json
+from agentbox.config.templates import save_template_policy
 from agentbox.errors import InvalidInput
 from agentbox.model.network import NetworkMode, NetworkPolicy, parse_allow_entry, parse_policy
 from agentbox.model.progress import CancelToken
@@ -102,6 +105,34 @@ class NetworkService:
             "mode": policy.mode.value, "allowlist": list(policy.render()), "live": live, "cut": cut})
         return PolicyUpdate(policy=policy, live=live, cut=cut)
 
+    # -- learning ------------------------------------------------------------------------
+
+    def propose(self, *, name: str) -> Proposal:
+        """The smallest allowlist covering every connection the decision log shows allowed
+        (after a session in mode `learn`, what that session needed)."""
+        return propose(records=self.records(name=name))
+
+    def apply_proposal(self, *, name: str, entries: tuple[str, ...]) -> PolicyUpdate:
+        """Make `entries` (the proposal, or the part of it the user kept) the allowlist and
+        switch to mode `allowlist`: from now on only what was learned goes out."""
+        allowlist = parse_policy(mode=NetworkMode.ALLOWLIST.value, allowlist=entries)
+        update = self._apply(name=name, policy=allowlist)
+        self._ctx.audit(name=name).append(event="network.proposal_applied", details={
+            "allowlist": list(update.policy.render())})
+        return update
+
+    def save_proposal(self, *, name: str, template: str, entries: tuple[str, ...]) -> Path:
+        """Write `entries` as the allowlist (mode `allowlist`) of the user template `template`,
+        made from the workspace's own template when there is no user template of that name."""
+        record = load_ready_record(ctx=self._ctx, name=name)
+        policy = parse_policy(mode=NetworkMode.ALLOWLIST.value, allowlist=entries)
+        base = self._ctx.catalogue.get(name=record.template)
+        path = save_template_policy(user_dir=self._ctx.catalogue.user_dir, name=template, base=base,
+                                    mode=policy.mode, allowlist=policy.render())
+        self._ctx.audit(name=name).append(event="network.proposal_saved", details={
+            "template": template, "file": str(path), "allowlist": list(policy.render())})
+        return path
+
     # -- looking -------------------------------------------------------------------------
 
     def show(self, *, name: str) -> NetworkStatus:
@@ -122,6 +153,8 @@ class NetworkService:
         else:
             words = {NetworkMode.OFF: "none: network mode is off",
                      NetworkMode.ALLOWLIST: "only the allowlist, through the egress proxy",
+                     NetworkMode.LEARN: "any public address, through the egress proxy, each one recorded "
+                                        f"(agentbox net propose {name} makes an allowlist of them)",
                      NetworkMode.OPEN: "any public address, through the egress proxy"}[policy.mode]
         return NetworkStatus(name=name, mode=policy.mode, allowlist=policy.render(), proxy_running=proxy,
                              forward_connected=forward, egress=words, needs_repair=running and not health.supervised)

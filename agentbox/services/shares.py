@@ -12,23 +12,27 @@ import json
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from agentbox.backends.base import DiskSpec, DomainState, FilesystemSpec
 from agentbox.config.atomic_file import write_atomically
-from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
+from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound, PermissionDenied
 from agentbox.model.guest import GUEST_GID, GUEST_UID
-from agentbox.model.shares import (AddedShare, MechanismChoice, NotReadable, Share, ShareMechanism,
-                                   not_readable_hint, rank_mechanisms)
+from agentbox.model.secret_rules import SecretScan
+from agentbox.model.shares import (AddedShare, MechanismChoice, NotReadable, ReadOnlyProof, SecretChoice, Share,
+                                   ShareMechanism, not_readable_hint, rank_mechanisms)
 from agentbox.host import bind_mounts
+from agentbox.host.secret_scan import scan_folder
 from agentbox.host.share_content import scan_live
 from agentbox.services.context import ServiceContext
 from agentbox.host.locks import workspace_lock
 from agentbox.services.lookup import load_ready_record
 from agentbox.stores.records import WorkspaceRecord
 from agentbox.services.outbox_limit import OutboxLimit
+from agentbox.services.share_checks import (ShareCheck, ShareChecks, gate_secrets, parse_proofs, proof_script,
+                                            secret_choice)
 from agentbox.services.share_paths import OUTBOX_TAG, default_tag, validate_share_source, validate_tag
 from agentbox.services.ssh_access import ssh_target
 
@@ -41,6 +45,8 @@ class ShareStatus:
     share: Share
     attached: bool  # live in the running VM right now
     live: bool  # host changes show in the guest (else a point-in-time copy)
+    proof: ReadOnlyProof | None = None  # the last read-only proof from inside the guest
+    new_secrets: tuple[str, ...] = ()  # found by a re-scan at a later attach ("path (rule)")
 
 
 class ShareService:
@@ -79,26 +85,47 @@ class ShareService:
     def list(self, *, name: str) -> tuple[ShareStatus, ...]:
         record = load_ready_record(ctx=self._ctx, name=name)
         tags, serials = self._attached(record)
+        checks = self._checks(name).load()
         return tuple(ShareStatus(share=s, live=s.mechanism.live,
                                  attached=(s.tag in tags) if s.mechanism is not ShareMechanism.COPY_DISK
-                                 else _serial(s.tag) in serials)
+                                 else _serial(s.tag) in serials,
+                                 proof=checks[s.tag].proof if s.tag in checks else None,
+                                 new_secrets=checks[s.tag].new_secrets if s.tag in checks else ())
                      for s in self._load(name))
 
+    def scan(self, *, source: str, allow_system_folder: bool = False) -> SecretScan:
+        """What `share add` would find in `source` (for a caller that lets the user choose first)."""
+        return scan_folder(source=self.check_source(source=source, allow_system_folder=allow_system_folder))
+
     def add(self, *, name: str, source: str, tag: str | None = None, mechanism: str | None = None,
-            allow_system_folder: bool = False) -> AddedShare:
+            allow_system_folder: bool = False, secrets: str | SecretChoice | None = None) -> AddedShare:
         """Share `source` read-only; a system folder (share_paths.SYSTEM_DIRS) only with
-        `allow_system_folder`, a credential folder never. The result says what of it the
+        `allow_system_folder`, a credential folder never. The folder is scanned for likely
+        secrets first: with findings it is shared only with `secrets` chosen (EXCLUDE: as a copy
+        without those files; ALLOW: as it is), else SecretsFound. The result says what of it the
         guest's user cannot read (a copy leaves that out; a live share shows it unreadable)."""
         with workspace_lock(paths=self._ctx.paths, name=name):
             return self.add_locked(record=load_ready_record(ctx=self._ctx, name=name), source=source, tag=tag,
-                                   mechanism=mechanism, allow_system_folder=allow_system_folder)
+                                   mechanism=mechanism, allow_system_folder=allow_system_folder, secrets=secrets)
 
     def add_locked(self, *, record: WorkspaceRecord, source: str, tag: str | None = None,
-                   mechanism: str | None = None, allow_system_folder: bool = False) -> AddedShare:
+                   mechanism: str | None = None, allow_system_folder: bool = False,
+                   secrets: str | SecretChoice | None = None) -> AddedShare:
         """add() for callers that hold the workspace lock (create)."""
         name = record.name
-        share = self._new_share(record=record, source=source, tag=tag, mechanism=mechanism,
-                                allow_system_folder=allow_system_folder)
+        choice = secret_choice(secrets)
+        path = self.check_source(source=source, allow_system_folder=allow_system_folder)
+        scan = scan_folder(source=path)
+        gate_secrets(source=path, scan=scan, choice=choice)
+        excluded = scan.paths if choice is SecretChoice.EXCLUDE else ()
+        if excluded:  # a live view cannot hide files: the guest gets a copy without them
+            if mechanism and mechanism != ShareMechanism.COPY_DISK.value:
+                raise InvalidInput(f"{mechanism} is live and cannot leave files out",
+                                   hint="leave out --mechanism: excluded files mean a copy-disk share")
+            mechanism = ShareMechanism.COPY_DISK.value
+        share = replace(self._new_share(record=record, source=source, tag=tag, mechanism=mechanism,
+                                        allow_system_folder=allow_system_folder),
+                        excluded=excluded, secrets=tuple(f.render() for f in scan.findings))
         # Whether the guest sees every entry readable whatever its host owner and mode: a copy
         # is made so, a read-only bind through bindfs; the others show the host's modes.
         mapped = (share.mechanism is ShareMechanism.COPY_DISK
@@ -108,21 +135,31 @@ class ShareService:
             if share.mechanism is ShareMechanism.COPY_DISK:
                 not_readable = bind_mounts.make_copy_disk(
                     source=Path(share.source), image=self._copy_image(record, share.tag), label=share.tag,
-                    owner=(GUEST_UID, GUEST_GID))
+                    owner=(GUEST_UID, GUEST_GID), exclude=frozenset(share.excluded))
             self._save(name, (*self._load(name), share))
             if self._running(record):
-                self._guest(record, self._attach(record, share))
+                output = self._guest(record, self._attach(record, share) + " && " + self._proof(share))
+                self.record_proofs(record=record, output=output)
+                proof = self._checks(name).load().get(share.tag)
+                if proof is None or proof.proof is None or not proof.proof.refused:
+                    raise PermissionDenied(f"the guest could write to {share.source} through {share.mechanism.value}"
+                                           " (or the read-only proof gave no answer): not sharing it",
+                                           hint="agentbox doctor; report this: it is a bug in agentbox")
             if share.mechanism is not ShareMechanism.COPY_DISK:
                 # Live: what the guest's user will meet, looked at once now (it may change).
                 not_readable = scan_live(source=Path(share.source), mapped=mapped,
                                          guest_uid=GUEST_UID, guest_gid=GUEST_GID)
         except BaseException:
+            if self._running(record):
+                self._detach(record, share)
+            self._checks(name).drop(tag=share.tag)
             self._save(name, tuple(s for s in self._load(name) if s.tag != share.tag))
             self._release_host(record, share)
             self._copy_image(record, share.tag).unlink(missing_ok=True)
             raise
         self._ctx.audit(name=name).append(event="share.added", details={
-            **asdict(share), "live": share.mechanism.live, "not_readable": not_readable.count})
+            **asdict(share), "live": share.mechanism.live, "not_readable": not_readable.count,
+            "secrets_choice": choice.value if choice else None})
         return AddedShare(share=share, not_readable=not_readable,
                           hint=not_readable_hint(mechanism=share.mechanism, mapped=mapped)
                           if not_readable.count else "")
@@ -158,6 +195,7 @@ class ShareService:
             if found[0].mechanism is ShareMechanism.COPY_DISK:
                 self._copy_image(record, tag).unlink(missing_ok=True)
             self._save(name, tuple(s for s in shares if s.tag != tag))
+            self._checks(name).drop(tag=tag)
             ctx.audit(name=name).append(event="share.removed", details=asdict(found[0]))
             return found[0]
 
@@ -167,13 +205,46 @@ class ShareService:
         """After boot: the outbox and every share, mounted in the guest."""
         script = self.attach_devices(record=record)
         if script:
-            self._guest(record, script)
+            self.record_proofs(record=record, output=self._guest(record, script))
 
     def attach_devices(self, *, record: WorkspaceRecord) -> str:
-        """Plug the outbox and every share into the VM; returns the guest's mount script
-        (for a caller that has a guest command to run anyway: one SSH round trip less)."""
-        scripts = [self._attach_outbox(record)] + [self._attach(record, s) for s in self._load(record.name)]
+        """Plug the outbox and every share into the VM; returns the guest's mount script,
+        which also proves each share read-only (for a caller that has a guest command to run
+        anyway: one SSH round trip less; it hands the command's stderr to `record_proofs`).
+        Live shares are scanned for secrets again: new findings are audited and listed."""
+        shares = self._load(record.name)
+        for share in shares:
+            if share.mechanism.live:
+                self._rescan(record, share)
+        scripts = ([self._attach_outbox(record)] + [self._attach(record, s) for s in shares]
+                   + [self._proof(s) for s in shares])
         return " && ".join(script for script in scripts if script)
+
+    def record_proofs(self, *, record: WorkspaceRecord, output: bytes) -> None:
+        """Keep the read-only proofs the guest reported on stderr; a share the guest could
+        write to is unplugged at once (fail closed) and audited."""
+        when = self._ctx.clock().isoformat(timespec="seconds")
+        checks, audit = self._checks(record.name), self._ctx.audit(name=record.name)
+        for tag, proof in parse_proofs(output=output, when=when).items():
+            checks.update(tag=tag, proof=proof)
+            audit.append(event="share.ro_proof", details={"tag": tag, **asdict(proof)})
+            if not proof.refused:
+                for share in self._load(record.name):
+                    if share.tag == tag:
+                        self._detach(record, share)
+
+    def _rescan(self, record: WorkspaceRecord, share: Share) -> None:
+        found = tuple(f.render() for f in scan_folder(source=Path(share.source)).findings)
+        new = tuple(item for item in found if item not in share.secrets)
+        checks = self._checks(record.name)
+        if new != checks.load().get(share.tag, ShareCheck()).new_secrets:
+            checks.update(tag=share.tag, new_secrets=new)
+            if new:
+                self._ctx.audit(name=record.name).append(event="share.new_secrets", details={
+                    "tag": share.tag, "source": share.source, "found": list(new)})
+
+    def _proof(self, share: Share) -> str:
+        return proof_script(tag=share.tag, guest_dir=f"{GUEST_SHARES}/{share.tag}")
 
     def release_all(self, *, record: WorkspaceRecord, remove_outbox: bool = False) -> None:
         """After the VM stopped (or before destroy): host-side mounts go."""
@@ -260,7 +331,8 @@ class ShareService:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _guest(self, record: WorkspaceRecord, script: str) -> None:
+    def _guest(self, record: WorkspaceRecord, script: str) -> bytes:
+        """Run `script` as root in the guest; returns its stderr (the read-only proofs)."""
         err = bytearray()
         code = self._ctx.guest.run_command(target=ssh_target(record=record, files=self._ctx.records.files(
             name=record.name)), argv=["sudo", "-n", "sh", "-c", script], stdout=lambda _: None,
@@ -269,6 +341,7 @@ class ShareService:
             raise GuestError(f"the guest of {record.name} could not mount its shares: "
                              f"{err.decode(errors='replace').strip()[-300:]}",
                              hint="the shares are attached on the host; mount them by hand or reset")
+        return bytes(err)
 
     def _attached(self, record: WorkspaceRecord) -> tuple[frozenset[str], frozenset[str]]:
         if not self._running(record):
@@ -288,6 +361,9 @@ class ShareService:
     def _copy_image(self, record: WorkspaceRecord, tag: str) -> Path:
         return record.storage.share_image(tag)
 
+    def _checks(self, name: str) -> ShareChecks:
+        return ShareChecks(files=self._ctx.records.files(name=name))
+
     def _load(self, name: str) -> tuple[Share, ...]:
         path = self._ctx.records.files(name=name).shares
         try:
@@ -296,7 +372,9 @@ class ShareService:
             return ()
         except (OSError, ValueError) as exc:
             raise AgentboxError(f"{path}: unreadable share list ({exc})") from None
-        return tuple(Share(**{**item, "mechanism": ShareMechanism(item["mechanism"])}) for item in raw)
+        return tuple(Share(**{**item, "mechanism": ShareMechanism(item["mechanism"]),
+                              "excluded": tuple(item.get("excluded", ())), "secrets": tuple(item.get("secrets", ()))})
+                     for item in raw)
 
     def _save(self, name: str, shares: tuple[Share, ...]) -> None:
         path = self._ctx.records.files(name=name).shares

@@ -237,6 +237,8 @@ class SnapshotService:
             raise AgentboxError(f"{record.name} was reset, but setting its clock, reseeding its RNG or mounting its"
                                 f" shares failed (exit {code}): {err.decode(errors='replace').strip()[-300:]}",
                                 hint=f"reset again (agentbox reset {record.name}); if it persists, see agentbox doctor")
+        if then:
+            self._attachments.after_refresh(record=record, guest_stderr=bytes(err))
         try:
             return float(out.decode().split()[-1]) - received
         except (ValueError, IndexError):

@@ -124,6 +124,11 @@ class WorkspaceFiles:
         return self.directory / "shares.json"
 
     @property
+    def share_checks(self) -> Path:
+        """Per share: the last read-only proof from inside the guest, secrets found since it was added."""
+        return self.directory / "share-checks.json"
+
+    @property
     def egress_dir(self) -> Path:
         # Short names: a Unix socket path must stay under 108 bytes.
         return self.directory / "net"

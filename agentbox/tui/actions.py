@@ -50,7 +50,7 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("shell", "o", "Shell", "Open a shell in the workspace (returns when it exits)", Needs.RUNNING),
     ActionSpec("reset", "r", "Reset", "Return the workspace to its clean state (asks first)", Needs.READY),
     ActionSpec("end_session", "e", "End session", "End the session; the workspace is reset", Needs.SESSION),
-    ActionSpec("network", "w", "Network", "Choose the network mode: off, allowlist or open", Needs.READY),
+    ActionSpec("network", "w", "Network", "Choose the network mode: off, allowlist, learn or open", Needs.READY),
     ActionSpec("allowlist", "l", "Allowlist", "Edit the destinations allowed in allowlist mode", Needs.READY,
                footer=False),
     ActionSpec("net_log", "g", "Net log", "Every connection the agent tried, live", Needs.READY, footer=False),

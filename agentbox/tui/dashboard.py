@@ -38,6 +38,7 @@ from agentbox.tui.doctor_screen import DoctorScreen
 from agentbox.tui.messages import (ActionFailed, ApprovalAnswered, ApprovalRequested, DashboardLoaded, LoadFailed,
                                    QuickActionDone, SshCommandReady)
 from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen, NetworkModeScreen
+from agentbox.tui.proposal_screen import ProposalScreen
 from agentbox.tui.operations import ErrorInfo, Operation, OperationResult, error_info
 from agentbox.tui.outbox_screen import OutboxScreen
 from agentbox.tui.shares_screen import SharesScreen
@@ -291,8 +292,12 @@ class DashboardScreen(Screen[None]):
 
     def action_network(self) -> None:
         if (name := self._target("network")) and self._details is not None:
+            learning = self._details.network is NetworkMode.LEARN
+
             def chosen(mode: NetworkMode | None) -> None:
-                if mode is not None:
+                if mode is NetworkMode.ALLOWLIST and learning:  # after learning: the checklist first
+                    self.app.push_screen(ProposalScreen(services=self._services, name=name), lambda _: self.reload())
+                elif mode is not None:
                     self._switch_network(self._services, name, mode)
             self.app.push_screen(NetworkModeScreen(name=name, current=self._details.network), chosen)
 

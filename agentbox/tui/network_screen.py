@@ -40,7 +40,8 @@ def entry_meaning(text: str) -> str:
     return f"{'the address ' + str(network.network_address) if single else f'addresses in {network}'} on {port_words}"
 
 
-PICKER_KEYS = {NetworkMode.OFF: "1", NetworkMode.ALLOWLIST: "2", NetworkMode.OPEN: "3"}  # least open first
+PICKER_KEYS = {NetworkMode.OFF: "1", NetworkMode.ALLOWLIST: "2", NetworkMode.LEARN: "3",
+               NetworkMode.OPEN: "4"}  # least open first
 
 
 class NetworkModeScreen(ModalScreen[NetworkMode | None]):
@@ -62,6 +63,8 @@ class NetworkModeScreen(ModalScreen[NetworkMode | None]):
             now = network_text(self._current, meaning=True) if self._current else Text("? unknown")
             yield Static(Text.assemble("now ", now, "\nA running workspace changes at once, a stopped one "
                                                     "when it next runs."))
+            if self._current is NetworkMode.LEARN:
+                yield Static("Allowlist (2) first shows what was learned, as a checklist to keep.", classes="hint")
             with Horizontal(classes="dialog-buttons"):
                 for mode, key in PICKER_KEYS.items():
                     yield Button(f"{mode.value.capitalize()} ({key})", id=f"mode-{mode.value}", compact=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, Cancelled
 from agentbox.model.network import NetworkMode
+from agentbox.model.shares import SecretChoice
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.services.create import CreateRequest
 from agentbox.services.network import PolicyUpdate
@@ -175,15 +176,17 @@ def describe_update(*, name: str, update: PolicyUpdate) -> str:
     return f"{name}: network {update.policy.mode.value} (applies {where}{cut})"
 
 
-def add_share(*, services: Services, name: str, source: str, tag: str | None, mechanism: str | None) -> Operation:
+def add_share(*, services: Services, name: str, source: str, tag: str | None, mechanism: str | None,
+              secrets: SecretChoice | None = None) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         on_progress(Progress(step="share", detail=f"sharing {source} read-only"))
-        added = services.shares.add(name=name, source=source, tag=tag, mechanism=mechanism)
+        added = services.shares.add(name=name, source=source, tag=tag, mechanism=mechanism, secrets=secrets)
         share = added.share
         kind = "live" if share.mechanism.live else "a copy made now: later changes on the host do not show"
         gaps = f". But {added.not_readable.summary()}: {added.hint}" if added.not_readable.count else ""
+        left_out = f"; left out: {', '.join(share.excluded)}" if share.excluded else ""
         return (f"{share.source} is shared read-only at {GUEST_SHARES}/{share.tag} in {name} "
-                f"({share.mechanism.value}: {kind}){gaps}")
+                f"({share.mechanism.value}: {kind}){left_out}{gaps}")
     return Operation(title=f"Sharing a folder with {name}", workspace=name, run=run, cancellable=False)
 
 

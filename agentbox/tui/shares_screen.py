@@ -15,13 +15,16 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Sel
 
 from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError
-from agentbox.model.shares import MechanismChoice
+from agentbox.model.secret_rules import SecretScan
+from agentbox.model.shares import MechanismChoice, SecretChoice
 from agentbox.services.share_paths import default_tag, validate_tag
+from agentbox.services.shares import ShareStatus
 from agentbox.tui import operations
 from agentbox.tui.dialogs import ConfirmScreen, GoesBack
 from agentbox.tui.messages import MechanismsLoaded, SharesLoaded
 from agentbox.tui.operation_screen import RunsOperations
 from agentbox.tui.operations import error_info
+from agentbox.tui.secrets_screen import SecretsScreen
 from agentbox.tui.views import home_relative, share_place
 from agentbox.tui.widgets import FolderPicker
 
@@ -44,6 +47,15 @@ def mechanism_about(choice: MechanismChoice) -> str:
     live = ("live: changes on the host show in the workspace" if choice.mechanism.live
             else "a copy made now: later changes on the host do not show")
     return f"{choice.mechanism.value}: {choice.reason}; {live}"
+
+
+def secrets_cell(status: ShareStatus) -> str:
+    share = status.share
+    words = [f"{len(share.excluded)} left out"] if share.excluded else [f"{len(share.secrets)} allowed"] \
+        if share.secrets else []
+    if status.new_secrets:
+        words.append(f"⚠ {len(status.new_secrets)} new")
+    return ", ".join(words) or "none found"
 
 
 class AddShareScreen(ModalScreen[ShareChoice | None]):
@@ -183,7 +195,7 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("tag", "host folder", "in the workspace", "enforced by", "kind",
-                                              "attached")
+                                              "attached", "read-only proof", "secrets")
         self.action_reload()
 
     def action_reload(self) -> None:
@@ -201,14 +213,21 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
         table.clear()
         for status in message.shares:
             share = status.share
+            proof = status.proof
             table.add_row(share.tag, home_relative(share.source), share_place(share.tag), share.mechanism.value,
-                          "live" if status.live else "copy", "yes" if status.attached else "no", key=share.tag)
+                          "live" if status.live else "copy", "yes" if status.attached else "no",
+                          (f"✓ write refused {proof.time}" if proof.refused else f"✗ WRITABLE {proof.time}")
+                          if proof else "not yet", secrets_cell(status), key=share.tag)
         self._tags = tuple(s.share.tag for s in message.shares)
         empty = self.query_one("#shares-empty", Static)
+        warnings = [f"⚠ {s.share.tag}: {len(s.new_secrets)} likely secret(s) found since it was shared, visible "
+                    f"in the workspace: {'; '.join(s.new_secrets)} (remove it and share it again, leaving them out)"
+                    for s in message.shares if s.new_secrets]
         if message.error:
             empty.update(f"✗ {message.error.message}")
         else:
-            empty.update("" if self._tags else "No shared folders yet: press a to share one, read-only.")
+            empty.update("\n".join(warnings) if warnings else "" if self._tags
+                         else "No shared folders yet: press a to share one, read-only.")
         self.query_one("#remove", Button).disabled = not self._tags
         self.refresh_bindings()
 
@@ -220,12 +239,35 @@ class SharesScreen(RunsOperations, GoesBack, Screen[None]):
     def action_add(self) -> None:
         def chosen(choice: ShareChoice | None) -> None:
             if choice is not None:
-                self.run_operation(operations.add_share(services=self._services, name=self.workspace,
-                                                        source=choice.source, tag=choice.tag,
-                                                        mechanism=choice.mechanism))
+                self.query_one("#status", Static).update(f"looking through {choice.source} for likely secrets…")
+                self._scan(self._services, choice)
 
         self.app.push_screen(AddShareScreen(services=self._services, name=self.workspace,
                                             taken=frozenset(self._tags)), chosen)
+
+    @work(thread=True, exclusive=True, group="share-scan")
+    def _scan(self, services: Services, choice: ShareChoice) -> None:
+        try:
+            scan = services.shares.scan(source=choice.source)
+        except AgentboxError as exc:
+            self.app.call_from_thread(self.query_one("#status", Static).update, f"✗ {exc.message}")
+            return
+        self.app.call_from_thread(self._scanned, choice, scan)
+
+    def _scanned(self, choice: ShareChoice, scan: SecretScan) -> None:
+        """Share at once when nothing was found; else the user decides what happens to the findings."""
+        self.query_one("#status", Static).update("")
+
+        def share(secrets: SecretChoice | None) -> None:
+            self.run_operation(operations.add_share(services=self._services, name=self.workspace,
+                                                    source=choice.source, tag=choice.tag,
+                                                    mechanism=choice.mechanism, secrets=secrets))
+
+        if not scan.findings and scan.complete:
+            share(None)
+        else:
+            self.app.push_screen(SecretsScreen(source=choice.source, scan=scan),
+                                 lambda secrets: share(secrets) if secrets is not None else None)
 
     def action_remove(self) -> None:
         table = self.query_one(DataTable)

@@ -30,6 +30,7 @@ RECENT_KEYS = ("target", "label", "path", "how", "reason", "tag", "mode", "verdi
 # noted heads are bookkeeping for `audit verify`.
 OWN_ROWS = (DECISION_EVENT, HEAD_EVENT)
 NETWORK_MEANING = {NetworkMode.OFF: "no network at all", NetworkMode.ALLOWLIST: "only listed destinations",
+                   NetworkMode.LEARN: "any public address, recorded to propose an allowlist",
                    NetworkMode.OPEN: "any public address"}
 NEVER = "never"
 T = TypeVar("T")

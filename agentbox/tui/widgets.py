@@ -29,6 +29,7 @@ STATE_MARKS = {
 NETWORK_MARKS = {
     NetworkMode.OFF: ("⊘", "green"),
     NetworkMode.ALLOWLIST: ("☰", "yellow"),
+    NetworkMode.LEARN: ("◎", "bold magenta"),
     NetworkMode.OPEN: ("◉", "bold red"),
 }
 BUTTON_PREFIX = "do-"

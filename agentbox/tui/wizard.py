@@ -7,7 +7,7 @@ It only collects a `NewWorkspace`; the dashboard runs the create with a progress
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from textual import work
@@ -22,11 +22,14 @@ from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.network import NetworkMode, parse_allow_entry
+from agentbox.model.secret_rules import SecretFinding, SecretScan
+from agentbox.model.shares import SecretChoice
 from agentbox.model.template import Template
 from agentbox.services.create import CreateRequest
 from agentbox.services.share_paths import default_tag
 from agentbox.tui.messages import TemplatesLoaded
 from agentbox.tui.operations import error_info
+from agentbox.tui.secrets_screen import SecretsScreen
 from agentbox.tui.shares_screen import check_share_folder
 from agentbox.tui.views import NETWORK_MEANING, share_place
 from agentbox.tui.widgets import NETWORK_MARKS, FolderPicker
@@ -275,4 +278,33 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             return
         entries = [parse_allow_entry(text=entry).render() for entry in split_entries(
             self.query_one("#allowlist", Input).value)]
-        self.dismiss(NewWorkspace(request=request, allow=tuple(dict.fromkeys(entries))))
+        chosen = NewWorkspace(request=request, allow=tuple(dict.fromkeys(entries)))
+        if request.shares:
+            self._scan_folders(self._services, chosen)  # likely secrets first, as the shares screen does
+        else:
+            self.dismiss(chosen)
+
+    @work(thread=True, exclusive=True, group="wizard-scan")
+    def _scan_folders(self, services: Services, chosen: NewWorkspace) -> None:
+        findings: list[SecretFinding] = []
+        complete = True
+        try:
+            for folder in chosen.request.shares:
+                scan = services.shares.scan(source=folder)
+                complete = complete and scan.complete
+                findings += [replace(f, path=f"{Path(folder).name}/{f.path}") for f in scan.findings]
+        except AgentboxError as exc:
+            self.app.call_from_thread(self.query_one("#folders-problem", Static).update, f"✗ {exc.message}")
+            return
+        self.app.call_from_thread(self._scanned, chosen, SecretScan(findings=tuple(findings), complete=complete))
+
+    def _scanned(self, chosen: NewWorkspace, scan: SecretScan) -> None:
+        if not scan.findings and scan.complete:
+            self.dismiss(chosen)
+            return
+
+        def decided(secrets: SecretChoice | None) -> None:
+            if secrets is not None:
+                self.dismiss(replace(chosen, request=replace(chosen.request, share_secrets=secrets.value)))
+
+        self.app.push_screen(SecretsScreen(source="the folders to share", scan=scan), decided)

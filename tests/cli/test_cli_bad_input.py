@@ -113,7 +113,7 @@ def test_bad_allowlist_entries_and_modes_are_refused_with_the_rule(tmp_path: Pat
         assert done.code == 2 and rule in done.err and "hint: valid forms:" in done.err, (entry, done.err)
     for mode in ("maybe", "", "OPEN"):
         done = run_cli(tmp_path, "net", "ws", mode)
-        assert done.code == 2 and "use one of off, allowlist, open" in done.err, (mode, done.err)
+        assert done.code == 2 and "use one of off, allowlist, learn, open" in done.err, (mode, done.err)
     policy = json.loads((tmp_path / "root" / "data" / "workspaces" / "ws" / "policy.json").read_text())
     assert policy["allowlist"] == [], "nothing refused got in"
 

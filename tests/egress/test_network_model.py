@@ -128,7 +128,7 @@ def test_a_policy_parses_its_mode_and_entries_and_drops_duplicates() -> None:
 def test_a_policy_with_an_unknown_mode_or_entry_is_refused() -> None:
     with pytest.raises(InvalidInput, match="invalid network mode 'closed'") as caught:
         parse_policy(mode="closed", allowlist=[])
-    assert caught.value.hint == "the mode is one of: off, allowlist, open"
+    assert caught.value.hint == "the mode is one of: off, allowlist, learn, open"
     with pytest.raises(InvalidInput, match="invalid allowlist entry 'exa mple'"):
         parse_policy(mode="open", allowlist=["exa mple"])
     with pytest.raises(InvalidInput, match="it is not a string"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import subprocess
 import time
@@ -29,6 +31,15 @@ from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
 
 
+def answer_ro_proofs(argv: Sequence[str], stderr: Callable[[bytes], None], *, writable: set[str]) -> None:
+    """Answer the read-only proofs in agentbox's mount script as a guest would (the vm tests
+    run the real ones): refused, unless the tag is in `writable`."""
+    for tag in re.findall(r"agentbox-ro-proof (\S+) ", " ".join(argv)):
+        verdict = "WRITABLE remount-rw=0: " if tag in writable else \
+            "refused remount-rw=0: sh: 1: cannot create x: Read-only file system"
+        stderr(f"agentbox-ro-proof {tag} {verdict}\n".encode())
+
+
 @dataclass
 class ScriptedGuest:
     """Stands in for the guest's SSH server (the vm tests use the real one)."""
@@ -42,6 +53,10 @@ class ScriptedGuest:
     exit_code: int = 0
     # Asked first: an exit code (after writing any output), or None for the answers below.
     reply: Callable[[Sequence[str], Callable[[bytes], None]], int | None] | None = None
+    writable_shares: set[str] = field(default_factory=set)  # tags whose read-only proof a write gets through
+
+    def _prove(self, argv: Sequence[str], stderr: Callable[[bytes], None]) -> None:
+        answer_ro_proofs(argv, stderr, writable=self.writable_shares)
 
     def wait_until_ready(self, *, target: SshTarget, timeout_s: float, cancel: CancelToken,
                          on_progress: ProgressCallback, check_alive: Callable[[], None] | None = None) -> None:
@@ -64,8 +79,10 @@ class ScriptedGuest:
             return self.cloud_init_code
         if is_refresh(argv):
             stdout(f"{time.time():.6f}\n".encode())
+            self._prove(argv, stderr)
             return 0
         if list(argv[:3]) == ["sudo", "-n", "sh"]:  # agentbox's own mounts of shares and the outbox
+            self._prove(argv, stderr)
             return 0
         if argv[:1] == ["hang"]:  # a command that runs until cancelled
             while True:

@@ -46,6 +46,7 @@ from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, ProgressCallback, ignore_progress
 from agentbox.provision.refresh import is_refresh
 from agentbox.remote.ssh import SshTarget
+from tests.services.conftest import answer_ro_proofs
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.egress_runner import EgressHealth
@@ -90,6 +91,8 @@ class ScriptedGuest:
         if argv[:2] == ["cloud-init", "status"]:
             stdout(b"status: done\n")
             return 0
+        if is_refresh(argv) or list(argv[:3]) == ["sudo", "-n", "sh"]:
+            answer_ro_proofs(argv, stderr, writable=set())
         if is_refresh(argv):
             stdout(f"{time.time():.6f}\n".encode())
             return 0

@@ -39,7 +39,7 @@ def test_w_picks_the_network_mode_directly(world: TuiWorld) -> None:
         assert isinstance(picker, NetworkModeScreen)
         text = screen_text(pilot)
         assert "Network of demo" in text and "now ⊘ off: no network at all" in text
-        assert "Off (1)" in text and "Allowlist (2)" in text and "Open (3)" in text
+        assert "Off (1)" in text and "Allowlist (2)" in text and "Learn (3)" in text and "Open (4)" in text
         await pilot.press("2")
         await settle(pilot)
         assert mode(world) is NetworkMode.ALLOWLIST

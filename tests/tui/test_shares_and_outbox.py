@@ -75,8 +75,9 @@ def test_a_folder_picked_in_the_tree_is_shared_read_only_then_removed(world: Tui
         assert status(pilot) == (f"{alpha} is shared read-only at /mnt/shares/alpha in demo (copy-disk: a copy made "
                                  "now: later changes on the host do not show)")
         table = pilot.app.screen.query_one("#shares", DataTable)
-        assert [str(c) for c in table.get_row_at(0)] == ["alpha", "~/projects/alpha", "/mnt/shares/alpha",
-                                                         "copy-disk", "copy", "yes"]
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[:6] == ["alpha", "~/projects/alpha", "/mnt/shares/alpha", "copy-disk", "copy", "yes"]
+        assert row[6].startswith("✓ write refused ") and row[7] == "none found"
 
         await pilot.press("d")
         await settle(pilot)

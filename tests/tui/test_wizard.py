@@ -223,3 +223,29 @@ def test_a_folder_can_be_taken_off_the_list_before_creating(world: TuiWorld) -> 
         assert world.services.network.policy(name="fresh").mode.value == "off"  # the template's
 
     world.run(scenario)
+
+
+def test_a_folder_with_secrets_asks_before_create_and_leaves_them_out(world: TuiWorld) -> None:
+    from agentbox.tui.secrets_screen import SecretsScreen
+
+    alpha = world.home / "projects" / "alpha"
+    (alpha / ".env").write_text("TOKEN=hunter2\n")
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        await pilot.press(*"fresh")
+        wizard.query_one("#wizard-folder-path", Input).value = str(alpha)
+        wizard.query_one("#wizard-folder-path", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert wizard.query_one(ChosenFolders).option_count == 1
+        await pilot.click("#create")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SecretsScreen), what="the findings")
+        assert "• alpha/.env: dotenv file" in screen_text(pilot) and world.ctx.records.names() == ()
+        await pilot.press("e")
+        await until(pilot, lambda: world.ctx.records.names() == ("fresh",), what="created")
+        await settle(pilot)
+        [status] = world.services.shares.list(name="fresh")
+        assert status.share.excluded == (".env",) and status.share.mechanism.value == "copy-disk"
+
+    world.run(scenario)
