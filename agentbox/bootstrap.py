@@ -22,6 +22,7 @@ from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox import OutboxService
+from agentbox.stores.api_keys import ApiKeyStore
 from agentbox.stores.receipts import ReceiptStore
 from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
@@ -90,6 +91,11 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
                     supervisor=supervisor)
+
+
+def build_keys(*, paths: AppPaths | None = None) -> ApiKeyStore:
+    """The host's API keys (keyring or a 0600 file): no hypervisor or settings needed."""
+    return ApiKeyStore(config_dir=(paths or AppPaths.default()).config_dir)
 
 
 def build_history(*, paths: AppPaths | None = None) -> History:

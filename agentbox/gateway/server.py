@@ -134,6 +134,7 @@ class CredentialGateway:
         assert task is not None
         started = time.monotonic()
         entry: dict[str, Any] = {"method": request.method, "path": request.rel_url.path, "status": 0,
+                                 "forwarded": False,
                                  "bytes_up": 0, "bytes_down": 0, "model": "", "tokens": 0}
         token: GatewayToken | None = None
         self._active[task] = ""  # until admitted: cut by `off` too
@@ -158,6 +159,7 @@ class CredentialGateway:
             entry["bytes_up"] = len(body)
             entry["model"] = request_model(body, content_type=request.content_type)
             self._usage.add(token.id, ApiUse(requests=1, bytes_up=len(body)))
+            entry["forwarded"] = True
             return await self._forward(request, provider, upstream_path, key, body, entry, token)
         except Refusal as refusal:
             entry.update(status=refusal.status, refused=refusal.message)

@@ -33,10 +33,12 @@ class ApiUse:
     bytes_up: int = 0
     bytes_down: int = 0
     tokens: int = 0
+    refused: int = 0  # requests the gateway did not forward (receipts only)
 
     def plus(self, other: ApiUse) -> ApiUse:
         return ApiUse(requests=self.requests + other.requests, bytes_up=self.bytes_up + other.bytes_up,
-                      bytes_down=self.bytes_down + other.bytes_down, tokens=self.tokens + other.tokens)
+                      bytes_down=self.bytes_down + other.bytes_down, tokens=self.tokens + other.tokens,
+                      refused=self.refused + other.refused)
 
     def exhausted(self, budget: ApiBudget) -> str:
         """Which budget this use has reached ("" when none): a next request is refused."""

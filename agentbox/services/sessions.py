@@ -23,6 +23,7 @@ from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.gateway_access import GatewayAccess
 from agentbox.host.locks import workspace_lock
 from agentbox.host.process_identity import ProcessIdentity, current_identity, is_alive
 from agentbox.services.lookup import load_ready_record
@@ -109,6 +110,8 @@ class SessionService:
                               owner_pid=owner.pid if owner else 0, owner_start=owner.start if owner else 0)
             self._save(session)
             self._receipts.begin(name=name, session_id=session.id)
+            # The session's own token: whatever the guest held before is dead from now on.
+            GatewayAccess(ctx=ctx).mint_and_install(record=record, session=session.id, cancel=cancel)
             ctx.audit(name=name).append(event="session.started", details={
                 "session": session.id, "max_minutes": max_minutes, "deadline": session.deadline})
             return session
@@ -135,12 +138,16 @@ class SessionService:
             except Exception as exc:  # noqa: BLE001 - whatever goes wrong with the receipt, the reset must still happen
                 receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
+            resetting = force_reset or (reset and record.reset_after_session)
+            GatewayAccess(ctx=ctx).revoke(name=name)  # the session's token dies with it
             try:
-                if force_reset or (reset and record.reset_after_session):
+                if resetting:
                     outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)
             finally:
                 # Only now: whoever sees the session gone also sees the workspace reset.
                 ctx.records.files(name=name).session.unlink(missing_ok=True)
+            if not resetting:
+                GatewayAccess(ctx=ctx).after_session(record=record, reset=False)
             ended = SessionEnd(session=session, ended=_iso(now), reason=reason, reset=outcome, receipt=receipt,
                                receipt_error=receipt_error,
                                duration_s=(now - datetime.fromisoformat(session.started)).total_seconds())
