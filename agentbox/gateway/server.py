@@ -158,7 +158,7 @@ class CredentialGateway:
             body = await request.read()
             entry["bytes_up"] = len(body)
             entry["model"] = request_model(body, content_type=request.content_type)
-            self._usage.add(token.id, ApiUse(requests=1, bytes_up=len(body)))
+            self._usage.add(token.id, ApiUse(requests=1, bytes_up=len(body)), save=False)
             entry["forwarded"] = True
             return await self._forward(request, provider, upstream_path, key, body, entry, token)
         except Refusal as refusal:

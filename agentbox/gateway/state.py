@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from agentbox.audit import AuditLog
-from agentbox.config.atomic_file import write_atomically
 from agentbox.egress.daemon import load_policy_file
 from agentbox.errors import AgentboxError
 from agentbox.model.api_use import ApiUse
@@ -64,11 +63,16 @@ class UsageBook:
     def use(self, token_id: str) -> ApiUse:
         return self._use if token_id == self._token else ApiUse()
 
-    def add(self, token_id: str, use: ApiUse) -> None:
+    def add(self, token_id: str, use: ApiUse, *, save: bool = True) -> None:
+        """Count `use`; with `save`, write the count down (once per request, at its end)."""
         self._use = self.use(token_id).plus(use)
         self._token = token_id
-        try:
-            write_atomically(path=self._path, data=json.dumps({"token": token_id, "use": asdict(self._use)}).encode())
+        if not save:
+            return
+        tmp = self._path.with_name(f".{self._path.name}.tmp")
+        try:  # replaced whole, but not fsync'd: a few ms per request, for a count a crash may lose
+            tmp.write_text(json.dumps({"token": token_id, "use": asdict(self._use)}))
+            os.replace(tmp, self._path)
         except OSError as exc:  # counting goes on in memory
             log.error("cannot write %s: %s", self._path, exc)
 

@@ -46,7 +46,8 @@ def fingerprint(key: str) -> str:
 def clean_key(raw: str) -> str:
     key = raw.strip()
     if not key:
-        raise InvalidInput("the key is empty", hint="paste the key when asked, or pipe it: agentbox key set NAME < FILE")
+        raise InvalidInput("the key is empty",
+                           hint="paste the key when asked, or pipe it: agentbox key set NAME < FILE")
     if len(key) > MAX_KEY_CHARS or any(c.isspace() or not c.isprintable() for c in key):
         raise InvalidInput("that does not look like an API key (spaces, control characters or too long)",
                            hint="paste only the key itself")
