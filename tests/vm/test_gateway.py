@@ -27,7 +27,7 @@ REAL_KEY = f"sk-ant-vmtest-{SECRET_PART}"
 KEY_PATTERN = f"sk-ant-vmtest-[{SECRET_PART[0]}]{SECRET_PART[1:]}"
 
 _REQUEST = (  # as an agent's client does it: base URL and key from the login shell's environment
-    'curl -sS --noproxy "*" -o /tmp/answer -w "%{http_code}" -X POST "$ANTHROPIC_BASE_URL/v1/messages"'
+    'curl -sS -o /tmp/answer -w "%{http_code}" -X POST "$ANTHROPIC_BASE_URL/v1/messages"'
     ' -H "x-api-key: $ANTHROPIC_API_KEY" -H "anthropic-version: 2023-06-01" -H "content-type: application/json"'
     ' -d \'{"model": "claude-vm-test", "max_tokens": 8, "messages": []}\'; echo; cat /tmp/answer')
 
