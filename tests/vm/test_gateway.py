@@ -8,15 +8,22 @@ audit log has the request without the key; a token of an ended state is dead aft
 from __future__ import annotations
 
 import secrets
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agentbox.audit import read_records
 from agentbox.model.progress import CancelToken
-from agentbox.services.gateway_access import GUEST_PROFILE
+from agentbox.host.supervision_files import SupervisorFiles
+from agentbox.services.gateway_access import GUEST_PROFILE, GatewayAccess
 from agentbox.stores.api_keys import NO_KEYRING_ENV, ApiKeyStore
+from agentbox.stores.gateway_tokens import GatewayTokenFile
 from tests.fake_provider import ANSWER, FakeProvider, fake_provider
 from tests.vm.conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 
@@ -54,8 +61,10 @@ def gateway_ws(vm_env: VmEnv, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 settings.write_text(original)
 
 
-def _ask(env: VmEnv, name: str, *, token: str | None = None) -> tuple[int, str]:
+def _ask(env: VmEnv, name: str, *, token: str | None = None, url: str | None = None) -> tuple[int, str]:
     command = _REQUEST if token is None else f"export ANTHROPIC_API_KEY={token}; {_REQUEST}"
+    if url is not None:
+        command = command.replace("$ANTHROPIC_BASE_URL/v1/messages", url)
     code, out, err = run_in(env, name, "bash", "-lc", command)
     assert code == 0, err
     status, _, body = out.partition("\n")
@@ -129,3 +138,64 @@ def test_an_ended_states_token_is_refused_after_reset(vm_env: VmEnv, gateway_ws:
     assert _ask(vm_env, name)[0] == 200  # the reset's own fresh token works
     receipt = services.receipts.get(name=name, receipt_id=session.id).receipt
     assert receipt.api.requests >= 1 and receipt.api.tokens >= 15
+
+
+def test_another_host_and_another_workspaces_token_are_refused(
+        vm_env: VmEnv, gateway_ws: tuple[str, FakeProvider], tmp_path: Path) -> None:
+    name, fake = gateway_ws
+    seen = len(fake.seen)
+    status, body = _ask(vm_env, name, url="http://127.0.0.1:3129/other.agentbox.test/v1/messages")
+    assert status == 404 and "any other host is refused" in body
+    status, body = _ask(vm_env, name, url="http://127.0.0.1:3129/https://other.agentbox.test/v1/messages")
+    assert status == 404
+    foreign = GatewayTokenFile(path=tmp_path / "other" / "gateway-token.json").mint(workspace="other")
+    status, body = _ask(vm_env, name, token=foreign.token)
+    assert status == 403 and "another workspace's" in body
+    assert len(fake.seen) == seen  # none of these reached the provider
+
+
+def test_a_budget_cut_is_a_clear_error_in_the_guest(vm_env: VmEnv, gateway_ws: tuple[str, FakeProvider]) -> None:
+    name, _ = gateway_ws
+    ctx = vm_env.context()
+    record = ctx.records.load(name=name)
+    assert record is not None
+    GatewayAccess(ctx=ctx).mint_and_install(record=replace(record, budget_requests=1))  # as a template's budget
+    assert _ask(vm_env, name)[0] == 200
+    status, body = _ask(vm_env, name)
+    assert status == 429 and "API budget is used up: requests (1 of 1)" in body
+    GatewayAccess(ctx=ctx).mint_and_install(record=record)  # back to no budget for the tests after
+    assert _ask(vm_env, name)[0] == 200
+
+
+def test_a_killed_gateway_cuts_the_stream_and_is_back_without_any_command(
+        vm_env: VmEnv, gateway_ws: tuple[str, FakeProvider]) -> None:
+    name, fake = gateway_ws
+    sup = SupervisorFiles(egress_dir=vm_env.context().records.files(name=name).egress_dir)
+    before = sup.read_state()
+    assert before is not None and before.gateway is not None
+    fake.release.clear()  # the fake sends the first half of the stream, then waits
+    seen = len(fake.seen)
+    result: dict[str, str] = {}
+
+    def stream() -> None:
+        stream_request = _REQUEST.replace('"max_tokens": 8', '"stream": true, "max_tokens": 8').replace(
+            "curl -sS", "curl -sS -N -m 120")
+        _, out, err = run_in(vm_env, name, "bash", "-lc", stream_request)
+        result["out"] = out + err
+
+    runner = threading.Thread(target=stream, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 120
+    while len(fake.seen) == seen:  # the request has reached the provider: its stream is open
+        assert time.monotonic() < deadline, "the streaming request never reached the fake provider"
+        time.sleep(0.1)
+    os.kill(before.gateway.pid, signal.SIGKILL)
+    runner.join(timeout=100)
+    assert not runner.is_alive(), "the stream must end when the gateway dies"
+    assert "second half" not in result["out"]
+    fake.release.set()
+    deadline = time.monotonic() + 60
+    while (state := sup.read_state()) is None or state.gateway in (None, before.gateway):
+        assert time.monotonic() < deadline, "the supervisor did not bring the gateway back"
+        time.sleep(0.1)
+    assert _ask(vm_env, name)[0] == 200
