@@ -62,3 +62,65 @@ def test_a_key_is_never_taken_from_argv(keys_root: Path, capsys: pytest.CaptureF
         main(["key", "set", "anthropic", KEY])
     assert exit_info.value.code == 2
     assert not (keys_root / "config" / "api-keys.json").exists()
+
+
+class _MemoryKeyring:
+    """Stands in for a desktop keyring (none runs on a test machine): a real backend class of
+    the keyring library, keeping secrets in memory."""
+
+    @staticmethod
+    def make() -> object:
+        import keyring.backend
+
+        class Memory(keyring.backend.KeyringBackend):
+            priority = 10  # type: ignore[assignment]
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.secrets: dict[tuple[str, str], str] = {}
+
+            def get_password(self, service: str, username: str) -> str | None:
+                return self.secrets.get((service, username))
+
+            def set_password(self, service: str, username: str, password: str) -> None:
+                self.secrets[(service, username)] = password
+
+            def delete_password(self, service: str, username: str) -> None:
+                self.secrets.pop((service, username), None)
+
+        return Memory()
+
+
+def test_a_real_keyring_gets_the_key_and_the_index_only_its_fingerprint(
+        agentbox_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keyring
+
+    monkeypatch.delenv(NO_KEYRING_ENV, raising=False)
+    backend = _MemoryKeyring.make()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)  # type: ignore[arg-type]
+    try:
+        store = ApiKeyStore(config_dir=agentbox_root / "config")
+        assert store.set(provider="openai", key=KEY).store == "keyring"
+        assert backend.secrets == {("agentbox", "openai"): KEY}  # type: ignore[attr-defined]
+        assert KEY not in (agentbox_root / "config" / "api-keys.json").read_text()
+        assert store.get(provider="openai") == KEY
+        store.remove(provider="openai")
+        assert backend.secrets == {}  # type: ignore[attr-defined]
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_no_real_keyring_means_the_0600_file(agentbox_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keyring
+    import keyring.backends.fail
+
+    monkeypatch.delenv(NO_KEYRING_ENV, raising=False)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(keyring.backends.fail.Keyring())
+    try:
+        store = ApiKeyStore(config_dir=agentbox_root / "config")
+        assert store.set(provider="anthropic", key=KEY).store == "file"
+        assert store.get(provider="anthropic") == KEY
+    finally:
+        keyring.set_keyring(previous)
