@@ -18,6 +18,7 @@ from agentbox.services.crash_log import CrashLog
 from agentbox.services.create import CreateService
 from agentbox.services.doctor import DoctorService
 from agentbox.services.egress_runner import SupervisedEgress
+from agentbox.services.gateway_access import GatewayAccess
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
@@ -48,6 +49,7 @@ class Services:
     audit: AuditService
     receipts: ReceiptStore
     crash_log: CrashLog
+    gateway: GatewayAccess  # phantom tokens and the session's API use (the credential gateway's)
     clock: Callable[[], datetime]
 
 
@@ -90,6 +92,7 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     shares=ShareService(ctx=ctx), outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
+                    gateway=GatewayAccess(ctx=ctx),
                     supervisor=supervisor)
 
 

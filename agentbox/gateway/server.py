@@ -164,6 +164,9 @@ class CredentialGateway:
         except Refusal as refusal:
             entry.update(status=refusal.status, refused=refusal.message)
             return _error(refusal)
+        except web.HTTPException as exc:  # e.g. a body over MAX_BODY_BYTES: 413 from aiohttp
+            entry.update(status=exc.status, refused=exc.reason)
+            raise
         except asyncio.CancelledError:
             entry.update(status=entry["status"] or 499, refused="cut: network off or the session's token ended")
             if request.transport is not None:

@@ -18,6 +18,7 @@ from agentbox.egress.daemon import load_policy_file
 from agentbox.errors import AgentboxError
 from agentbox.model.api_use import ApiUse
 from agentbox.model.network import NetworkMode
+from agentbox.stores.gateway_tokens import read_usage
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,7 @@ class UsageBook:
 
     def __init__(self, *, path: Path) -> None:
         self._path = path
-        self._token, self._use = "", ApiUse()
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            self._token, self._use = str(raw["token"]), ApiUse(**raw["use"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        self._token, self._use = read_usage(path=path)
 
     def use(self, token_id: str) -> ApiUse:
         return self._use if token_id == self._token else ApiUse()

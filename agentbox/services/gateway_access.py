@@ -18,7 +18,8 @@ from agentbox.model.progress import CancelToken
 from agentbox.model.providers import PROVIDERS
 from agentbox.services.context import ServiceContext
 from agentbox.services.ssh_access import ssh_target
-from agentbox.stores.gateway_tokens import GatewayToken, GatewayTokenFile
+from agentbox.model.api_use import ApiUse
+from agentbox.stores.gateway_tokens import USAGE_FILE, GatewayToken, GatewayTokenFile, read_usage
 from agentbox.stores.records import WorkspaceRecord
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class GatewayAccess:
     def current(self, *, name: str) -> GatewayToken | None:
         """The workspace's live phantom token (None between a session's end and the next mint)."""
         return self._file(name).current()
+
+    def usage(self, *, name: str) -> ApiUse:
+        """The current token's API use so far, as the gateway counts it (for a live display)."""
+        token = self.current(name=name)
+        token_id, use = read_usage(path=self._ctx.records.files(name=name).egress_dir / USAGE_FILE)
+        return use if token is not None and token.id == token_id else ApiUse()
 
     def mint(self, *, record: WorkspaceRecord, session: str = "") -> GatewayToken:
         """A new token (the old one is dead from now on), carrying the record's API budget."""

@@ -28,6 +28,7 @@ from agentbox.host.child_process import ChildProcess, SupervisedChild
 from agentbox.host.process_identity import python_module_argv
 from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT
 from agentbox.services.context import ServiceContext
+from agentbox.stores.gateway_tokens import USAGE_FILE
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
 from agentbox.services.ssh_access import ssh_target
@@ -206,7 +207,7 @@ def _gateway_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRec
         extra = ["--ca-bundle", str(settings.gateway_ca_bundle)] if settings.gateway_ca_bundle else []
         return python_module_argv(
             GATEWAY_MODULE, "--workspace", record.name, "--socket", str(egress / "gateway.sock"),
-            "--token-file", str(files.gateway_token), "--usage-file", str(egress / "gateway-usage.json"),
+            "--token-file", str(files.gateway_token), "--usage-file", str(egress / USAGE_FILE),
             "--policy-file", str(files.policy), "--config-dir", str(paths.config_dir),
             "--audit-log", str(paths.audit_log(record.name)), "--pid-file", str(pid_file),
             "--upstream-port", str(settings.gateway_upstream_port), *pins, *extra)

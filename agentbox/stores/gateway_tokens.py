@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agentbox.config.atomic_file import write_atomically
-from agentbox.model.api_use import ApiBudget
+from agentbox.model.api_use import ApiBudget, ApiUse
 
 TOKEN_FILE = "gateway-token.json"
+USAGE_FILE = "gateway-usage.json"  # in the egress dir; written by the gateway after each request
 TOKEN_PREFIX = "sk-agentbox-phantom-"  # reads as a key to clients; says what it is to a human
 
 
@@ -72,3 +73,12 @@ class GatewayTokenFile:
 
     def revoke(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def read_usage(*, path: Path) -> tuple[str, ApiUse]:
+    """(token id, its API use so far) from the gateway's usage file; ("", nothing) without one."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return str(raw["token"]), ApiUse(**raw["use"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", ApiUse()

@@ -9,6 +9,7 @@ import socket
 import threading
 
 from agentbox.model.api_use import ApiBudget
+from agentbox.stores.gateway_tokens import read_usage
 from tests.fake_provider import ANSWER
 from tests.gateway.conftest import REAL_KEY, Harness
 
@@ -168,6 +169,8 @@ def test_budgets_refuse_with_429_naming_the_budget(harness: Harness) -> None:
     assert harness.post().status == 200
     assert harness.post().status == 429
     assert [r["status"] for r in harness.audit()][-1] == 429
+    token_id, use = read_usage(path=harness.root / "ws" / "usage.json")  # what a live display reads
+    assert token_id == harness.token.id and use.requests == 1 and use.bytes_up + use.bytes_down >= 100
 
 
 def test_every_request_is_audited_without_key_token_or_body(harness: Harness) -> None:
