@@ -10,10 +10,9 @@ included); a real key never goes there.
 
 from __future__ import annotations
 
-import logging
 import shlex
 
-from agentbox.errors import AgentboxError, GuestError
+from agentbox.errors import GuestError
 from agentbox.model.progress import CancelToken
 from agentbox.model.providers import PROVIDERS
 from agentbox.services.context import ServiceContext
@@ -21,8 +20,6 @@ from agentbox.services.ssh_access import ssh_target
 from agentbox.model.api_use import ApiUse
 from agentbox.stores.gateway_tokens import USAGE_FILE, GatewayToken, GatewayTokenFile, read_usage
 from agentbox.stores.records import WorkspaceRecord
-
-log = logging.getLogger(__name__)
 
 GUEST_PROFILE = "/etc/profile.d/agentbox-gateway.sh"
 
@@ -88,17 +85,6 @@ class GatewayAccess:
             raise GuestError(f"cannot write {GUEST_PROFILE} in {record.name}: "
                              f"{err.decode(errors='replace').strip()[-300:]}",
                              hint=f"the agents there have no API access until it is; agentbox reset {record.name}")
-
-    def after_session(self, *, record: WorkspaceRecord, reset: bool) -> None:
-        """The session's token dies now; without a reset (which mints the next one) the guest
-        gets a fresh token between sessions."""
-        self.revoke(name=record.name)
-        if reset:
-            return
-        try:
-            self.mint_and_install(record=record)
-        except AgentboxError as exc:  # the guest is down or gone: its next start mints one
-            log.warning("no new gateway token for %s: %s", record.name, exc.message)
 
     def _file(self, name: str) -> GatewayTokenFile:
         return GatewayTokenFile(path=self._ctx.records.files(name=name).gateway_token)

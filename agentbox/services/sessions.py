@@ -138,16 +138,15 @@ class SessionService:
             except Exception as exc:  # noqa: BLE001 - whatever goes wrong with the receipt, the reset must still happen
                 receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
-            resetting = force_reset or (reset and record.reset_after_session)
-            GatewayAccess(ctx=ctx).revoke(name=name)  # the session's token dies with it
+            # The session's token dies with it; a reset mints the next one, else the next
+            # session start (or start, or reset) does.
+            GatewayAccess(ctx=ctx).revoke(name=name)
             try:
-                if resetting:
+                if force_reset or (reset and record.reset_after_session):
                     outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)
             finally:
                 # Only now: whoever sees the session gone also sees the workspace reset.
                 ctx.records.files(name=name).session.unlink(missing_ok=True)
-            if not resetting:
-                GatewayAccess(ctx=ctx).after_session(record=record, reset=False)
             ended = SessionEnd(session=session, ended=_iso(now), reason=reason, reset=outcome, receipt=receipt,
                                receipt_error=receipt_error,
                                duration_s=(now - datetime.fromisoformat(session.started)).total_seconds())
