@@ -19,10 +19,12 @@ from agentbox.services.crash_log import CrashLog
 from agentbox.services.create import CreateService
 from agentbox.services.doctor import DoctorService
 from agentbox.services.egress_runner import SupervisedEgress
+from agentbox.services.gateway_access import GatewayAccess
 from agentbox.services.guest import SshGuestAccess
 from agentbox.services.images import ImageService
 from agentbox.services.network import NetworkService
 from agentbox.services.outbox import OutboxService
+from agentbox.stores.api_keys import ApiKeyStore
 from agentbox.stores.receipts import ReceiptStore
 from agentbox.stores.recordings import RecordingStore
 from agentbox.services.shares import ShareService
@@ -53,6 +55,7 @@ class Services:
     recordings: RecordingService
     panic: PanicService
     crash_log: CrashLog
+    gateway: GatewayAccess  # phantom tokens and the session's API use (the credential gateway's)
     clock: Callable[[], datetime]
 
 
@@ -99,7 +102,13 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
                     supervisor=supervisor, recordings=RecordingService(ctx=ctx),
-                    panic=PanicService(ctx=ctx, network=network, sessions=sessions, snapshots=snapshots))
+                    panic=PanicService(ctx=ctx, network=network, sessions=sessions, snapshots=snapshots),
+                    gateway=GatewayAccess(ctx=ctx))
+
+
+def build_keys(*, paths: AppPaths | None = None) -> ApiKeyStore:
+    """The host's API keys (keyring or a 0600 file): no hypervisor or settings needed."""
+    return ApiKeyStore(config_dir=(paths or AppPaths.default()).config_dir)
 
 
 def build_history(*, paths: AppPaths | None = None) -> History:

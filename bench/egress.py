@@ -23,7 +23,7 @@ from agentbox.services.create import CreateRequest, create_workspace
 
 SIZE = 100 * 2**20
 HOST = "web.agentbox.test"
-PLAIN_PORT = 3129  # the guest end of the plain forward
+PLAIN_PORT = 3130  # the guest end of the plain forward (3128: egress proxy, 3129: credential gateway)
 ROUNDS = 3
 
 

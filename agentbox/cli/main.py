@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from agentbox import __version__
 from agentbox.cli import commands
 from agentbox.cli.audit_commands import add_audit_parser
+from agentbox.cli.key_commands import add_key_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.panic_commands import add_panic_parsers
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_snapshot_parsers(sub)
     add_session_parsers(sub, _Parser)
     add_net_parser(sub)
+    add_key_parser(sub, _Parser)
     add_share_parsers(sub, _Parser)
 
     ssh = sub.add_parser("ssh", help="open a shell (or run CMD) in a workspace with the system ssh")

@@ -66,7 +66,8 @@ def net_command(args: argparse.Namespace) -> int:
                 print(f"{name}: network {status.mode.value}")
                 print(f"  allowlist: {', '.join(status.allowlist) or '(empty)'}")
                 print(f"  egress proxy: {'running' if status.proxy_running else 'DOWN'}; "
-                      f"forward into the guest: {'up' if status.forward_connected else 'DOWN'}")
+                      f"forward into the guest: {'up' if status.forward_connected else 'DOWN'}; "
+                      f"credential gateway: {'running' if status.gateway_running else 'DOWN'}")
                 print(f"  the guest can reach: {status.egress}")
         case ["log", name]:
             for record in network.records(name=name, follow=args.follow, cancel=CancelToken()):

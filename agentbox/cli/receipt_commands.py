@@ -91,6 +91,9 @@ def format_receipt(receipt: Receipt, *, max_files: int | None = None) -> str:
         ["allowed" if d.allowed else "denied", _safe(f"{d.host or '(unreadable request)'}:{d.port}"),
          str(d.connections), _size(d.bytes_up), _size(d.bytes_down)] for d in receipt.network])] \
         if receipt.network else []
+    api = receipt.api
+    lines += ["", f"API (credential gateway): {api.requests} request(s), {_size(api.bytes_up)} up,"
+                  f" {_size(api.bytes_down)} down, {api.tokens} token(s) reported, {api.refused} refused"]
     lines += ["", _outbox_heading(receipt)]
     lines += [f"  {c.change:<8} {_safe(c.path)} ({_safe(c.kind)}, {_size(c.size)})" for c in receipt.outbox.changes]
     if receipt.outbox.truncated:

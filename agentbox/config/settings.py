@@ -19,7 +19,8 @@ DEFAULT_OUTBOX_LIMIT_MIB = 1024
 OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
-     "egress_hosts", "outbox_limit_mib", "record_sessions"}
+     "egress_hosts", "outbox_limit_mib", "record_sessions",
+     "gateway_ca_bundle", "gateway_upstream_port"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -41,6 +42,10 @@ class Settings:
     outbox_limit_mib: int = DEFAULT_OUTBOX_LIMIT_MIB
     # Shells, ssh commands and `exec` output are kept as asciicast recordings (stores/recordings.py).
     record_sessions: bool = True
+    # The credential gateway trusts the system's CAs, plus this PEM bundle if set, and sends
+    # to the providers' port 443 unless told otherwise: both for tests' local fake providers.
+    gateway_ca_bundle: Path | None = None
+    gateway_upstream_port: int = 443
 
 
 def is_system_uri(uri: str) -> bool:
@@ -73,6 +78,11 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
             low, high = OUTBOX_LIMIT_RANGE_MIB
             values["outbox_limit_mib"] = fields.integer("outbox_limit_mib", default=DEFAULT_OUTBOX_LIMIT_MIB,
                                                         minimum=low, maximum=high)
+        if fields.has("gateway_ca_bundle"):
+            values["gateway_ca_bundle"] = _absolute(fields, "gateway_ca_bundle")
+        if fields.has("gateway_upstream_port"):
+            values["gateway_upstream_port"] = fields.integer("gateway_upstream_port", default=443, minimum=1,
+                                                             maximum=65535)
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
         if fields.has("record_sessions"):

@@ -13,6 +13,7 @@ from agentbox.config.atomic_file import write_atomically
 from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
 from agentbox.errors import ConfigError, InvalidInput, NotFound
 from agentbox.model.network import parse_allow_entry
+from agentbox.model.api_use import ApiBudget
 from agentbox.model.template import (
     DEBIAN_PACKAGE_RULE,
     BuildRecipe,
@@ -26,7 +27,9 @@ from agentbox.model.template import (
     is_debian_package_name,
 )
 
-_TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy"})
+_TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy", "budget"})
+_BUDGET = frozenset({"requests", "bytes", "tokens"})
+_BUDGET_MAX = 1 << 50
 _IMAGE = frozenset({"build", "packages", "url", "sha256", "sha256_url"})
 _RESOURCES = frozenset({"vcpus", "memory_mib", "disk_gib"})
 _CLOUD_INIT = frozenset({"fragments", "packages", "runcmd", "write_files"})  # packages: refused, see below
@@ -95,6 +98,7 @@ def load_template(*, path: Path) -> Template:
         resources=_resources(top.sub("resources", allowed=_RESOURCES)),
         cloud_init=_cloud_init(top.sub("cloud_init", allowed=_CLOUD_INIT)),
         policy=_policy(top.sub("policy", allowed=_POLICY)),
+        budget=_budget(top.sub("budget", allowed=_BUDGET)),
         source=str(path),
     )
 
@@ -149,6 +153,12 @@ def _cloud_init(fields: Fields) -> CloudInitSpec:
         runcmd=fields.strings("runcmd"),
         write_files=fields.mappings("write_files"),
     )
+
+
+def _budget(fields: Fields) -> ApiBudget:
+    """`budget: {requests: N, bytes: N, tokens: N}`: per session, enforced by the credential
+    gateway; a missing or 0 count is no limit."""
+    return ApiBudget(**{key: fields.integer(key, default=0, minimum=0, maximum=_BUDGET_MAX) for key in _BUDGET})
 
 
 def _policy(fields: Fields) -> PolicyDefaults:

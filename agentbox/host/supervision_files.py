@@ -31,6 +31,7 @@ class SupervisorState:
     started: str  # ISO 8601 UTC
     proxy: ProcessIdentity | None = None  # set once it listens
     forward: ProcessIdentity | None = None
+    gateway: ProcessIdentity | None = None  # the credential gateway, once it listens
     held: str = ""  # why the forward is held down ("" when it is not)
     problem: str = ""  # what keeps egress down that retrying will not fix (a host key mismatch)
 
@@ -38,6 +39,7 @@ class SupervisorState:
         return {"workspace": self.workspace, "started": self.started,
                 "proxy": self.proxy.to_json() if self.proxy else None,
                 "forward": self.forward.to_json() if self.forward else None,
+                "gateway": self.gateway.to_json() if self.gateway else None,
                 "held": self.held, "problem": self.problem}
 
     @classmethod
@@ -45,6 +47,7 @@ class SupervisorState:
         return cls(workspace=str(data.get("workspace", "")), started=str(data.get("started", "")),
                    proxy=ProcessIdentity.from_json(data.get("proxy")),
                    forward=ProcessIdentity.from_json(data.get("forward")),
+                   gateway=ProcessIdentity.from_json(data.get("gateway")),
                    held=str(data.get("held", "")), problem=str(data.get("problem", "")))
 
 

@@ -7,12 +7,13 @@ checking every field's type, since the file lives on disk where anything may cha
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
+from agentbox.model.api_use import ApiUse
 from agentbox.model.audit_head import AuditHead
 
 RECEIPT_FORMAT = 1
@@ -121,6 +122,8 @@ class Receipt:
     # `audit verify` requires the log to still hold that record.
     audit_head: AuditHead | None = None
     recordings: tuple[RecordingRef, ...] = ()
+    # API use through the credential gateway (the gateway's own count; tokens as the provider reported them)
+    api: ApiUse = field(default_factory=ApiUse)
     not_covered: tuple[str, ...] = NOT_COVERED
     format: int = RECEIPT_FORMAT
 

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentbox.model.api_use import ApiBudget
 from agentbox.model.network import NetworkMode  # defined with the rest of network policy
 
 __all__ = [
@@ -86,4 +87,5 @@ class Template:
     resources: Resources = field(default_factory=Resources)
     cloud_init: CloudInitSpec = field(default_factory=CloudInitSpec)
     policy: PolicyDefaults = field(default_factory=PolicyDefaults)
+    budget: ApiBudget = field(default_factory=ApiBudget)  # per session, through the credential gateway
     source: str = ""  # the file it was loaded from, for messages

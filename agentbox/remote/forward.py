@@ -1,8 +1,9 @@
 """The guest's only way out: an SSH remote forward from the guest's 127.0.0.1:3128 to the
-workspace's egress proxy on a host Unix socket (DESIGN.md section 4).
+workspace's egress proxy on a host Unix socket (DESIGN.md section 4), and a second one in
+the same connection from the guest's 127.0.0.1:3129 to its credential gateway's socket.
 
 agentbox holds the SSH connection from the host, so the guest can neither open nor widen
-it. The connection is OpenSSH's (`ssh -N -R 127.0.0.1:3128:PROXY_SOCKET`): each guest
+it. The connection is OpenSSH's (`ssh -N -R 127.0.0.1:3128:PROXY_SOCKET -R 127.0.0.1:3129:GATEWAY_SOCKET`): each guest
 connection arrives as its own channel and OpenSSH, in C, relays it to its own connection
 to the proxy; a forward in Python (paramiko) halved the egress throughput. This module
 holds that `ssh`: it pins the guest's host key (a known-hosts file of one line, strict
@@ -33,6 +34,7 @@ from agentbox.remote.ssh import SshTarget
 log = logging.getLogger(__name__)
 
 GUEST_PROXY_PORT = 3128
+GUEST_GATEWAY_PORT = 3129  # model.providers.GUEST_GATEWAY_PORT: the base URLs the guest is given
 RETRY_S = 0.2  # first retry: a reverted guest's sshd is back within moments
 MAX_RETRY_S = 5.0  # a VM that stays down costs one refused connect per 5 s, not 5 per second
 HOST_KEY_MISMATCH_EXIT = 12  # HostKeyMismatch's exit code: the supervisor stops retrying
@@ -59,16 +61,18 @@ def read_state(*, path: Path) -> ForwardState | None:
 
 
 def hold_forward(*, target: SshTarget, proxy_socket: Path, state_file: Path, stop: threading.Event,
-                 guest_port: int = GUEST_PROXY_PORT) -> None:
-    """Keep the remote forward up until `stop` is set, reconnecting whenever it drops.
+                 guest_port: int = GUEST_PROXY_PORT, gateway_socket: Path | None = None,
+                 gateway_port: int = GUEST_GATEWAY_PORT) -> None:
+    """Keep the remote forward(s) up until `stop` is set, reconnecting whenever they drop.
     Raises HostKeyMismatch (after recording it in the state file) instead of retrying."""
     state = _StateFile(path=state_file)
     known_hosts = state_file.with_name("forward.known_hosts")
     write_atomically(path=known_hosts, data=f"{HOST_ALIAS} {_key_fields(target.host_key)}\n".encode())
-    argv = ssh_argv(target=target, known_hosts=known_hosts, proxy_socket=proxy_socket, guest_port=guest_port)
+    forwards = [(guest_port, proxy_socket)] + ([(gateway_port, gateway_socket)] if gateway_socket else [])
+    argv = ssh_argv(target=target, known_hosts=known_hosts, forwards=forwards)
     delay = RETRY_S
     while not stop.is_set():
-        run = _SshRun(argv=argv, state=state)
+        run = _SshRun(argv=argv, state=state, forwards=len(forwards))
         run.wait(stop=stop)
         if run.host_key_refused:
             message = (f"the guest's SSH host key on port {target.port} is not the pinned one: "
@@ -82,7 +86,8 @@ def hold_forward(*, target: SshTarget, proxy_socket: Path, state_file: Path, sto
     state.write(connected=False, error="stopped")
 
 
-def ssh_argv(*, target: SshTarget, known_hosts: Path, proxy_socket: Path, guest_port: int) -> list[str]:
+def ssh_argv(*, target: SshTarget, known_hosts: Path, forwards: list[tuple[int, Path]]) -> list[str]:
+    """`forwards`: (guest port, host Unix socket) pairs, all in one connection."""
     ssh = shutil.which("ssh")
     if ssh is None:
         raise GuestError("OpenSSH's ssh client is not installed: the egress forward needs it",
@@ -98,7 +103,7 @@ def ssh_argv(*, target: SshTarget, known_hosts: Path, proxy_socket: Path, guest_
         "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=10",
         "-o", f"ServerAliveInterval={KEEPALIVE_S}", "-o", "ServerAliveCountMax=2",
         "-o", "ClearAllForwardings=no", "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
-        "-R", f"127.0.0.1:{guest_port}:{proxy_socket}",
+        *(arg for port, socket in forwards for arg in ("-R", f"127.0.0.1:{port}:{socket}")),
         "-p", str(target.port), "-l", target.user, target.host,
     ]
 
@@ -120,10 +125,14 @@ class _StateFile:
 
 
 class _SshRun:
-    """One `ssh` from start to exit, its log read as it comes: the forward's state follows it."""
+    """One `ssh` from start to exit, its log read as it comes: the forward's state follows it.
+    Connected means every forward is up (OpenSSH logs one success per forward; with
+    ExitOnForwardFailure one that fails ends the whole `ssh`)."""
 
-    def __init__(self, *, argv: list[str], state: _StateFile) -> None:
+    def __init__(self, *, argv: list[str], state: _StateFile, forwards: int = 1) -> None:
         self._state = state
+        self._forwards = forwards
+        self._up = 0
         self.was_connected = False
         self.host_key_refused = False
         self.error = ""
@@ -147,9 +156,11 @@ class _SshRun:
         for raw in self._child.stderr:
             line = raw.decode(errors="replace").rstrip()
             if _FORWARD_UP in line:
-                self.was_connected = True
-                self._state.write(connected=True)
-                log.info("forwarding the guest's port to the egress proxy")
+                self._up += 1
+                if self._up >= self._forwards:
+                    self.was_connected = True
+                    self._state.write(connected=True)
+                    log.info("forwarding the guest's ports to the egress proxy and the gateway")
             elif any(marker in line for marker in _HOST_KEY_REFUSED):
                 self.host_key_refused = True
             if line.startswith("debug"):

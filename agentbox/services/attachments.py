@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from agentbox.errors import AgentboxError
 from agentbox.services.context import ServiceContext
+from agentbox.services.gateway_access import GatewayAccess
 from agentbox.services.shares import ShareService
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 
@@ -27,17 +28,20 @@ class Attachments:
     def __init__(self, *, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self._shares = ShareService(ctx=ctx)
+        self._gateway = GatewayAccess(ctx=ctx)
 
     def before_boot(self, *, record: WorkspaceRecord) -> None:
         """Host mounts a crash left behind go before the VM starts again."""
         self._shares.release_all(record=record)
 
     def after_boot(self, *, record: WorkspaceRecord, shares_attached: bool = False) -> None:
-        """The VM runs (booted, restored or reverted): supervisor and egress up, then shares
-        and the outbox plugged in and mounted (unless the caller already did)."""
+        """The VM runs (booted, restored or reverted): supervisor, egress and the credential
+        gateway up, then shares and the outbox plugged in and mounted, and a fresh gateway
+        token in the guest (unless the caller did both in its own round trip)."""
         self._ctx.egress.ensure_running(record=record, files=self._files(record))
         if not shares_attached:
             self._shares.attach_all(record=record)
+            self._gateway.mint_and_install(record=record)
 
     def repair(self, *, record: WorkspaceRecord) -> None:
         """A running VM whose supervisor is gone (a host restart, a killed process)."""
@@ -51,8 +55,10 @@ class Attachments:
     def after_revert(self, *, record: WorkspaceRecord) -> str:
         """Plug the shares back into the reverted VM; returns the guest's mount script, for
         the caller's own SSH round trip (the reset's refresh), then `after_boot` with
-        shares_attached."""
-        return self._shares.attach_devices(record=record)
+        shares_attached. The script installs a newly minted gateway token too: the old
+        one dies with the state it belonged to."""
+        mounts = self._shares.attach_devices(record=record)
+        return " && ".join(part for part in (mounts, self._gateway.mint_script(record=record)) if part)
 
     def after_refresh(self, *, record: WorkspaceRecord, guest_stderr: bytes) -> None:
         """The reset ran `after_revert`'s script: keep the read-only proofs it reported."""

@@ -33,6 +33,7 @@ RESPAWN_EVERY_S = 1.0
 class EgressHealth:
     proxy_running: bool
     forward_connected: bool
+    gateway_running: bool = False  # the credential gateway listens
     supervised: bool = False  # a supervisor runs for the workspace
     problem: str = ""  # what the supervisor cannot fix by retrying
 
@@ -73,7 +74,7 @@ class SupervisedEgress:
             if health.problem:
                 raise EgressError(f"egress of {record.name!r} is down: {health.problem}",
                                   hint=f"the guest has no egress (fail closed); see {sup.log}")
-            if health.proxy_running and health.forward_connected:
+            if health.proxy_running and health.forward_connected and health.gateway_running:
                 return
             # A supervisor that is ending (its VM was down a moment ago) lets go of its lock
             # soon; a new one started meanwhile finds the lock taken and leaves at once.
@@ -82,7 +83,8 @@ class SupervisedEgress:
                 last_spawn = time.monotonic()
             if time.monotonic() > deadline:
                 raise EgressError(f"the egress of {record.name!r} did not come up within {READY_TIMEOUT_S:.0f} s"
-                                  + _tail(files.egress_dir / "forward.log", files.egress_dir / "proxy.log", sup.log),
+                                  + _tail(files.egress_dir / "forward.log", files.egress_dir / "proxy.log",
+                                          files.egress_dir / "gateway.log", sup.log),
                                   hint=f"the guest has no egress until it does (fail closed); see {sup.log}")
             time.sleep(0.05)
 
@@ -95,7 +97,7 @@ class SupervisedEgress:
         supervisor = sup.supervisor()
         if supervisor is not None:
             terminate(supervisor, timeout_s=10.0)  # it stops its helpers on the way out
-        for helper in (state.proxy, state.forward) if state else ():
+        for helper in (state.proxy, state.forward, state.gateway) if state else ():
             if helper is not None:
                 terminate(helper)  # only if the supervisor was killed before it could
         sup.release_hold()
@@ -111,6 +113,7 @@ class SupervisedEgress:
         forward = read_state(path=files.egress_dir / "forward.state")
         return EgressHealth(proxy_running=is_alive(state.proxy),
                             forward_connected=bool(forward and forward.connected and is_alive(state.forward)),
+                            gateway_running=is_alive(state.gateway),
                             supervised=True, problem=state.problem)
 
     def set_policy(self, *, files: WorkspaceFiles, policy: NetworkPolicy) -> PolicyChange:

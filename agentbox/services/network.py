@@ -43,6 +43,7 @@ class NetworkStatus:
     forward_connected: bool
     egress: str  # in plain words: what the guest can reach right now, and why
     needs_repair: bool = False  # the VM runs, but its supervisor does not (agentbox start repairs)
+    gateway_running: bool = False  # the credential gateway (guest 127.0.0.1:3129) listens
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ class NetworkService:
                                         f"(agentbox net propose {name} makes an allowlist of them)",
                      NetworkMode.OPEN: "any public address, through the egress proxy"}[policy.mode]
         return NetworkStatus(name=name, mode=policy.mode, allowlist=policy.render(), proxy_running=proxy,
-                             forward_connected=forward, egress=words, needs_repair=running and not health.supervised)
+                             forward_connected=forward, egress=words, needs_repair=running and not health.supervised,
+                             gateway_running=running and health.gateway_running)
 
     def records(self, *, name: str, follow: bool = False,
                 cancel: CancelToken | None = None) -> Iterator[ConnectionRecord]:

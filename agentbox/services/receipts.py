@@ -26,6 +26,7 @@ from agentbox.backends.base import DomainState
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import Cancelled, GuestError, HostKeyMismatch, NotFound
 from agentbox.model.progress import CancelToken
+from agentbox.model.api_use import ApiUse
 from agentbox.model.receipt import (
     CommandRun,
     Destination,
@@ -83,7 +84,7 @@ class ReceiptService:
             id=session_id, workspace=name, started=started, ended=ended.isoformat(timespec="seconds"),
             duration_s=(ended - datetime.fromisoformat(started)).total_seconds(), reason=reason,
             commands=_commands(records), network=_network(records), outbox=self._outbox(name, session_id),
-            guest=self._guest(record), audit_head=head, recordings=_recordings(records))
+            guest=self._guest(record), audit_head=head, recordings=_recordings(records), api=_api(records))
         path, digest = ReceiptStore(paths=self._ctx.paths).save(receipt=receipt)
         self._ctx.audit(name=name).append(event=RECEIPT_EVENT, details={
             "session": session_id, "receipt": receipt.id, "sha256": digest, "file": str(path)})
@@ -210,6 +211,20 @@ def _network(records: list[AuditRecord]) -> tuple[Destination, ...]:
     return tuple(Destination(host=host, port=port, allowed=allowed, connections=n, bytes_up=up, bytes_down=down)
                  for (host, port, allowed), (n, up, down)
                  in sorted(totals.items(), key=lambda item: (not item[0][2], item[0][0], item[0][1])))
+
+
+def _api(records: list[AuditRecord]) -> ApiUse:
+    use = ApiUse()
+    for record in records:
+        if record.event != "gateway.request":
+            continue
+        d = record.details
+        if not d.get("forwarded"):
+            use = use.plus(ApiUse(refused=1))
+            continue
+        use = use.plus(ApiUse(requests=1, bytes_up=_int(d.get("bytes_up")), bytes_down=_int(d.get("bytes_down")),
+                              tokens=_int(d.get("tokens"))))
+    return use
 
 
 def _outbox_changes(*, before: dict[str, OutboxEntry], after: dict[str, OutboxEntry]) -> list[OutboxChange]:

@@ -23,6 +23,7 @@ from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.gateway_access import GatewayAccess
 from agentbox.host.locks import workspace_lock
 from agentbox.host.process_identity import ProcessIdentity, current_identity, is_alive
 from agentbox.services.lookup import load_ready_record
@@ -109,6 +110,8 @@ class SessionService:
                               owner_pid=owner.pid if owner else 0, owner_start=owner.start if owner else 0)
             self._save(session)
             self._receipts.begin(name=name, session_id=session.id)
+            # The session's own token: whatever the guest held before is dead from now on.
+            GatewayAccess(ctx=ctx).mint_and_install(record=record, session=session.id, cancel=cancel)
             ctx.audit(name=name).append(event="session.started", details={
                 "session": session.id, "max_minutes": max_minutes, "deadline": session.deadline})
             return session
@@ -135,6 +138,9 @@ class SessionService:
             except Exception as exc:  # noqa: BLE001 - whatever goes wrong with the receipt, the reset must still happen
                 receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
+            # The session's token dies with it; a reset mints the next one, else the next
+            # session start (or start, or reset) does.
+            GatewayAccess(ctx=ctx).revoke(name=name)
             try:
                 if force_reset or (reset and record.reset_after_session):
                     outcome = self._snapshots.reset_locked(record=record, on_progress=on_progress, cancel=cancel)

@@ -28,6 +28,7 @@ from agentbox.host.child_process import ChildProcess, SupervisedChild
 from agentbox.host.process_identity import python_module_argv
 from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT
 from agentbox.services.context import ServiceContext
+from agentbox.stores.gateway_tokens import USAGE_FILE
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
 from agentbox.services.ssh_access import ssh_target
@@ -35,6 +36,7 @@ from agentbox.services.ssh_access import ssh_target
 log = logging.getLogger(__name__)
 
 PROXY_MODULE = "agentbox.egress"
+GATEWAY_MODULE = "agentbox.gateway"
 FORWARD_MODULE = "agentbox.remote"
 TICK_S = 0.1  # how soon a dead helper or a hold is noticed
 DOMAIN_EVERY_S = 1.0  # a libvirt round trip: not every tick
@@ -76,6 +78,7 @@ class WorkspaceSupervisor:
                    stop: threading.Event) -> SupervisorExit:
         ctx, name = self._ctx, record.name
         proxy = _proxy_helper(settings=ctx.settings, paths=ctx.paths, record=record, files=files)
+        gateway = _gateway_helper(settings=ctx.settings, paths=ctx.paths, record=record, files=files)
         forward = _forward_helper(record=record, files=files)
         state = SupervisorState(workspace=name, started=ctx.clock().isoformat(timespec="seconds"))
         sup.write_state(state)
@@ -96,6 +99,8 @@ class WorkspaceSupervisor:
                     self._check_session(name=name, ending=session_end)
                 proxy.poll()
                 proxy.start_if_due()
+                gateway.poll()  # dead: nothing answers the guest's 3129 until it is back (fail closed)
+                gateway.start_if_due()
                 code = forward.poll()
                 if code == HOST_KEY_MISMATCH_EXIT and not state.problem:
                     state = replace(state, problem="the guest's SSH host key does not match the pinned one:"
@@ -106,6 +111,7 @@ class WorkspaceSupervisor:
                 elif not state.problem:
                     forward.start_if_due()  # through a reset's power cycle it just reconnects
                 new = replace(state, proxy=proxy.ready_identity(), forward=forward.ready_identity(),
+                              gateway=gateway.ready_identity(),
                               held=hold.reason if hold else "")
                 if new != state:
                     state = new
@@ -113,6 +119,7 @@ class WorkspaceSupervisor:
                 stop.wait(TICK_S)
         finally:
             forward.stop()
+            gateway.stop()
             proxy.stop()
             (files.egress_dir / "forward.state").unlink(missing_ok=True)
             sup.state.unlink(missing_ok=True)
@@ -188,6 +195,32 @@ def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecor
     return SupervisedChild(name="proxy", argv=argv, log_path=egress / "proxy.log", ready=ready)
 
 
+def _gateway_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecord,
+                    files: WorkspaceFiles) -> SupervisedChild:
+    egress = files.egress_dir
+    pid_file = egress / "gateway.pid"
+
+    def argv() -> list[str]:
+        for leftover in ("gateway.sock", "gateway.pid"):
+            (egress / leftover).unlink(missing_ok=True)
+        pins = [arg for host, address in settings.egress_hosts for arg in ("--pin", f"{host}={address}")]
+        extra = ["--ca-bundle", str(settings.gateway_ca_bundle)] if settings.gateway_ca_bundle else []
+        return python_module_argv(
+            GATEWAY_MODULE, "--workspace", record.name, "--socket", str(egress / "gateway.sock"),
+            "--token-file", str(files.gateway_token), "--usage-file", str(egress / USAGE_FILE),
+            "--policy-file", str(files.policy), "--config-dir", str(paths.config_dir),
+            "--audit-log", str(paths.audit_log(record.name)), "--pid-file", str(pid_file),
+            "--upstream-port", str(settings.gateway_upstream_port), *pins, *extra)
+
+    def ready(child: ChildProcess) -> bool:  # it writes its pid file once it listens
+        try:
+            return pid_file.read_text().strip() == str(child.pid)
+        except OSError:
+            return False
+
+    return SupervisedChild(name="gateway", argv=argv, log_path=egress / "gateway.log", ready=ready)
+
+
 def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> SupervisedChild:
     egress = files.egress_dir
     state_file = egress / "forward.state"
@@ -198,6 +231,7 @@ def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> Superv
         return python_module_argv(
             FORWARD_MODULE, "--port", str(target.port), "--user", target.user, "--key", str(target.private_key),
             "--host-key", target.host_key, "--proxy-socket", str(egress / "proxy.sock"),
+            "--gateway-socket", str(egress / "gateway.sock"),
             "--state-file", str(state_file), "--pid-file", str(egress / "forward.pid"))
 
     def ready(child: ChildProcess) -> bool:

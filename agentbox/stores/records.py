@@ -16,6 +16,7 @@ from pathlib import Path
 from agentbox.config.atomic_file import write_atomically
 from agentbox.config.paths import AppPaths
 from agentbox.errors import ConfigError
+from agentbox.model.api_use import ApiBudget
 from agentbox.model.template import Resources
 
 
@@ -46,6 +47,14 @@ class WorkspaceRecord:
     # The outbox's size limit asked for at create; 0 in records from before limits (the
     # settings' default then). The outbox image's size is the limit in force.
     outbox_limit_mib: int = 0
+    # The per-session API budget from the template (0: no limit), enforced by the gateway.
+    budget_requests: int = 0
+    budget_bytes: int = 0
+    budget_tokens: int = 0
+
+    @property
+    def api_budget(self) -> ApiBudget:
+        return ApiBudget(requests=self.budget_requests, bytes=self.budget_bytes, tokens=self.budget_tokens)
 
     @property
     def storage(self) -> WorkspaceStorage:
@@ -140,6 +149,11 @@ class WorkspaceFiles:
     @property
     def session(self) -> Path:
         return self.directory / "session.json"
+
+    @property
+    def gateway_token(self) -> Path:
+        """The phantom token the guest gives the credential gateway (stores/gateway_tokens.py)."""
+        return self.directory / "gateway-token.json"
 
 
 class RecordStore:

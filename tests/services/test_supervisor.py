@@ -80,6 +80,23 @@ def test_a_killed_proxy_is_restarted_by_the_supervisor(running: tuple[World, Run
     assert (world.ctx.records.files(name="ws").egress_dir / "proxy.sock").exists()
 
 
+def test_the_gateway_is_a_child_too_restarted_when_killed_and_gone_with_the_supervisor(
+        running: tuple[World, Running]) -> None:
+    world, sup = running
+    until(lambda: (s := sup.state()) is not None and s.gateway is not None, what="the gateway listens")
+    first = sup.state().gateway  # type: ignore[union-attr]
+    assert first is not None and is_alive(first)
+    sock = world.ctx.records.files(name="ws").egress_dir / "gateway.sock"
+    assert sock.stat().st_mode & 0o777 == 0o600
+    os.kill(first.pid, signal.SIGKILL)
+    until(lambda: (s := sup.state()) is not None and s.gateway not in (None, first), what="a new gateway")
+    state = sup.state()
+    assert state is not None and is_alive(state.gateway)
+    world.backend.set_state(DOMAIN, DomainState.STOPPED)
+    sup.thread.join(timeout=15)
+    assert not is_alive(state.gateway) and not sock.exists()
+
+
 def test_a_second_supervisor_leaves_at_once(running: tuple[World, Running]) -> None:
     world, _ = running
     other = WorkspaceSupervisor(ctx=world.ctx, end_session=lambda *_: None, read_session=lambda _: None)

@@ -134,6 +134,28 @@ def test_guest_connections_reach_the_proxy_and_the_state_says_connected(
     assert not _listening(guest_port)  # stopped means nothing listens in the guest: no egress
 
 
+def test_the_gateway_forward_rides_the_same_connection_and_connected_means_both(
+        guest: Guest, proxy: EchoProxy, tmp_path: Path) -> None:
+    gateway = EchoProxy(Path(f"/tmp/fwd-gw-{os.getpid()}-{time.monotonic_ns()}.sock"))
+    proxy_port, gateway_port, stop = free_port(), free_port(), threading.Event()
+    state_file = tmp_path / "forward.state"
+    holder = threading.Thread(target=hold_forward, kwargs={
+        "target": guest.target, "proxy_socket": proxy.path, "state_file": state_file, "stop": stop,
+        "guest_port": proxy_port, "gateway_socket": gateway.path, "gateway_port": gateway_port})
+    holder.start()
+    try:
+        _wait_for(lambda: (state := read_state(path=state_file)) is not None and state.connected)
+        # Connected is written only once both forwards are up: both answer at once.
+        assert _through_forward(gateway_port, b"to the gateway") == b"TO THE GATEWAY"
+        assert _through_forward(proxy_port, b"to the proxy") == b"TO THE PROXY"
+    finally:
+        stop.set()
+        holder.join(timeout=15)
+        gateway.close()
+        gateway.path.unlink(missing_ok=True)
+    assert not _listening(gateway_port) and not _listening(proxy_port)
+
+
 def test_a_host_key_other_than_the_pinned_one_is_refused(guest: Guest, proxy: EchoProxy, tmp_path: Path) -> None:
     impostor = replace(guest.target, host_key=generate_ed25519(comment="other").public_openssh)
     state_file = tmp_path / "forward.state"

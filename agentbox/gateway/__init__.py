@@ -1,0 +1,1 @@
+"""The credential gateway: API keys stay on the host (see server.py)."""
