@@ -12,6 +12,7 @@ from agentbox.config.paths import AppPaths
 from agentbox.config.settings import load_settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
+from agentbox.services.agents import AgentService
 from agentbox.services.audit import AuditService
 from agentbox.services.context import ServiceContext
 from agentbox.services.crash_log import CrashLog
@@ -35,6 +36,7 @@ class Services:
     """Everything the CLI and the TUI call; they never see the ServiceContext behind it."""
 
     workspaces: WorkspaceService
+    agents: AgentService
     create: CreateService
     images: ImageService
     snapshots: SnapshotService
@@ -84,9 +86,11 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     snapshots = SnapshotService(ctx=ctx, end_session=lambda *args: sessions.reset_in_session(*args))
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots)
     supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline)
+    shares = ShareService(ctx=ctx)
     return Services(workspaces=workspaces, create=CreateService(ctx=ctx), images=ImageService(ctx=ctx),
+                    agents=AgentService(ctx=ctx, sessions=sessions, shares=shares),
                     snapshots=snapshots, sessions=sessions, network=NetworkService(ctx=ctx),
-                    shares=ShareService(ctx=ctx), outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
+                    shares=shares, outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
                     supervisor=supervisor)

@@ -172,7 +172,7 @@ def test_at_80x24_the_table_details_and_keys_all_fit(world: TuiWorld) -> None:
         lines = screen_text(pilot).splitlines()
         assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
         text = "\n".join(lines)
-        assert re.search(r"demo +● running +tiny +⊘ off +never", text)  # the table
+        assert re.search(r"demo +● running +- +tiny +⊘ off +never", text)  # the table
         assert "agentbox ssh demo" in text  # the details, below it
         assert "n New" in lines[-1] and "r Reset" in lines[-1]  # the footer
 
