@@ -117,8 +117,9 @@ def check_readback(*, installed: InstalledFiles, read: Callable[[list[str]], str
                          f"files the npm/pip installs made ({', '.join(installed.commands)})",
                          hint="build the image again; if it persists, report it")
     for path, version in installed.versions:
+        text = read([f"cat {path}"])  # debugfs may echo the request before the file
         try:
-            named = json.loads(read([f"cat {path}"])).get("version")
+            named = json.JSONDecoder().raw_decode(text, text.index("{"))[0].get("version")
         except ValueError:
             named = None
         if named != version:

@@ -274,6 +274,13 @@ class DashboardScreen(Screen[None]):
         if name := self._target("shell"):
             self._ssh_command(self._services, name, "shell")
 
+    def action_open(self) -> None:
+        """Enter on a row: the agent where the workspace has one, else a shell."""
+        if self._details is not None and self._details.agents:
+            self.action_agent()
+        else:
+            self.action_shell()
+
     def action_agent(self) -> None:
         if name := self._target("agent"):
             self._status(f"opening the agent of {name}…")
