@@ -203,6 +203,12 @@ def _build(
 
         step.next("unmount", "writing the file system back to the copy, checking the packages are in it")
         _check_backing(device=attached, raw=raw)
+        # What the installs downloaded and deleted (npm's cache, pip's wheels) is still in the
+        # copy's blocks: discarding free space punches it out of the raw file, so the qcow2
+        # holds only what is installed.
+        # (After a sync: blocks freed by deletions not yet committed are not discarded.)
+        run_tool([tools["sync"], "--file-system", str(root)], cancel=cancel)
+        run_tool([tools["fstrim"], str(root)], cancel=cancel)
         run_tool([tools["umount"], str(root)], cancel=cancel)
         mounted = False
         _flush(raw)
@@ -237,6 +243,8 @@ def _tools() -> tuple[tuple[str, str], ...]:
         ("blockdev", "util-linux"),
         ("debugfs", "e2fsprogs"),
         ("chroot", "coreutils"),
+        ("fstrim", "util-linux"),
+        ("sync", "coreutils"),
     )
 
 

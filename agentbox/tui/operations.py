@@ -83,7 +83,9 @@ def create(*, services: Services, request: CreateRequest, allow: Sequence[str] =
             on_progress(Progress(step="allowlist", detail=f"allowing {entry}"))
             services.network.allow(name=request.name, entry=entry)
         extra = f", {len(allow)} allowlist entr{'y' if len(allow) == 1 else 'ies'}" if allow else ""
-        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}{extra}): press o for a shell"
+        agents = services.agents.agents(name=request.name)
+        then = f"press t (or Enter) for {agents[0].name}" if agents else "press o for a shell"
+        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}{extra}): {then}"
     return Operation(title=f"Creating {request.name}", workspace=request.name, run=run)
 
 

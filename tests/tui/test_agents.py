@@ -59,6 +59,7 @@ def test_the_wizard_asks_first_what_to_run_and_an_agent_picks_its_template(world
         await settle(pilot)
         record = world.ctx.records.load(name="bot")
         assert record is not None and record.template == "coder"
+        assert re.search(r"bot is ready \(\d+\.\d s\): press t \(or Enter\) for coder", screen_text(pilot))
 
     world.run(scenario)
 
