@@ -15,7 +15,7 @@ from agentbox.images.store import ImageStore
 from agentbox.model.installs import NpmPackage, PipPackage, parse_npm_spec, parse_pip_spec
 from agentbox.model.template import BuildRecipe, Template
 
-CLAUDE = parse_npm_spec("@anthropic-ai/claude-code@2.1.332")
+CLAUDE = parse_npm_spec("@anthropic-ai/claude-code@2.1.112")
 CODEX = parse_npm_spec("@openai/codex@0.171.0")
 AIDER = parse_pip_spec("aider-chat==0.86.2")
 
@@ -42,7 +42,7 @@ def test_the_same_installs_in_any_order_are_one_layer() -> None:
 
 def test_a_changed_npm_version_is_a_new_layer() -> None:
     before = layer_recipe(base=_base(), apt=[], npm=[CLAUDE])
-    after = layer_recipe(base=_base(), apt=[], npm=[parse_npm_spec("@anthropic-ai/claude-code@2.1.331")])
+    after = layer_recipe(base=_base(), apt=[], npm=[parse_npm_spec("@anthropic-ai/claude-code@2.1.111")])
     assert after.key() != before.key()
 
 

@@ -27,7 +27,7 @@ from tests.tui.test_tmux import SESSION, Tmux
 from .conftest import VmEnv, _log, quiet, run_in
 
 GUEST = "agents"
-VERSIONS = {"claude": "2.1.332", "codex": "0.171.0", "aider": "0.86.2"}  # the pins in vm_templates/agents.yaml
+VERSIONS = {"claude": "2.1.112", "codex": "0.171.0", "aider": "0.86.2"}  # the pins in vm_templates/agents.yaml
 AGENT_WAIT_S = 600.0  # an agent's first screen under TCG on a shared machine
 
 
@@ -64,7 +64,7 @@ def login_shell(vm_env: VmEnv, script: str) -> tuple[int, str, str]:
 
 def test_the_agents_image_is_one_cached_layer_with_the_pinned_installs(vm_env: VmEnv, image: ImageInfo) -> None:
     assert image.image_id.startswith("debian-12-layer-") and image.base is not None
-    assert image.npm == ("@anthropic-ai/claude-code@2.1.332", "@openai/codex@0.171.0")
+    assert image.npm == ("@anthropic-ai/claude-code@2.1.112", "@openai/codex@0.171.0")
     assert image.pip == ("aider-chat==0.86.2",)
     assert {"nodejs", "npm", "python3-venv", "git"} <= set(image.packages)
     again = vm_env.services().images.pull(template="agents", on_progress=quiet, cancel=CancelToken())
@@ -73,7 +73,7 @@ def test_the_agents_image_is_one_cached_layer_with_the_pinned_installs(vm_env: V
 
 
 def test_each_agent_runs_as_the_guest_user(vm_env: VmEnv, workspace: str) -> None:
-    code, out, err = login_shell(vm_env, "id -un; claude --version; codex --version; aider --version")
+    code, out, err = login_shell(vm_env, "set -e; id -un; claude --version; codex --version; aider --version")
     assert code == 0, out + err
     lines = out.splitlines()
     assert lines[0] == "agent"
