@@ -118,8 +118,10 @@ def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_wit
         assert "is not mounted" not in screen, screen
         assert vm_env.services().sessions.current(name=GUEST) is not None  # the terminal opened a session
         # While it runs: its state is in the home, the project folder is its working directory.
-        code, out, _ = login_shell(vm_env, "ls -A ~; for p in /proc/[0-9]*; do readlink $p/cwd; done; true")
-        assert code == 0 and ".claude" in out.split() and "/mnt/shares/project" in out.split(), out
+        code, out, err = login_shell(vm_env, "ls -A ~; for p in /proc/[0-9]*; do echo \"$(cat $p/comm) "
+                                     "$(readlink $p/cwd)\"; done 2>&1; true")
+        assert code == 0 and ".claude" in out.split() and "/mnt/shares/project" in out, \
+            f"{out}{err}\nthe agent's terminal:\n{tmux.screen()}"
         for _ in range(4):  # Ctrl-C until it quits (it may ask for a second one)
             tmux("send-keys", "-t", SESSION, "C-c")
             try:
