@@ -12,6 +12,7 @@ from agentbox.config.paths import AppPaths
 from agentbox.config.settings import load_settings
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
+from agentbox.services.agents import AgentService
 from agentbox.services.audit import AuditService
 from agentbox.services.audit_export import AuditBundles
 from agentbox.services.context import ServiceContext
@@ -41,6 +42,7 @@ class Services:
     """Everything the CLI and the TUI call; they never see the ServiceContext behind it."""
 
     workspaces: WorkspaceService
+    agents: AgentService
     create: CreateService
     images: ImageService
     snapshots: SnapshotService
@@ -96,9 +98,11 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots)
     network = NetworkService(ctx=ctx)
     supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline)
+    shares = ShareService(ctx=ctx)
     return Services(workspaces=workspaces, create=CreateService(ctx=ctx), images=ImageService(ctx=ctx),
+                    agents=AgentService(ctx=ctx, sessions=sessions, shares=shares),
                     snapshots=snapshots, sessions=sessions, network=network,
-                    shares=ShareService(ctx=ctx), outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
+                    shares=shares, outbox=OutboxService(ctx=ctx), doctor=DoctorService(ctx=ctx),
                     audit=AuditService(paths=ctx.paths, clock=ctx.clock), receipts=ReceiptStore(paths=ctx.paths),
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
                     supervisor=supervisor, recordings=RecordingService(ctx=ctx),

@@ -144,10 +144,11 @@ def image_list(args: argparse.Namespace) -> int:
     if not images:
         print("no images cached yet: agentbox image pull TEMPLATE")
         return 0
-    # A layer is a base image plus packages installed at build: BASE and PACKAGES say which.
-    print_table(("IMAGE", "BASE", "PACKAGES", "SIZE", "TEMPLATE", "CREATED", "SOURCE"),
-                [(i.image_id, i.base or "-", _packages_cell(i.packages), f"{i.size_bytes / 2**20:.0f} MiB",
-                  i.template, i.created, i.source) for i in images])
+    # A layer is a base image plus what was installed at build: BASE, PACKAGES (Debian) and
+    # INSTALLS (pinned npm and pip packages) say which.
+    print_table(("IMAGE", "BASE", "PACKAGES", "INSTALLS", "SIZE", "TEMPLATE", "CREATED", "SOURCE"),
+                [(i.image_id, i.base or "-", _packages_cell(i.packages), ",".join((*i.npm, *i.pip)) or "-",
+                  f"{i.size_bytes / 2**20:.0f} MiB", i.template, i.created, i.source) for i in images])
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from agentbox import __version__
 from agentbox.cli import commands
+from agentbox.cli.agent_commands import add_agent_parser
 from agentbox.cli.audit_commands import add_audit_parser
 from agentbox.cli.key_commands import add_key_parser
 from agentbox.cli.completion import add_completion_parser
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_net_parser(sub)
     add_key_parser(sub, _Parser)
     add_share_parsers(sub, _Parser)
+
+    add_agent_parser(sub)
 
     ssh = sub.add_parser("ssh", help="open a shell (or run CMD) in a workspace with the system ssh")
     ssh.add_argument("name")

@@ -45,7 +45,7 @@ def add_session_parsers(sub: argparse._SubParsersAction, parser_class: type) -> 
     run.set_defaults(handler=run_command)
 
 
-def _end_text(end: SessionEnd) -> str:
+def end_text(end: SessionEnd) -> str:
     minutes = end.duration_s / 60
     what = describe_outcome(end.reset) if end.reset else "state kept (no reset)"
     return f"session of {end.session.name} ended after {minutes:.1f} min ({end.reason}); {what}"
@@ -76,7 +76,7 @@ def session_end(args: argparse.Namespace) -> int:
     if args.json:
         print_json(asdict(end))
     else:
-        print(_receipt_text(end) + "\n\n" + _end_text(end))
+        print(_receipt_text(end) + "\n\n" + end_text(end))
     return 0
 
 
@@ -124,7 +124,7 @@ def run_command(args: argparse.Namespace) -> int:
             return received.exit_code
     if outcome.timed_out:
         sys.stderr.write(f"time limit of {args.max_minutes:g} min reached: the command was stopped\n")
-    _quietly(_receipt_text(outcome.end) + "\n\n" + _end_text(outcome.end)
+    _quietly(_receipt_text(outcome.end) + "\n\n" + end_text(outcome.end)
              + ("; the throw-away workspace was destroyed" if outcome.temporary else "") + "\n")
     if received.signum is not None:  # it came after the command, during the cleanup, which went on to the end
         _quietly(f"{received.name} during the cleanup: it finished all the same\n")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -14,6 +16,8 @@ from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
 from agentbox.errors import ConfigError, InvalidInput, NotFound
 from agentbox.model.network import parse_allow_entry
 from agentbox.model.api_use import ApiBudget
+from agentbox.model.agent import PROVIDERS, AgentSpec
+from agentbox.model.installs import NpmPackage, PipPackage, parse_npm_spec, parse_pip_spec
 from agentbox.model.template import (
     DEBIAN_PACKAGE_RULE,
     BuildRecipe,
@@ -27,15 +31,19 @@ from agentbox.model.template import (
     is_debian_package_name,
 )
 
-_TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy", "budget"})
+_TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy", "budget", "agent"})
 _BUDGET = frozenset({"requests", "bytes", "tokens"})
 _BUDGET_MAX = 1 << 50
-_IMAGE = frozenset({"build", "packages", "url", "sha256", "sha256_url"})
+_IMAGE = frozenset({"build", "packages", "npm", "pip", "url", "sha256", "sha256_url"})
+_AGENT = frozenset({"name", "command", "description", "providers", "api_hosts"})
+AGENT_DESCRIPTION_MAX = 60
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 _RESOURCES = frozenset({"vcpus", "memory_mib", "disk_gib"})
 _CLOUD_INIT = frozenset({"fragments", "packages", "runcmd", "write_files"})  # packages: refused, see below
 _PACKAGES_AT_BUILD = ("packages are installed when the image is built, on the host: the guest has no way out "
                       "while cloud-init runs")
 _POLICY = frozenset({"network", "allowlist", "reset_after_session"})
+_Pinned = TypeVar("_Pinned", NpmPackage, PipPackage)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 
@@ -99,6 +107,7 @@ def load_template(*, path: Path) -> Template:
         cloud_init=_cloud_init(top.sub("cloud_init", allowed=_CLOUD_INIT)),
         policy=_policy(top.sub("policy", allowed=_POLICY)),
         budget=_budget(top.sub("budget", allowed=_BUDGET)),
+        agents=_agents(top, doc),
         source=str(path),
     )
 
@@ -107,10 +116,13 @@ def _image(fields: Fields, doc: YamlDoc) -> ImageSource:
     if fields.has("build"):
         if fields.has("url") or fields.has("sha256") or fields.has("sha256_url"):
             raise fields.error("build", "give either `build` or `url`, not both")
-        return BuildRecipe(recipe=fields.string("build"), packages=_packages(fields))
-    if fields.has("packages"):
-        raise fields.error("packages", "a downloaded image is used as it is: packages need `build: RECIPE`",
-                           hint="use `build: debian-12` with `packages:`, or install them inside the workspace")
+        return BuildRecipe(recipe=fields.string("build"), packages=_packages(fields),
+                           npm=tuple(sorted(_pinned(fields, "npm", parse_npm_spec))),
+                           pip=tuple(sorted(_pinned(fields, "pip", parse_pip_spec))))
+    for key in ("packages", "npm", "pip"):
+        if fields.has(key):
+            raise fields.error(key, f"a downloaded image is used as it is: {key} needs `build: RECIPE`",
+                               hint=f"use `build: debian-12` with `{key}:`, or install them inside the workspace")
     if not fields.has("url"):
         raise doc.error(("image",), "needs `build: RECIPE` or `url:`")
     url = fields.string("url")
@@ -134,6 +146,68 @@ def _packages(fields: Fields) -> tuple[str, ...]:
                                    f"{name!r} is not {DEBIAN_PACKAGE_RULE}",
                                    hint="list package names only, e.g. `packages: [git, jq]`")
     return tuple(sorted(set(names)))
+
+
+def _pinned(fields: Fields, key: str, parse: Callable[[str], _Pinned]) -> list[_Pinned]:
+    """`npm:` / `pip:` entries, each pinned to one exact version, refused at their line."""
+    parsed: dict[str, _Pinned] = {}
+    for index, text in enumerate(fields.strings(key)):
+        try:
+            package = parse(text)
+        except InvalidInput as exc:
+            raise fields.doc.error(fields.key_path + (key, index), exc.message, hint=exc.hint) from None
+        if package.name in parsed and parsed[package.name] != package:
+            raise fields.doc.error(fields.key_path + (key, index), f"{package.name} is pinned twice "
+                                   f"({parsed[package.name].version} and {package.version})", hint="keep one version")
+        parsed[package.name] = package
+    return list(parsed.values())
+
+
+def _agents(top: Fields, doc: YamlDoc) -> tuple[AgentSpec, ...]:
+    """`agent:` is one mapping, or a list of them (a template with several agents; the first
+    is the default). Each needs a command and a one-line description."""
+    raw = top.value.get("agent")
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        paths: list[tuple[str | int, ...]] = [("agent",)]
+    elif isinstance(raw, list) and raw:
+        paths = [("agent", index) for index in range(len(raw))]
+    else:
+        raise top.error("agent", "expected a mapping (command, description, providers, api_hosts) or a list of them")
+    agents: list[AgentSpec] = []
+    for key_path in paths:
+        fields = Fields(doc=doc, key_path=key_path, allowed=_AGENT)
+        agent = _agent(fields, default_name=str(top.value["name"]) if len(paths) == 1 else None)
+        if any(known.name == agent.name for known in agents):
+            raise fields.error("name", f"two agents are named {agent.name!r}", hint="give each agent its own name")
+        agents.append(agent)
+    return tuple(agents)
+
+
+def _agent(fields: Fields, *, default_name: str | None) -> AgentSpec:
+    name = fields.string("name", default=default_name)
+    if not _TEMPLATE_NAME.match(name):
+        raise fields.error("name", f"{name!r} is not a valid agent name (lowercase letters, digits, '.', '-')")
+    description = fields.string("description")
+    if "\n" in description.strip() or len(description.strip()) > AGENT_DESCRIPTION_MAX:
+        raise fields.error("description", f"expected one line of at most {AGENT_DESCRIPTION_MAX} characters",
+                           hint="the wizard shows it on one line as the agent's choice")
+    providers = fields.strings("providers")
+    for index, provider in enumerate(providers):
+        if provider not in PROVIDERS:
+            raise fields.doc.error(fields.key_path + ("providers", index),
+                                   f"{provider!r} is not a provider agentbox knows",
+                                   hint=f"one of {', '.join(PROVIDERS)}")
+    hosts = fields.strings("api_hosts")
+    for index, host in enumerate(hosts):
+        if not _HOST_NAME.match(host):
+            raise fields.doc.error(fields.key_path + ("api_hosts", index), f"{host!r} is not a host name",
+                                   hint="a DNS name such as api.anthropic.com (no scheme, port or path)")
+    if providers and not hosts:
+        raise fields.error("api_hosts", "an agent with providers needs the API host(s) they are reached at")
+    return AgentSpec(name=name, command=fields.string("command"), description=description.strip(),
+                     providers=tuple(dict.fromkeys(providers)), api_hosts=tuple(dict.fromkeys(hosts)))
 
 
 def _resources(fields: Fields) -> Resources:

@@ -7,8 +7,9 @@ of it on the host, which reaches the Debian mirror. The result is a standalone i
 backing file), cached like any other by its recipe's hash, so two templates with the same
 base and packages share one image.
 
-The recipe is meant to grow: npm and pip installs (issue 14) become further fields that join
-the hash, and further install steps after apt's.
+After apt, a recipe's pinned npm and pip installs run the same way (registry_installs.py):
+they join the hash, and the Debian packages they need (nodejs and npm, python3-venv) join
+its apt list.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from agentbox.errors import ImageError, InvalidInput, ToolFailed
 from agentbox.images.debian_build import (
@@ -37,7 +39,10 @@ from agentbox.images.debian_build import (
     remove_apt_lists,
     remove_outputs,
 )
-from agentbox.images.tools import remove_tree, require_root_and_tools, run_tool
+from agentbox.images.private_mounts import in_private_mount_namespace
+from agentbox.images.registry_installs import InstalledFiles, check_readback, implied_apt, install_from_registries
+from agentbox.images.tools import find_tool, remove_tree, require_root_and_tools, run_tool
+from agentbox.model.installs import NpmPackage, PipPackage
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.model.template import DEBIAN_PACKAGE_RULE, is_debian_package_name
 
@@ -45,6 +50,7 @@ from agentbox.model.template import DEBIAN_PACKAGE_RULE, is_debian_package_name
 # cached layer then becomes stale (its key changes), the base images stay.
 LAYER_VERSION = 1
 LAYER_DISK_GIB = 4  # the file system's size while building; the qcow2 stays sparse
+REGISTRY_DISK_GIB = 6  # with npm/pip installs: Node, the agents and their downloads fit
 
 _LAYER_STEPS = 7
 _BUILD_SOURCES = "/etc/apt/agentbox-build.list"  # in the tree, only while apt runs
@@ -65,6 +71,8 @@ class LayerRecipe:
     base: DebianRecipe
     apt: tuple[str, ...]  # Debian packages, sorted, without duplicates
     disk_size_gib: int = LAYER_DISK_GIB
+    npm: tuple[NpmPackage, ...] = ()  # sorted by name, each pinned
+    pip: tuple[PipPackage, ...] = ()
 
     @property
     def name(self) -> str:
@@ -72,25 +80,49 @@ class LayerRecipe:
 
     def key(self) -> str:
         """sha256 over the base's recipe key, the packages and the layer build's version."""
-        definition = {
+        definition: dict[str, object] = {
             "layer_version": LAYER_VERSION,
             "base_key": self.base.key(),
             "apt": list(self.apt),
             "disk_size_gib": self.disk_size_gib,
         }
+        # Only when present, so an apt-only layer keeps the id it had before npm/pip existed.
+        if self.npm:
+            definition["npm"] = [package.spec for package in self.npm]
+        if self.pip:
+            definition["pip"] = [package.spec for package in self.pip]
         canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def layer_recipe(*, base: DebianRecipe, apt: Iterable[str]) -> LayerRecipe:
-    """The layer of `apt` packages on `base`; the order and repeats of `apt` do not matter."""
-    packages = tuple(sorted(set(apt)))
-    if not packages:
+def layer_recipe(
+    *, base: DebianRecipe, apt: Iterable[str], npm: Iterable[NpmPackage] = (), pip: Iterable[PipPackage] = ()
+) -> LayerRecipe:
+    """The layer of `apt` packages (and npm/pip installs) on `base`; order and repeats do
+    not matter, two versions of one npm or pip package are refused."""
+    npm_packages = _one_version_each(npm, kind="npm")
+    pip_packages = _one_version_each(pip, kind="pip")
+    if not (set(apt) or npm_packages or pip_packages):
         raise InvalidInput("a layer needs at least one package", hint="without packages, use the base image")
-    for package in packages:
+    for package in set(apt):
         if not is_debian_package_name(package):
             raise InvalidInput(f"{package!r} is not {DEBIAN_PACKAGE_RULE}")
-    return LayerRecipe(base=base, apt=packages, disk_size_gib=max(LAYER_DISK_GIB, base.disk_size_gib))
+    packages = tuple(sorted(set(apt) | implied_apt(npm=npm_packages, pip=pip_packages)))
+    size = REGISTRY_DISK_GIB if npm_packages or pip_packages else LAYER_DISK_GIB
+    return LayerRecipe(base=base, apt=packages, disk_size_gib=max(size, base.disk_size_gib),
+                       npm=npm_packages, pip=pip_packages)
+
+
+_Pinned = TypeVar("_Pinned", NpmPackage, PipPackage)
+
+
+def _one_version_each(packages: Iterable[_Pinned], *, kind: str) -> tuple[_Pinned, ...]:
+    unique = sorted(set(packages))
+    names = [package.name for package in unique]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InvalidInput(f"{kind}: {', '.join(twice)} pinned to more than one version", hint="keep one version")
+    return tuple(unique)
 
 
 def check_layer_prerequisites(*, recipe: LayerRecipe) -> dict[str, str]:
@@ -113,9 +145,19 @@ def build_layer_image(
     """Build into `out_dir` (an existing empty directory): disk.qcow2, vmlinuz, initrd.img.
 
     The raw copy and its mount point live in `out_dir/work`, which is unmounted and removed
-    whatever happens; on failure the outputs are removed too.
+    whatever happens; on failure the outputs are removed too. The mounts are made in a
+    namespace of the build's own (private_mounts.py), never in the host's.
     """
-    tools = check_layer_prerequisites(recipe=recipe)
+    check_layer_prerequisites(recipe=recipe)
+    return in_private_mount_namespace(
+        lambda: _build(recipe=recipe, base_disk=base_disk, out_dir=out_dir, on_progress=on_progress, cancel=cancel),
+        cancel=cancel)
+
+
+def _build(
+    *, recipe: LayerRecipe, base_disk: Path, out_dir: Path, on_progress: ProgressCallback, cancel: CancelToken
+) -> BuiltImage:
+    tools = {tool: find_tool(tool, package=package) for tool, package in _tools()}
     work = out_dir / "work"
     raw = work / "disk.raw"
     root = work / "root"
@@ -125,7 +167,8 @@ def build_layer_image(
     try:
         work.mkdir(mode=0o755)
         root.mkdir(mode=0o755)
-        step = BuildSteps(on_progress=on_progress, cancel=cancel, total=_LAYER_STEPS)
+        total = _LAYER_STEPS + (1 if recipe.npm or recipe.pip else 0)
+        step = BuildSteps(on_progress=on_progress, cancel=cancel, total=total)
 
         step.next("copy base", f"{base_disk.parent.name} to a raw disk")
         run_tool([tools["qemu-img"], "convert", "-O", "raw", str(base_disk), str(raw)], cancel=cancel)
@@ -146,16 +189,30 @@ def build_layer_image(
 
         step.next("apt-get install", f"{len(recipe.apt)} package(s): {', '.join(recipe.apt)}")
         _install_apt(recipe=recipe, root=root, tools=tools, cancel=cancel, step=step)
+        installed = InstalledFiles(paths=(), versions=(), commands=())
+        if recipe.npm or recipe.pip:
+            specs = [package.spec for package in recipe.npm] + [package.spec for package in recipe.pip]
+            step.next("npm/pip install", ", ".join(specs))
+            installed = install_from_registries(root=root, npm=recipe.npm, pip=recipe.pip, tools=tools,
+                                                cancel=cancel, on_line=step.detail)
 
         step.next("extract kernel", "vmlinuz and initrd.img (a package may have changed them)")
         kernel, initrd = extract_kernel(root=root, out_dir=out_dir)
 
         step.next("unmount", "writing the file system back to the copy, checking the packages are in it")
         _check_backing(device=attached, raw=raw)
+        # What the installs downloaded and deleted (npm's cache, pip's wheels) is still in the
+        # copy's blocks: discarding free space punches it out of the raw file, so the qcow2
+        # holds only what is installed.
+        # (After a sync: blocks freed by deletions not yet committed are not discarded.)
+        run_tool([tools["sync"], "--file-system", str(root)], cancel=cancel)
+        run_tool([tools["fstrim"], str(root)], cancel=cancel)
         run_tool([tools["umount"], str(root)], cancel=cancel)
         mounted = False
         _flush(raw)
         _verify_installed(raw=raw, packages=recipe.apt, tools=tools, cancel=cancel)
+        check_readback(installed=installed,
+                       read=lambda requests: _debugfs(raw, requests, tools=tools, cancel=cancel))
 
         built = finish_image(raw=raw, kernel=kernel, initrd=initrd, out_dir=out_dir, tools=tools, step=step,
                              cancel=cancel)
@@ -182,6 +239,8 @@ def _tools() -> tuple[tuple[str, str], ...]:
         ("blockdev", "util-linux"),
         ("debugfs", "e2fsprogs"),
         ("chroot", "coreutils"),
+        ("fstrim", "util-linux"),
+        ("sync", "coreutils"),
     )
 
 

@@ -32,7 +32,9 @@ class ImageInfo:
     # A layer (a base image plus packages installed at build) names its base image's id and
     # what it installed; a base image has neither. Records from before layers read as bases.
     base: str | None = None
-    packages: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()  # Debian packages
+    npm: tuple[str, ...] = ()  # pinned specs, NAME@X.Y.Z
+    pip: tuple[str, ...] = ()  # pinned specs, NAME==X.Y.Z
 
 
 def write_info(path: Path, info: ImageInfo) -> None:
@@ -78,6 +80,8 @@ def load_info(directory: Path) -> ImageInfo | None:
             created=str(raw["created"]),
             base=None if raw.get("base") is None else str(raw["base"]),
             packages=_names(raw.get("packages", [])),
+            npm=_names(raw.get("npm", [])),
+            pip=_names(raw.get("pip", [])),
         )
     except (KeyError, TypeError, ValueError):
         return None

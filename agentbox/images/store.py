@@ -259,7 +259,9 @@ class ImageStore:
             disk_format=disk_format, sha256=sha256_file(built.disk, cancel=cancel),
             kernel=built.kernel, initrd=built.initrd, cmdline=built.cmdline,
         )
-        return replace(info, base=base.image_id, packages=recipe.apt)
+        return replace(info, base=base.image_id, packages=recipe.apt,
+                       npm=tuple(package.spec for package in recipe.npm),
+                       pip=tuple(package.spec for package in recipe.pip))
 
     def _info(
         self,
@@ -303,11 +305,13 @@ class ImageStore:
             raise ConfigError(message, hint=exc.hint) from exc
 
     def _layer(self, template: Template) -> LayerRecipe | None:
-        """The layer a template's packages make, or None: without packages, the base is used."""
-        if not isinstance(template.image, BuildRecipe) or not template.image.packages:
+        """The layer a template's packages (Debian, npm, pip) make, or None: without any, the
+        base is used."""
+        if not isinstance(template.image, BuildRecipe) or not template.image.layered:
             return None
         try:
-            return layer_recipe(base=self._recipe(template), apt=template.image.packages)
+            return layer_recipe(base=self._recipe(template), apt=template.image.packages,
+                                npm=template.image.npm, pip=template.image.pip)
         except AgentboxError as exc:
             where = f" ({template.source})" if template.source else ""
             raise ConfigError(f"template {template.name!r}{where}: {exc.message}", hint=exc.hint) from exc

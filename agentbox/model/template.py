@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentbox.model.api_use import ApiBudget
+from agentbox.model.agent import AgentSpec
+from agentbox.model.installs import NpmPackage, PipPackage
 from agentbox.model.network import NetworkMode  # defined with the rest of network policy
 
 __all__ = [
+    "AgentSpec",
     "BuildRecipe",
     "CloudInitSpec",
     "DEBIAN_PACKAGE_RULE",
@@ -36,12 +39,20 @@ def is_debian_package_name(name: str) -> bool:
 class BuildRecipe:
     """An image built locally from Debian packages (`image: {build: debian-12}`).
 
-    `packages` are installed on top of that base image when the image is built, on the
-    host, as a layer of its own (never by cloud-init: the guest has no way out then).
+    `packages` (Debian), `npm` and `pip` are installed on top of that base image when the
+    image is built, on the host, as a layer of its own (never by cloud-init: the guest has
+    no way out then).
     """
 
     recipe: str
     packages: tuple[str, ...] = ()  # sorted, without duplicates
+    npm: tuple[NpmPackage, ...] = ()  # sorted by name, one version each
+    pip: tuple[PipPackage, ...] = ()
+
+    @property
+    def layered(self) -> bool:
+        """True when something is installed on top of the base image."""
+        return bool(self.packages or self.npm or self.pip)
 
 
 @dataclass(frozen=True)
@@ -88,4 +99,5 @@ class Template:
     cloud_init: CloudInitSpec = field(default_factory=CloudInitSpec)
     policy: PolicyDefaults = field(default_factory=PolicyDefaults)
     budget: ApiBudget = field(default_factory=ApiBudget)  # per session, through the credential gateway
+    agents: tuple[AgentSpec, ...] = ()  # the first is the one `agentbox agent` starts by default
     source: str = ""  # the file it was loaded from, for messages

@@ -16,8 +16,10 @@ def ssh_target(*, record: WorkspaceRecord, files: WorkspaceFiles) -> SshTarget:
                      private_key=files.client_key, host_key=record.host_key_public)
 
 
-def ssh_argv(*, record: WorkspaceRecord, files: WorkspaceFiles, command: Sequence[str]) -> list[str]:
+def ssh_argv(*, record: WorkspaceRecord, files: WorkspaceFiles, command: Sequence[str],
+             tty: bool = False) -> list[str]:
+    """A shell (no command) always gets a TTY; a command gets one with `tty` (an agent)."""
     argv = ["ssh", "-F", str(files.ssh_config)]
-    if not command:
+    if tty or not command:
         argv.append("-t")
     return [*argv, alias(record.name), *command]

@@ -22,6 +22,7 @@ class Needs(Enum):
     STOPPED = "stopped"
     SESSION = "session"  # a workspace in a session
     REPAIR = "repair"  # a running workspace whose supervisor is gone (a killed process, a host restart)
+    AGENT = "agent"  # a running workspace whose template has an agent
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("repair", "p", "Repair", "Bring back the supervisor and egress of a running workspace",
                Needs.REPAIR),
     ActionSpec("stop", "x", "Stop", "Shut the workspace down", Needs.RUNNING),
+    ActionSpec("agent", "t", "Agent", "Open a terminal with the workspace's agent in the project folder; "
+               "leaving it ends the session", Needs.AGENT),
     ActionSpec("shell", "o", "Shell", "Open a shell in the workspace (returns when it exits)", Needs.RUNNING),
     ActionSpec("reset", "r", "Reset", "Return the workspace to its clean state (asks first)", Needs.READY),
     ActionSpec("end_session", "e", "End session", "End the session; the workspace is reset", Needs.SESSION),
@@ -88,3 +91,5 @@ def applies(spec: ActionSpec, details: WorkspaceDetails | None) -> bool:
             return details.ready and details.in_session
         case Needs.REPAIR:
             return details.state is WorkspaceState.RUNNING and details.needs_repair
+        case Needs.AGENT:
+            return details.state is WorkspaceState.RUNNING and bool(details.agents)

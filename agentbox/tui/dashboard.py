@@ -26,6 +26,7 @@ from agentbox.bootstrap import Services
 from agentbox.errors import AgentboxError, BackendUnavailable
 from agentbox.model.network import NetworkMode
 from agentbox.model.recording import RecordingKind
+from agentbox.model.progress import CancelToken
 from agentbox.model.workspace import WorkspaceState
 from agentbox.tui import operations
 from agentbox.tui.actions import BY_ACTION, DASHBOARD_ACTIONS, applies
@@ -35,8 +36,9 @@ from agentbox.tui.checkpoints_screen import CheckpointsScreen
 from agentbox.tui.commands import PaletteCommand, ScreenCommands
 from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, TypeNameScreen
 from agentbox.tui.doctor_screen import DoctorScreen
-from agentbox.tui.messages import (ActionFailed, ApprovalAnswered, ApprovalRequested, DashboardLoaded, LoadFailed,
-                                   QuickActionDone, SshCommandReady)
+from agentbox.services.agents import AgentTerminal
+from agentbox.tui.messages import (ActionFailed, AgentTerminalReady, ApprovalAnswered, ApprovalRequested,
+                                   DashboardLoaded, LoadFailed, QuickActionDone, SshCommandReady)
 from agentbox.tui.network_screen import AllowlistScreen, NetLogScreen, NetworkModeScreen
 from agentbox.tui.proposal_screen import ProposalScreen
 from agentbox.tui.operations import ErrorInfo, Operation, OperationResult, error_info
@@ -49,7 +51,7 @@ from agentbox.tui.widgets import BUTTON_PREFIX, DetailsPanel, WorkspaceTable, ne
 from agentbox.tui.wizard import NewWorkspace, NewWorkspaceScreen
 
 EMPTY_TEXT = "No workspaces yet. Press n to create your first one."
-COLUMNS = ("name", "state", "template", "network", "last reset", "created")
+COLUMNS = ("name", "state", "agent", "template", "network", "last reset", "created")
 
 
 class DashboardScreen(Screen[None]):
@@ -163,8 +165,8 @@ class DashboardScreen(Screen[None]):
         stale = data.details is not None and data.details.name != self._selected
         if data.rows != self._rows:
             # Rebuilding moves the cursor; those moves are ours, not the user's.
-            cells = [(row.name, state_text(row.state), row.template, network_text(row.network), row.last_reset,
-                      row.created) for row in data.rows]
+            cells = [(row.name, state_text(row.state), row.agent, row.template, network_text(row.network),
+                      row.last_reset, row.created) for row in data.rows]
             with self.prevent(DataTable.RowHighlighted):
                 # Widths set here, not measured by the table when it next idles: a frame drawn
                 # before that measurement kept its truncated columns until the next change.
@@ -234,6 +236,8 @@ class DashboardScreen(Screen[None]):
         taken = frozenset(row.name for row in self._rows or ())
 
         def chosen(new: NewWorkspace | None) -> None:
+            # new.providers: the keys an agent template needs; asking for a missing one
+            # belongs here, before the create (the credential gateway's key step).
             if new is not None:
                 self._selected = new.request.name
                 self._run(operations.create(services=self._services, request=new.request, allow=new.allow))
@@ -277,6 +281,18 @@ class DashboardScreen(Screen[None]):
     def action_shell(self) -> None:
         if name := self._target("shell"):
             self._ssh_command(self._services, name, "shell")
+
+    def action_open(self) -> None:
+        """Enter on a row: the agent where the workspace has one, else a shell."""
+        if self._details is not None and self._details.agents:
+            self.action_agent()
+        else:
+            self.action_shell()
+
+    def action_agent(self) -> None:
+        if name := self._target("agent"):
+            self._status(f"opening the agent of {name}…")
+            self._open_agent(self._services, name)
 
     def action_copy_ssh(self) -> None:
         if name := self._target("copy_ssh"):
@@ -396,11 +412,37 @@ class DashboardScreen(Screen[None]):
             self._status(f"shell in {message.name} closed (exit code {code})")
         self.reload()
 
+    def _recorded_agent(self, terminal: AgentTerminal) -> Callable[[], int] | None:
+        recordings = self._services.recordings
+        if not recordings.enabled:
+            return None
+        return lambda: recordings.run_recorded(name=terminal.workspace, argv=terminal.argv,
+                                               shown=[terminal.agent.command], kind=RecordingKind.AGENT).exit_code
+
     def _recorded_shell(self, name: str) -> Callable[[], int] | None:
         recordings = self._services.recordings
         if not recordings.enabled:
             return None
         return lambda: recordings.run_terminal(name=name, command=[], kind=RecordingKind.SHELL).exit_code
+
+    @work(thread=True, group="quick")
+    def _open_agent(self, services: Services, name: str) -> None:
+        # Quick: the agent action applies to running workspaces, so this only opens a session.
+        try:
+            terminal = services.agents.open(name=name, agent=None, on_progress=lambda _: None, cancel=CancelToken())
+        except AgentboxError as exc:  # shown as a dialog
+            self.post_message(ActionFailed(error_info(title=f"Could not open the agent of {name}", exc=exc)))
+        else:
+            self.post_message(AgentTerminalReady(terminal))
+
+    def on_agent_terminal_ready(self, message: AgentTerminalReady) -> None:
+        terminal = message.terminal
+        try:
+            code = self._terminal.hand_over(app=self.app, argv=terminal.argv, run=self._recorded_agent(terminal))
+        except (AgentboxError, OSError) as exc:  # the session it opened still ends below
+            self._show_error(error_info(title=f"Could not open the agent of {terminal.workspace}", exc=exc))
+            code = -1
+        self._run(operations.close_agent(services=self._services, terminal=terminal, exit_code=code))
 
     def on_action_failed(self, message: ActionFailed) -> None:
         self._show_error(message.error)

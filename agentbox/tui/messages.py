@@ -11,6 +11,7 @@ from agentbox.egress.records import ConnectionRecord
 from agentbox.model.progress import Progress
 from agentbox.model.shares import MechanismChoice
 from agentbox.model.template import Template
+from agentbox.services.agents import AgentTerminal
 from agentbox.services.doctor import DoctorReport
 from agentbox.services.network import NetworkStatus
 from agentbox.services.outbox import OutboxEntry
@@ -43,6 +44,12 @@ class ActionFailed(Message):
     def __init__(self, error: ErrorInfo) -> None:
         super().__init__()
         self.error = error
+
+
+class AgentTerminalReady(Message):
+    def __init__(self, terminal: AgentTerminal) -> None:
+        super().__init__()
+        self.terminal = terminal
 
 
 class SshCommandReady(Message):

@@ -17,6 +17,7 @@ from agentbox.errors import AgentboxError, Cancelled
 from agentbox.model.network import NetworkMode
 from agentbox.model.shares import SecretChoice
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
+from agentbox.services.agents import AgentTerminal
 from agentbox.services.create import CreateRequest
 from agentbox.services.network import PolicyUpdate
 from agentbox.services.shares import GUEST_SHARES
@@ -83,7 +84,9 @@ def create(*, services: Services, request: CreateRequest, allow: Sequence[str] =
             on_progress(Progress(step="allowlist", detail=f"allowing {entry}"))
             services.network.allow(name=request.name, entry=entry)
         extra = f", {len(allow)} allowlist entr{'y' if len(allow) == 1 else 'ies'}" if allow else ""
-        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}{extra}): press o for a shell"
+        agents = services.agents.agents(name=request.name)
+        then = f"press t (or Enter) for {agents[0].name}" if agents else "press o for a shell"
+        return f"{request.name} is ready ({_seconds(time.monotonic() - started)}{extra}): {then}"
     return Operation(title=f"Creating {request.name}", workspace=request.name, run=run)
 
 
@@ -135,6 +138,20 @@ def end_session(*, services: Services, name: str) -> Operation:
         after = describe_restore(end.reset) if end.reset else f"{name} kept its state (the template says so)"
         return f"session ended after {_seconds(end.duration_s)}; {after}"
     return Operation(title=f"Ending the session of {name}", workspace=name, run=run)
+
+
+def close_agent(*, services: Services, terminal: AgentTerminal, exit_code: int) -> Operation:
+    """After an agent terminal: end the session it opened, as the template's policy says."""
+    name = terminal.workspace
+
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        end = services.agents.close(terminal=terminal, exit_code=exit_code, on_progress=on_progress, cancel=cancel)
+        closed = f"{terminal.agent.name} in {name} closed (exit code {exit_code})"
+        if end is None:
+            return f"{closed}; the session goes on" if not terminal.own_session else f"{closed}; its session had ended"
+        after = describe_restore(end.reset) if end.reset else f"{name} kept its state (the template says so)"
+        return f"{closed}; session ended after {_seconds(end.duration_s)}; {after}"
+    return Operation(title=f"Ending the agent session of {name}", workspace=name, run=run, cancellable=False)
 
 
 def destroy(*, services: Services, name: str) -> Operation:

@@ -45,6 +45,7 @@ class WorkspaceRow:
     network: str  # off | allowlist | open
     last_reset: str
     created: str
+    agent: str = "-"  # the template's agent(s), "-" for a plain VM
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class WorkspaceDetails:
     shares: tuple[str, ...] = ()
     outbox: str = ""
     needs_repair: bool = False  # running without its supervisor: no egress until repaired
+    agents: tuple[str, ...] = ()  # the template's agents: the agent terminal (t) starts the first
 
     @property
     def ready(self) -> bool:
@@ -139,6 +141,7 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
         if ready else ()
     res = workspace.resources
     status = _quietly(lambda: services.network.show(name=name), None) if ready else None
+    agents = _quietly(lambda: tuple(a.name for a in services.agents.agents(name=name)), ()) if ready else ()
     return WorkspaceDetails(
         name=name, state=workspace.state, problem=workspace.problem,
         resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk",
@@ -156,6 +159,7 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
         if ready else (),
         shares=tuple(share_text(s) for s in _quietly(lambda: services.shares.list(name=name), ())) if ready else (),
         outbox=outbox_text(_quietly(lambda: services.outbox.list(name=name), ())) if ready else "",
+        agents=agents,
     )
 
 
@@ -280,7 +284,14 @@ def _row(*, services: Services, workspace: Workspace, templates: Mapping[str, Te
     return WorkspaceRow(name=workspace.name, state=workspace.state, template=workspace.template,
                         network=mode.value,
                         last_reset=relative_time(record.last_reset if record else "", now=now),
-                        created=short_date(workspace.created))
+                        created=short_date(workspace.created), agent=agent_cell(template))
+
+
+def agent_cell(template: Template | None) -> str:
+    """The dashboard's agent column: which agent(s) the workspace's template runs."""
+    if template is None or not template.agents:
+        return "-"
+    return ", ".join(agent.name for agent in template.agents)
 
 
 def _templates(services: Services) -> dict[str, Template]:

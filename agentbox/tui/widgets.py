@@ -85,10 +85,10 @@ def details_renderable(details: WorkspaceDetails) -> Table:
 
 
 class WorkspaceTable(DataTable[str | Text]):
-    """Enter opens the selected workspace's shell; a mouse click only selects (a stray second
-    click must not take over the terminal)."""
+    """Enter opens the selected workspace's agent terminal (its shell, for a plain VM); a mouse
+    click only selects (a stray second click must not take over the terminal)."""
 
-    BINDINGS = [Binding("enter", "screen.shell", "Shell", show=False)]
+    BINDINGS = [Binding("enter", "screen.open", "Open", show=False)]
 
 
 class DetailsPanel(VerticalScroll):

@@ -1,5 +1,6 @@
-"""The New workspace wizard: name (checked as you type), template, resources, folders to
-share (picked in a directory tree), network mode and allowlist.
+"""The New workspace wizard: first what to run (an agent, each with its one-line description,
+or a plain VM), then name (checked as you type), template, resources, folders to share
+(picked in a directory tree), network mode and allowlist.
 
 It only collects a `NewWorkspace`; the dashboard runs the create with a progress screen.
 """
@@ -35,6 +36,8 @@ from agentbox.tui.views import NETWORK_MEANING, share_place
 from agentbox.tui.widgets import NETWORK_MARKS, FolderPicker
 
 RESOURCE_FIELDS = (("cpus", "CPUs"), ("memory", "Memory MiB"), ("disk", "Disk GiB"))
+PLAIN_VM = "plain"  # the "what to run" choice without an agent
+PLAIN_VM_TEXT = "A plain VM, no agent (pick its template below)"
 FROM_TEMPLATE = "template"
 NETWORK_CHOICES = [("as the template says", FROM_TEMPLATE)] + [
     (f"{NETWORK_MARKS[mode][0]} {mode.value}: {NETWORK_MEANING[mode]}", mode.value) for mode in NetworkMode]
@@ -44,6 +47,29 @@ NETWORK_CHOICES = [("as the template says", FROM_TEMPLATE)] + [
 class NewWorkspace:
     request: CreateRequest
     allow: tuple[str, ...] = ()  # allowlist entries to add once it exists
+    # The providers whose keys the chosen template's agents need (anthropic, openai): the
+    # dashboard asks for a missing key here, before the create (the credential gateway's step).
+    providers: tuple[str, ...] = ()
+
+
+def run_choices(templates: tuple[Template, ...]) -> list[tuple[str, str]]:
+    """The wizard's first question: each agent template, described by its agent, then a plain
+    VM; as (text, value) for a Select, the value a template name or PLAIN_VM."""
+    options = []
+    for template in templates:
+        if not template.agents:
+            continue
+        if len(template.agents) == 1:
+            text = template.agents[0].description
+        else:
+            text = f"All of them: {', '.join(agent.name for agent in template.agents)}"
+        options.append((text, template.name))
+    options.append((PLAIN_VM_TEXT, PLAIN_VM))
+    return options
+
+
+def template_providers(template: Template) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(provider for agent in template.agents for provider in agent.providers))
 
 
 def split_entries(text: str) -> list[str]:
@@ -73,14 +99,16 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog wizard"):
             yield Label("New workspace", classes="dialog-title")
+            yield Label("What to run", classes="field-label")
+            yield Select[str]([], prompt="What to run", id="what", allow_blank=True)
+            yield Static("loading templates…", id="template-about", classes="hint", markup=False)
             name = Input(placeholder="for example: my-agent-1", id="name")
             name.border_title = "Name"
             yield name
             yield Static("", id="name-problem", classes="problem", markup=False)
-            yield Label("Template", classes="field-label")
-            yield Select[str]([], prompt="Template", id="template", allow_blank=True)
-            yield Static("loading templates…", id="template-about", classes="hint", markup=False)
             with Horizontal(id="resources"):
+                # The template beside the resources it fills in: an agent's own, or any for a plain VM.
+                yield Select[str]([], prompt="Template", id="template", allow_blank=True)
                 for field, title in RESOURCE_FIELDS:
                     box = Input(type="integer", id=field)
                     box.border_title = title
@@ -102,7 +130,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
                 yield Button("Cancel (Esc)", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#name", Input).focus()
+        self.query_one("#what", Select).focus()
         self.query_one("#folders").display = False
         self._load_templates(self._services)
 
@@ -126,9 +154,30 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             select.value = default
         elif message.templates:
             select.value = message.templates[0].name
+        what = self.query_one("#what", Select)
+        with what.prevent(Select.Changed):  # only the user's choice moves on to the name
+            what.set_options(run_choices(message.templates))
+            chosen = self._chosen()
+            what.value = chosen.name if chosen is not None and chosen.agents else PLAIN_VM
         self._update_create()
 
+    def _what_chosen(self, value: object) -> None:
+        select = self.query_one("#template", Select)
+        if value == PLAIN_VM:
+            current = self._chosen()
+            if current is None or current.agents:  # back to a template without an agent
+                plain = [t.name for t in self._templates.values() if not t.agents]
+                default = self._services.create.default_template
+                if plain:
+                    select.value = default if default in plain else plain[0]
+        elif isinstance(value, str) and value in self._templates:
+            select.value = value
+        self.query_one("#name", Input).focus()
+
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "what":
+            self._what_chosen(event.value)
+            return
         if event.select.id == "network":
             self._network_about()
             return
@@ -137,7 +186,9 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         if template is None:
             about.update("pick a template")
         else:
-            about.update(template.description or template.name)
+            agents = "".join(f"\n{agent.name}: {agent.description} (starts `{agent.command}`)"
+                             for agent in template.agents)
+            about.update((template.description or template.name) + agents)
             # A template's resources are its defaults: choosing one fills them in.
             r = template.resources
             for field, value in (("cpus", r.vcpus), ("memory", r.memory_mib), ("disk", r.disk_gib)):
@@ -278,7 +329,8 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             return
         entries = [parse_allow_entry(text=entry).render() for entry in split_entries(
             self.query_one("#allowlist", Input).value)]
-        chosen = NewWorkspace(request=request, allow=tuple(dict.fromkeys(entries)))
+        chosen = NewWorkspace(request=request, allow=tuple(dict.fromkeys(entries)),
+                              providers=template_providers(template))
         if request.shares:
             self._scan_folders(self._services, chosen)  # likely secrets first, as the shares screen does
         else:

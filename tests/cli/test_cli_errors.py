@@ -114,7 +114,8 @@ def test_destroy_without_yes_and_no_terminal_asks_for_yes(agentbox_root: Path, c
 
 
 def test_unknown_workspace_is_not_found(agentbox_root: Path, capsys) -> None:
-    for argv in (["start", "ghost"], ["stop", "ghost"], ["destroy", "ghost", "--yes"], ["exec", "ghost", "--", "true"]):
+    for argv in (["start", "ghost"], ["stop", "ghost"], ["destroy", "ghost", "--yes"], ["exec", "ghost", "--", "true"],
+                 ["agent", "ghost"]):
         code, _, err = run(argv, capsys)
         assert code == 4, argv
         assert "no workspace named 'ghost'" in err and "agentbox list" in err

@@ -14,7 +14,8 @@ from agentbox.images.record import IMAGE_JSON, ImageInfo, write_info
 from .test_cli_errors import run, user_template
 
 
-def _cached(image_dir: Path, image_id: str, *, base: str | None, packages: tuple[str, ...]) -> None:
+def _cached(image_dir: Path, image_id: str, *, base: str | None, packages: tuple[str, ...],
+            npm: tuple[str, ...] = (), pip: tuple[str, ...] = ()) -> None:
     directory = image_dir / image_id
     directory.mkdir(parents=True)
     disk = directory / "disk.qcow2"
@@ -23,22 +24,28 @@ def _cached(image_dir: Path, image_id: str, *, base: str | None, packages: tuple
         image_id=image_id, template="tools", source=f"layer:{base}" if base else "build:debian-12",
         directory=directory, disk=disk, disk_format="qcow2", kernel=None, initrd=None, cmdline=None,
         sha256="0" * 64, size_bytes=disk.stat().st_size, created="2026-12-02T00:00:00+00:00",
-        base=base, packages=packages))
+        base=base, packages=packages, npm=npm, pip=pip))
 
 
 def test_image_list_shows_each_layer_with_its_base_and_packages(agentbox_root: Path, capsys) -> None:
     image_dir = agentbox_root.parent / "images"
     _cached(image_dir, "debian-12-aaaaaaaaaaaa", base=None, packages=())
     _cached(image_dir, "debian-12-layer-bbbbbbbbbbbb", base="debian-12-aaaaaaaaaaaa", packages=("git", "jq"))
+    _cached(image_dir, "debian-12-layer-cccccccccccc", base="debian-12-aaaaaaaaaaaa", packages=("nodejs", "npm"),
+            npm=("@openai/codex@0.171.0",), pip=("aider-chat==0.86.2",))
     code, out, _ = run(["image", "list"], capsys)
     assert code == 0
     header, *rows = out.splitlines()
-    assert header.split()[:4] == ["IMAGE", "BASE", "PACKAGES", "SIZE"]
-    assert rows[0].split()[:3] == ["debian-12-aaaaaaaaaaaa", "-", "-"]
-    assert rows[1].split()[:3] == ["debian-12-layer-bbbbbbbbbbbb", "debian-12-aaaaaaaaaaaa", "git,jq"]
+    assert header.split()[:5] == ["IMAGE", "BASE", "PACKAGES", "INSTALLS", "SIZE"]
+    assert rows[0].split()[:4] == ["debian-12-aaaaaaaaaaaa", "-", "-", "-"]
+    assert rows[1].split()[:4] == ["debian-12-layer-bbbbbbbbbbbb", "debian-12-aaaaaaaaaaaa", "git,jq", "-"]
+    assert rows[2].split()[:4] == ["debian-12-layer-cccccccccccc", "debian-12-aaaaaaaaaaaa", "nodejs,npm",
+                                   "@openai/codex@0.171.0,aider-chat==0.86.2"]
     code, out, _ = run(["image", "list", "--json"], capsys)
     layer = [i for i in json.loads(out) if i["base"]]
-    assert [(i["base"], i["packages"]) for i in layer] == [("debian-12-aaaaaaaaaaaa", ["git", "jq"])]
+    assert [(i["base"], i["packages"], i["npm"], i["pip"]) for i in layer] == [
+        ("debian-12-aaaaaaaaaaaa", ["git", "jq"], [], []),
+        ("debian-12-aaaaaaaaaaaa", ["nodejs", "npm"], ["@openai/codex@0.171.0"], ["aider-chat==0.86.2"])]
 
 
 @pytest.mark.parametrize("bad", ["jq=1.6", "Vim", "--allow-unauthenticated"])

@@ -86,7 +86,7 @@ def test_reset_asks_first_then_reverts_and_says_how_long_it_took(world: TuiWorld
         record = world.ctx.records.load(name="demo")
         assert record is not None and record.last_reset == FIXED_NOW.isoformat(timespec="seconds")
         assert re.fullmatch(r"demo back to its clean state in \d+\.\d s, from the snapshot", status(pilot))
-        assert re.search(r"demo +● running +tiny +⊘ off +just now", screen_text(pilot))
+        assert re.search(r"demo +● running +- +tiny +⊘ off +just now", screen_text(pilot))
 
     world.run(scenario)
 

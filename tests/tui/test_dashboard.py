@@ -30,8 +30,8 @@ def test_it_lists_every_workspace_with_state_template_network_and_last_reset(wor
     world.services.snapshots.reset(name="demo", on_progress=ignore_progress, cancel=CancelToken())
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
-        assert rows(pilot) == [["demo", "● running", "tiny", "⊘ off", "just now", "2025-03-14"],
-                               ["idle", "○ stopped", "tiny", "⊘ off", "never", "2025-03-14"]]
+        assert rows(pilot) == [["demo", "● running", "-", "tiny", "⊘ off", "just now", "2025-03-14"],
+                               ["idle", "○ stopped", "-", "tiny", "⊘ off", "never", "2025-03-14"]]
         text = screen_text(pilot)
         assert "2 workspace(s)" in text
         # The first one is selected: its details are beside the table.
@@ -48,7 +48,7 @@ def test_the_network_column_shows_the_workspaces_own_policy(world: TuiWorld) -> 
     world.services.network.set_mode(name="demo", mode="open")  # switched after create (the CLI's net)
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
-        assert [row[3] for row in rows(pilot)] == ["◉ open", "⊘ off"]  # a mark and the word
+        assert [row[4] for row in rows(pilot)] == ["◉ open", "⊘ off"]  # a mark and the word
 
     world.run(scenario)
 
@@ -172,7 +172,7 @@ def test_at_80x24_the_table_details_and_keys_all_fit(world: TuiWorld) -> None:
         lines = screen_text(pilot).splitlines()
         assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
         text = "\n".join(lines)
-        assert re.search(r"demo +● running +tiny +⊘ off +never", text)  # the table
+        assert re.search(r"demo +● running +- +tiny +⊘ off +never", text)  # the table
         assert "agentbox ssh demo" in text  # the details, below it
         assert "n New" in lines[-1] and "r Reset" in lines[-1]  # the footer
 

@@ -31,7 +31,7 @@ def test_w_picks_the_network_mode_directly(world: TuiWorld) -> None:
     world.make("demo")
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
-        assert re.search(r"demo +● running +tiny +⊘ off", screen_text(pilot))
+        assert re.search(r"demo +● running +- +tiny +⊘ off", screen_text(pilot))
         before = len(applied_modes(world))
         await pilot.press("w")
         await settle(pilot)
@@ -46,7 +46,7 @@ def test_w_picks_the_network_mode_directly(world: TuiWorld) -> None:
         assert applied_modes(world)[before:] == ["allowlist"]
         assert status(pilot) == "demo: network allowlist (applies now, for the next connection)"
         text = screen_text(pilot)
-        assert re.search(r"demo +● running +tiny +☰ allowlist", text)  # the table: a mark and the word
+        assert re.search(r"demo +● running +- +tiny +☰ allowlist", text)  # the table: a mark and the word
         assert "☰ allowlist: only listed destinations" in text  # the details
         assert "reaches now: only the allowlist, through the egress proxy" in text
         audit = world.audit("demo")[-1]

@@ -50,6 +50,7 @@ def test_wizard(world: TuiWorld, snap_compare, size: tuple[int, int]) -> None:  
         await settle(pilot)
         await pilot.press("n")
         await settle(pilot)
+        await pilot.press("tab")  # what to run: a plain VM (the default template has no agent)
         await pilot.press(*"my-agent")
 
     assert snap_compare(world.app(), terminal_size=size, run_before=run_before)

@@ -11,16 +11,29 @@ from agentbox.backends.base import DomainState
 from agentbox.services.create import STEPS
 from agentbox.tui.progress_screen import ProgressScreen
 from agentbox.tui.widgets import FolderTree
-from agentbox.tui.wizard import ChosenFolders, NewWorkspaceScreen
+from agentbox.tui.wizard import ChosenFolders, NewWorkspaceScreen, run_choices
 
 from .conftest import TuiWorld, screen_text, settle, until
 
 
-async def open_wizard(pilot) -> NewWorkspaceScreen:  # type: ignore[no-untyped-def]
+async def open_wizard(pilot, *, run: str = "plain") -> NewWorkspaceScreen:  # type: ignore[no-untyped-def]
+    """Open it and answer its first question, what to run (a plain VM unless `run` names an
+    agent template): then the name has the focus."""
     await pilot.press("n")
     await settle(pilot)
     wizard = pilot.app.screen
     assert isinstance(wizard, NewWorkspaceScreen)
+    what = wizard.query_one("#what", Select)
+    assert what.has_focus
+    if run == "plain" and what.value == "plain":
+        await pilot.press("tab")  # already the answer
+    else:
+        await pilot.press("enter")  # open the list, then down (or up) to the choice
+        values = [value for _, value in run_choices(tuple(wizard._templates.values()))]
+        steps = values.index(run) - values.index(str(what.value))
+        await pilot.press(*(["down"] * steps if steps > 0 else ["up"] * -steps), "enter")
+    await pilot.pause()
+    assert wizard.query_one("#name", Input).has_focus
     return wizard
 
 
