@@ -19,7 +19,7 @@ DEFAULT_OUTBOX_LIMIT_MIB = 1024
 OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
-     "egress_hosts", "outbox_limit_mib"}
+     "egress_hosts", "outbox_limit_mib", "warm_create"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -39,6 +39,9 @@ class Settings:
     # What the guest may store in a new workspace's outbox (enforced on the host, see
     # host/outbox_disk.py); `create --outbox-mib` and `outbox NAME --limit-mib` override it.
     outbox_limit_mib: int = DEFAULT_OUTBOX_LIMIT_MIB
+    # `create` restores a golden state (services/golden.py) instead of cold booting;
+    # `create --warm` / `--no-warm` decide for one create.
+    warm_create: bool = False
 
 
 def is_system_uri(uri: str) -> bool:
@@ -71,6 +74,8 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
             low, high = OUTBOX_LIMIT_RANGE_MIB
             values["outbox_limit_mib"] = fields.integer("outbox_limit_mib", default=DEFAULT_OUTBOX_LIMIT_MIB,
                                                         minimum=low, maximum=high)
+        if fields.has("warm_create"):
+            values["warm_create"] = fields.boolean("warm_create", default=False)
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
     if env.get(URI_ENV):

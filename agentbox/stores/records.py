@@ -46,6 +46,9 @@ class WorkspaceRecord:
     # The outbox's size limit asked for at create; 0 in records from before limits (the
     # settings' default then). The outbox image's size is the limit in force.
     outbox_limit_mib: int = 0
+    # The golden state (services/golden.py) whose disk this workspace's overlay sits on; ""
+    # for a cold-booted workspace, whose overlay sits on the image itself.
+    golden_id: str = ""
 
     @property
     def storage(self) -> WorkspaceStorage:
