@@ -39,8 +39,11 @@ from agentbox.services.ssh_access import ssh_target
 from agentbox.remote.ssh import SshTarget
 from agentbox.stores.ssh_config import write_workspace_ssh_files
 
-STEPS = ("image", "golden", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "restore", "identity",
-         "clean", "network", "shares", "done")
+STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "network", "shares",
+         "done")
+# A warm clone's steps: the golden state instead of boot, SSH and cloud-init.
+WARM_STEPS = ("image", "golden", "keys", "disk", "seed", "define", "restore", "identity", "clean", "network",
+              "shares", "done")
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,11 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         report.step("image", f"image for template {template.name}")
         image = ctx.images.ensure(template=template, on_progress=on_progress, cancel=cancel)
         warm = request.warm if request.warm is not None else ctx.settings.warm_create
+        if warm:
+            report.steps = WARM_STEPS
         golden = _golden(ctx=ctx, template=template, resources=resources, image=image, report=report,
                          cancel=cancel) if warm else None
+        report.steps = WARM_STEPS if golden is not None else STEPS
         undo = _Undo()
         try:
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image, golden=golden,
@@ -231,6 +237,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
             record = replace(record, golden_id="")
             ctx.records.save(record=record)
             golden = None
+            report.steps = STEPS
     if golden is None:
         _cold_boot(ctx=ctx, record=record, target=target, report=report, cancel=cancel)
 
@@ -341,10 +348,13 @@ def _short(exc: BaseException) -> str:
 class _Reporter:
     def __init__(self, sink: ProgressCallback) -> None:
         self._sink = sink
+        self.steps = STEPS  # the path taken: WARM_STEPS while a clone is being made
+
 
     def step(self, step: str, detail: str) -> None:
-        index = STEPS.index(step) + 1 if step in STEPS else 0
-        self._sink(Progress(step=step, detail=detail, index=index, total=len(STEPS)))
+        steps = self.steps if step in self.steps else (WARM_STEPS if step in WARM_STEPS else STEPS)
+        index = steps.index(step) + 1 if step in steps else 0
+        self._sink(Progress(step=step, detail=detail, index=index, total=len(steps)))
 
     def forward(self, progress: Progress) -> None:
         self._sink(progress)
