@@ -163,7 +163,8 @@ def _golden(*, ctx: ServiceContext, template: Template, resources: Resources, im
 
 
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
-           golden: GoldenState | None, outbox_mib: int, policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
+           golden: GoldenState | None, outbox_mib: int, policy: NetworkPolicy,
+           share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
            report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)

@@ -133,6 +133,9 @@ class GoldenStore:
             shutil.rmtree(stale, ignore_errors=True)  # a build killed earlier (we hold the lock)
         tmp = self._root / f".tmp-{golden_id}-{os.getpid()}"
         domain = f"{ctx.settings.domain_prefix}{golden_id}"
+        if ctx.backend.get(name=domain) is not None:  # the guest of a build that was killed
+            ctx.backend.destroy(name=domain)
+            ctx.backend.undefine(name=domain)
         defined = False
         try:
             tmp.mkdir(mode=0o711)
