@@ -36,6 +36,9 @@ class Capabilities:
     uri: str
     libvirt_version: int = 0  # e.g. 9000000; 0 when unknown
     evidence: bool = False  # can pause a guest and save its RAM and a point-in-time copy of its disk
+    # A running guest's RAM can be saved to a file and restored into another domain of the
+    # same shape (warm clones). False: create always cold boots.
+    memory_restore: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,15 @@ class Backend(Protocol):
 
     def attached(self, *, name: str) -> tuple[frozenset[str], frozenset[str]]:
         """Live filesystem tags and disk serials of the running domain."""
+
+    def save_memory(self, *, name: str, path: Path) -> None:
+        """Save the running domain's RAM and device state to `path` (a new file); the domain
+        is stopped afterwards. Needs capability memory_restore; fails with a live virtiofs share."""
+
+    def restore_memory(self, *, name: str, path: Path) -> None:
+        """Start the defined, stopped domain `name` from the RAM saved at `path`, though it was
+        saved from another domain: same devices and memory, other name, disks and SSH port.
+        Rewrites the file's header in place: the caller serialises restores from one file."""
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         """A new qcow2 disk at `path` whose reads fall through to `backing` (never written)."""

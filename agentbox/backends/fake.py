@@ -233,6 +233,32 @@ class FakeBackend:
             raise BackendError(f"cannot {action}: domain {name!r} is not running")
         return domain
 
+    def save_memory(self, *, name: str, path: Path) -> None:
+        self._enter("save_memory", name)
+        with self._lock:
+            domain = self._ours(name, action="save")
+            if domain.state is not DomainState.RUNNING:
+                raise BackendError(f"save domain {name!r}: domain is not running")
+            if domain.filesystems:
+                raise BackendError(f"save domain {name!r}: non-migratable device: vhost-user-fs")
+            spec = domain.spec
+            assert spec is not None
+            path.write_text(f"fake saved RAM: {spec.vcpus} vCPU, {spec.memory_mib} MiB, {len(spec.disks)} disks\n")
+            domain.power_cycle(DomainState.STOPPED)
+
+    def restore_memory(self, *, name: str, path: Path) -> None:
+        self._enter("restore_memory", name)
+        with self._lock:
+            domain = self._ours(name, action="restore")
+            if domain.state in _ACTIVE:
+                raise BackendError(f"restore domain {name!r}: domain is running")
+            spec = domain.spec
+            assert spec is not None
+            shape = f"fake saved RAM: {spec.vcpus} vCPU, {spec.memory_mib} MiB, {len(spec.disks)} disks\n"
+            if not path.is_file() or path.read_text() != shape:
+                raise BackendError(f"restore domain {name!r}: {path} is no save image of a domain of its shape")
+            domain.power_cycle(DomainState.RUNNING)
+
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         self._enter("create_overlay", str(path))
         check_overlay_args(backing_format=backing_format, size_gib=size_gib)

@@ -31,7 +31,7 @@ def create(args: argparse.Namespace) -> int:
         request=CreateRequest(name=args.name, template=args.template, vcpus=args.cpus,
                               memory_mib=args.memory, disk_gib=args.disk, network=args.network,
                               shares=tuple(args.share), allow_system_folder=args.allow_system_folder,
-                              outbox_mib=args.outbox_mib, share_secrets=args.secrets),
+                              outbox_mib=args.outbox_mib, share_secrets=args.secrets, warm=args.warm),
         on_progress=ProgressPrinter(), cancel=CancelToken())
     workspace = services.workspaces.get(name=record.name)
     if args.json:
@@ -137,7 +137,9 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def image_list(args: argparse.Namespace) -> int:
-    images = _services().images.list_images()
+    services = _services()
+    images = services.images.list_images()
+    goldens = services.images.golden_states()
     if args.json:
         print_json([asdict(i) for i in images])
         return 0
@@ -149,6 +151,13 @@ def image_list(args: argparse.Namespace) -> int:
     print_table(("IMAGE", "BASE", "PACKAGES", "INSTALLS", "SIZE", "TEMPLATE", "CREATED", "SOURCE"),
                 [(i.image_id, i.base or "-", _packages_cell(i.packages), ",".join((*i.npm, *i.pip)) or "-",
                   f"{i.size_bytes / 2**20:.0f} MiB", i.template, i.created, i.source) for i in images])
+    if goldens:
+        # Golden states: a provisioned guest saved with its RAM, which warm creates restore.
+        print()
+        print_table(("GOLDEN STATE", "IMAGE", "SHAPE", "SIZE", "TEMPLATE", "CREATED"),
+                    [(g.golden_id, g.image_id, f"{g.resources.vcpus} vCPU {g.resources.memory_mib} MiB "
+                      f"{g.resources.disk_gib} GiB", f"{g.size_bytes / 2**20:.0f} MiB", g.template, g.created)
+                     for g in goldens])
     return 0
 
 
@@ -172,8 +181,10 @@ def image_build(args: argparse.Namespace) -> int:
 
 
 def image_rm(args: argparse.Namespace) -> int:
-    image = _services().images.remove(template=args.template)
-    print(f"removed {image.image_id}")
+    removed = _services().images.remove(template=args.template)
+    for golden_id in removed.golden_ids:
+        print(f"removed golden state {golden_id}")
+    print(f"removed {removed.image.image_id}")
     return 0
 
 

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(ALLOW_SYSTEM_OPTION, action="store_true",
                         help="let --share name a system folder such as /etc or /var (never a credential folder)")
     add_secret_options(create)
+    warm = create.add_mutually_exclusive_group()
+    warm.add_argument("--warm", dest="warm", action="store_const", const=True, default=None,
+                      help="clone the template's golden state (built on first use) instead of a cold boot "
+                      "(default: the settings' warm_create)")
+    warm.add_argument("--no-warm", dest="warm", action="store_const", const=False,
+                      help="cold boot and provision, even where warm clones are on")
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 

@@ -20,7 +20,7 @@ OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
      "egress_hosts", "outbox_limit_mib", "record_sessions",
-     "gateway_ca_bundle", "gateway_upstream_port"}
+     "gateway_ca_bundle", "gateway_upstream_port", "warm_create"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -46,6 +46,9 @@ class Settings:
     # to the providers' port 443 unless told otherwise: both for tests' local fake providers.
     gateway_ca_bundle: Path | None = None
     gateway_upstream_port: int = 443
+    # `create` restores a golden state (services/golden.py) instead of cold booting;
+    # `create --warm` / `--no-warm` decide for one create.
+    warm_create: bool = False
 
 
 def is_system_uri(uri: str) -> bool:
@@ -83,6 +86,8 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
         if fields.has("gateway_upstream_port"):
             values["gateway_upstream_port"] = fields.integer("gateway_upstream_port", default=443, minimum=1,
                                                              maximum=65535)
+        if fields.has("warm_create"):
+            values["warm_create"] = fields.boolean("warm_create", default=False)
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
         if fields.has("record_sessions"):

@@ -1,5 +1,5 @@
 """What a guest needs after it was put back into a saved RAM state: the host's time and
-fresh randomness.
+fresh randomness; and a new machine-id, so two sessions (or two clones) are not linkable.
 
 A revert resumes the guest exactly as it was when the snapshot was taken: its clock is that
 moment's, and its kernel's random generator holds the same state, so two resets in a row
@@ -37,6 +37,14 @@ open(my $pool, ">", "/dev/urandom") or die "urandom: $!\\n";
 syswrite($pool, substr($data, {_HOST_TIME.size})) == {SEED_BYTES} or die "seed: $!\\n";
 ioctl($pool, 0x5207, 0) or die "reseed: $!\\n";
 close($pool);
+open(my $rnd, "<", "/dev/urandom") or die "urandom: $!\\n";
+sysread($rnd, my $id, 16) == 16 or die "machine-id: $!\\n";
+close($rnd);
+open(my $mid, ">", "/etc/machine-id.agentbox") or die "machine-id: $!\\n";
+print $mid unpack("H*", $id), "\\n";
+close($mid) or die "machine-id: $!\\n";
+chmod(0444, "/etc/machine-id.agentbox");
+rename("/etc/machine-id.agentbox", "/etc/machine-id") or die "machine-id: $!\\n";
 my $sec = int($host_time);
 my $set = pack("q q", $sec, int(($host_time - $sec) * 1e9));
 syscall(227, 0, $set) == 0 or die "clock_settime: $!\\n";

@@ -1,4 +1,6 @@
-"""Create a workspace: image → keys → disk → seed → domain → boot → SSH → cloud-init.
+"""Create a workspace: image → keys → disk → seed → domain → boot → SSH → cloud-init;
+or, warm: image → golden state → keys → disk on the golden disk → seed → domain → restore the
+golden RAM → the clone's own identity over SSH (provision/identity.py).
 
 Every step that leaves something behind registers its undo first; any failure (or
 cancel, or Ctrl-C) runs the undo stack, so a failed create leaves nothing. A create killed
@@ -12,17 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agentbox.audit import record_anchor
 from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
-from agentbox.errors import AgentboxError, AlreadyExists, InvalidInput
+from agentbox.errors import AgentboxError, AlreadyExists, BackendError, GuestError, HostKeyMismatch, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
+from agentbox.provision.identity import identity_argv, identity_input
 from agentbox.services.attachments import Attachments
 from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
+from agentbox.services.golden import GoldenState, GoldenStore, clone_spec
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
 from agentbox.stores.records import Phase, WorkspaceRecord
@@ -35,10 +40,14 @@ from agentbox.services.snapshots import SnapshotService
 from agentbox.host.secret_scan import scan_folder
 from agentbox.host.storage import remove_storage
 from agentbox.services.ssh_access import ssh_target
+from agentbox.remote.ssh import SshTarget
 from agentbox.stores.ssh_config import write_workspace_ssh_files
 
 STEPS = ("image", "keys", "disk", "seed", "define", "boot", "ssh", "cloud-init", "clean", "network", "shares",
          "done")
+# A warm clone's steps: the golden state instead of boot, SSH and cloud-init.
+WARM_STEPS = ("image", "golden", "keys", "disk", "seed", "define", "restore", "identity", "clean", "network",
+              "shares", "done")
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class CreateRequest:
     allow_system_folder: bool = False  # lets `shares` name system folders (never credential ones)
     outbox_mib: int | None = None  # the outbox's size limit; default: the settings' outbox_limit_mib
     share_secrets: str | None = None  # exclude | allow: what to do with likely secrets in `shares`
+    warm: bool | None = None  # restore a golden state instead of a cold boot; default: settings.warm_create
 
 
 class _Undo:
@@ -105,9 +115,15 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
         report = _Reporter(on_progress)
         report.step("image", f"image for template {template.name}")
         image = ctx.images.ensure(template=template, on_progress=on_progress, cancel=cancel)
+        warm = request.warm if request.warm is not None else ctx.settings.warm_create
+        if warm:
+            report.steps = WARM_STEPS
+        golden = _golden(ctx=ctx, template=template, resources=resources, image=image, report=report,
+                         cancel=cancel) if warm else None
+        report.steps = WARM_STEPS if golden is not None else STEPS
         undo = _Undo()
         try:
-            return _build(ctx=ctx, name=name, template=template, resources=resources, image=image,
+            return _build(ctx=ctx, name=name, template=template, resources=resources, image=image, golden=golden,
                           outbox_mib=outbox_mib, policy=policy, share_specs=share_specs,
                           allow_system_folder=request.allow_system_folder, share_secrets=request.share_secrets,
                           report=report, cancel=cancel, undo=undo)
@@ -136,9 +152,27 @@ class CreateService:
         return create_workspace(ctx=self._ctx, request=request, on_progress=on_progress, cancel=cancel)
 
 
+def _golden(*, ctx: ServiceContext, template: Template, resources: Resources, image: ImageInfo,
+            report: _Reporter, cancel: CancelToken) -> GoldenState | None:
+    """The golden state to clone from (built on first use), or None: cold boot, and why."""
+    caps = ctx.backend.capabilities
+    if not (caps.memory_restore and caps.ram_snapshots):
+        report.step("golden", "this backend cannot restore saved RAM into a new VM: cold boot instead")
+        return None
+    store = GoldenStore(ctx=ctx)
+    report.step("golden", f"golden state for {template.name} ({resources.vcpus} vCPU, {resources.memory_mib} MiB)")
+    try:
+        return store.ensure(template=template, resources=resources, image=image, on_progress=report.forward,
+                            cancel=cancel)
+    except (BackendError, GuestError) as exc:
+        report.step("golden", f"no golden state ({_short(exc)}): cold boot instead")
+        return None
+
+
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
-           outbox_mib: int, policy: NetworkPolicy, share_specs: list[tuple[str, str | None]], allow_system_folder: bool,
-           share_secrets: str | None, report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+           golden: GoldenState | None, outbox_mib: int, policy: NetworkPolicy,
+           share_specs: list[tuple[str, str | None]], allow_system_folder: bool, share_secrets: str | None,
+           report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -149,6 +183,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
         outbox_limit_mib=outbox_mib, budget_requests=template.budget.requests,
         budget_bytes=template.budget.bytes, budget_tokens=template.budget.tokens,
+        golden_id=golden.golden_id if golden else "",
         phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
     )
     undo.push(lambda: ctx.records.remove(name=name))
@@ -165,13 +200,17 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     write_workspace_ssh_files(record=record, files=files)
 
     cancel.raise_if_cancelled()
-    report.step("disk", f"{resources.disk_gib} GiB overlay on {image.image_id}")
+    report.step("disk", f"{resources.disk_gib} GiB overlay on {golden.golden_id if golden else image.image_id}")
     undo.push(lambda: remove_storage(storage=storage, delete_volume=_volume_deleter(ctx)))
     storage.mkdir(parents=True, exist_ok=True, mode=0o711)
     storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
     disk = record.storage.disk
-    ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,
-                               size_gib=resources.disk_gib)
+    if golden is not None:
+        ctx.backend.create_overlay(path=disk, backing=golden.disk, backing_format="qcow2",
+                                   size_gib=resources.disk_gib)
+    else:
+        ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,
+                                   size_gib=resources.disk_gib)
 
     cancel.raise_if_cancelled()
     report.step("seed", "cloud-init seed (NoCloud)")
@@ -185,30 +224,32 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     cancel.raise_if_cancelled()
     report.step("define", f"libvirt domain {domain}")
-    spec = DomainSpec(
-        name=domain,
-        metadata=DomainMetadata(workspace=name, owner=ctx.owner, template=template.name, created=record.created),
-        vcpus=resources.vcpus, memory_mib=resources.memory_mib,
-        disks=(DiskSpec(path=disk, format="qcow2", serial="agentbox-root"),
-               DiskSpec(path=seed_path, format="raw", readonly=True, serial="agentbox-seed")),
-        ssh_port=record.ssh_port, console_log=record.storage.console_log,
-        kernel_boot=(DirectKernelBoot(kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline or "")
-                     if image.kernel and image.initrd else None),
-    )
-    ctx.backend.define(spec=spec)
+    ctx.backend.define(spec=clone_spec(ctx=ctx, name=domain, workspace=name, template=template, resources=resources,
+                                       image=image, disk=disk, seed=seed_path, ssh_port=record.ssh_port,
+                                       console_log=record.storage.console_log, created=record.created))
     undo.push(lambda: ctx.backend.undefine(name=domain))
+    undo.push(lambda: ctx.backend.destroy(name=domain))
+    target = ssh_target(record=record, files=files)
 
     cancel.raise_if_cancelled()
-    report.step("boot", "starting the VM")
-    undo.push(lambda: ctx.backend.destroy(name=domain))
-    ctx.backend.start(name=domain)
-
-    report.step("ssh", f"waiting for SSH on 127.0.0.1:{record.ssh_port} (pinned host key)")
-    target = ssh_target(record=record, files=files)
-    wait_for_guest(ctx=ctx, record=record, target=target, on_progress=report.forward, cancel=cancel)
-
-    report.step("cloud-init", "waiting for cloud-init to finish")
-    wait_cloud_init(ctx=ctx, record=record, target=target, cancel=cancel)
+    if golden is not None:
+        try:
+            _restore_clone(ctx=ctx, record=record, golden=golden, client_key=client_key.public_openssh,
+                           host_key=host_key, report=report, cancel=cancel)
+        except HostKeyMismatch:
+            raise  # someone else answers on the clone's port: fail closed, never fall back
+        except (BackendError, GuestError) as exc:
+            report.step("restore", f"the warm clone failed ({_short(exc)}): cold boot instead")
+            ctx.backend.destroy(name=domain)
+            ctx.backend.delete_volume(path=disk)
+            ctx.backend.create_overlay(path=disk, backing=image.disk, backing_format=image.disk_format,
+                                       size_gib=resources.disk_gib)
+            record = replace(record, golden_id="")
+            ctx.records.save(record=record)
+            golden = None
+            report.steps = STEPS
+    if golden is None:
+        _cold_boot(ctx=ctx, record=record, target=target, report=report, cancel=cancel)
 
     report.step("clean", "saving the clean state")
     record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
@@ -237,6 +278,50 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     anchor_trail(ctx=ctx, name=name, why="created")
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
+
+
+def _cold_boot(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget, report: _Reporter,
+               cancel: CancelToken) -> None:
+    report.step("boot", "starting the VM")
+    ctx.backend.start(name=record.domain)
+    report.step("ssh", f"waiting for SSH on 127.0.0.1:{record.ssh_port} (pinned host key)")
+    wait_for_guest(ctx=ctx, record=record, target=target, on_progress=report.forward, cancel=cancel)
+    report.step("cloud-init", "waiting for cloud-init to finish")
+    wait_cloud_init(ctx=ctx, record=record, target=target, cancel=cancel)
+
+
+def _restore_clone(*, ctx: ServiceContext, record: WorkspaceRecord, golden: GoldenState, client_key: str,
+                   host_key: keys.KeyPair, report: _Reporter, cancel: CancelToken) -> None:
+    """Golden RAM into the new domain, then, before anything else can log in, its own identity."""
+    store = GoldenStore(ctx=ctx)
+    report.step("restore", f"restoring the RAM of {golden.golden_id} (port 127.0.0.1:{record.ssh_port})")
+    with store.locked(golden_id=golden.golden_id, wait_s=120):
+        ctx.backend.restore_memory(name=record.domain, path=golden.memory)
+    report.step("identity", "new host key, user key, hostname, machine-id, RNG seed and clock")
+    bootstrap = golden.bootstrap_target(port=record.ssh_port)
+    out, err = bytearray(), bytearray()
+
+    def run() -> int:
+        out.clear()
+        err.clear()
+        return ctx.guest.run_command(target=bootstrap, argv=list(identity_argv()), stdout=out.extend,
+                                     stderr=err.extend, timeout_s=120, cancel=cancel,
+                                     stdin=lambda: identity_input(hostname=record.name, authorized_key=client_key,
+                                                                  host_key=host_key))
+
+    try:
+        code = run()  # a restored guest's sshd is already listening
+    except HostKeyMismatch:
+        raise
+    except GuestError:
+        wait_for_guest(ctx=ctx, record=record, target=bootstrap, on_progress=report.forward, cancel=cancel)
+        code = run()
+    if code != 0:
+        raise GuestError(f"giving the clone {record.name} its own identity failed (exit {code}): "
+                         f"{err.decode(errors='replace').strip()[-300:]}")
+    # Proves the new identity: the workspace's key, the newly pinned host key.
+    wait_for_guest(ctx=ctx, record=record, target=ssh_target(record=record, files=ctx.records.files(name=record.name)),
+                   on_progress=report.forward, cancel=cancel)
 
 
 def _refuse_existing(*, ctx: ServiceContext, name: str) -> None:
@@ -274,10 +359,13 @@ def _short(exc: BaseException) -> str:
 class _Reporter:
     def __init__(self, sink: ProgressCallback) -> None:
         self._sink = sink
+        self.steps = STEPS  # the path taken: WARM_STEPS while a clone is being made
+
 
     def step(self, step: str, detail: str) -> None:
-        index = STEPS.index(step) + 1 if step in STEPS else 0
-        self._sink(Progress(step=step, detail=detail, index=index, total=len(STEPS)))
+        steps = self.steps if step in self.steps else (WARM_STEPS if step in WARM_STEPS else STEPS)
+        index = steps.index(step) + 1 if step in steps else 0
+        self._sink(Progress(step=step, detail=detail, index=index, total=len(steps)))
 
     def forward(self, progress: Progress) -> None:
         self._sink(progress)

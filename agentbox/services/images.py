@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from agentbox.errors import AgentboxError, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.model.template import BuildRecipe, Template
 from agentbox.services.context import ServiceContext
+from agentbox.services.golden import GoldenState, GoldenStore
+
+
+@dataclass(frozen=True)
+class RemovedImage:
+    image: ImageInfo
+    golden_ids: tuple[str, ...]  # the golden states made from it, removed first
 
 
 class ImageService:
@@ -34,7 +43,11 @@ class ImageService:
                                hint=f"agentbox image pull {template}")
         return self._ctx.images.ensure(template=found, on_progress=on_progress, cancel=cancel)
 
-    def remove(self, *, template: str) -> ImageInfo:
+    def golden_states(self) -> tuple[GoldenState, ...]:
+        return GoldenStore(ctx=self._ctx).list()
+
+    def remove(self, *, template: str) -> RemovedImage:
+        """The template's image and the golden states made from it (clones sit on both)."""
         found = self._ctx.catalogue.get(name=template)
         image_id = self._ctx.images.image_id_for(template=found)
         users = self._workspaces_using(image_id=image_id)
@@ -42,7 +55,13 @@ class ImageService:
             raise InvalidInput(
                 f"image {image_id} is the base disk of workspace(s) {', '.join(users)}; removing it would break them",
                 hint="destroy those workspaces first (agentbox destroy NAME)")
-        return self._ctx.images.remove(template=found)
+        goldens = GoldenStore(ctx=self._ctx)
+        removed = []
+        for state in goldens.list():
+            if state.image_id == image_id:
+                goldens.remove(golden_id=state.golden_id)
+                removed.append(state.golden_id)
+        return RemovedImage(image=self._ctx.images.remove(template=found), golden_ids=tuple(removed))
 
     def _workspaces_using(self, *, image_id: str) -> list[str]:
         users = []

@@ -55,6 +55,9 @@ class WorkspaceRecord:
     @property
     def api_budget(self) -> ApiBudget:
         return ApiBudget(requests=self.budget_requests, bytes=self.budget_bytes, tokens=self.budget_tokens)
+    # The golden state (services/golden.py) whose disk this workspace's overlay sits on; ""
+    # for a cold-booted workspace, whose overlay sits on the image itself.
+    golden_id: str = ""
 
     @property
     def storage(self) -> WorkspaceStorage:

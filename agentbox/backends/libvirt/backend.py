@@ -27,7 +27,7 @@ from agentbox.backends.base import (
     SnapshotInfo,
     check_overlay_args,
 )
-from agentbox.backends.libvirt import devices, evidence, snapshots
+from agentbox.backends.libvirt import devices, evidence, save_image, snapshots
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
 from agentbox.backends.libvirt.errors import translate
 from agentbox.errors import (
@@ -104,6 +104,7 @@ class LibvirtBackend:
         return Capabilities(
             ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri,
             libvirt_version=self._lib_version(), evidence=self._driver == "qemu",
+            memory_restore=self._driver == "qemu" and self._local,
         )
 
     def _lib_version(self) -> int:
@@ -218,6 +219,31 @@ class LibvirtBackend:
 
     def delete_snapshot(self, *, name: str, snapshot: str) -> None:
         snapshots.delete(self._require(name, action="delete a snapshot of"), snapshot=snapshot)
+
+    # --- saved RAM (warm clones) ------------------------------------------------------------
+
+    def save_memory(self, *, name: str, path: Path) -> None:
+        domain = self._require(name, action="save")
+        try:
+            domain.saveFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except libvirt.libvirtError as err:
+            path.unlink(missing_ok=True)
+            raise translate(err, action=f"save the RAM of domain {name!r}") from None
+
+    def restore_memory(self, *, name: str, path: Path) -> None:
+        domain = self._require(name, action="restore")
+        if self._is_active(domain):
+            raise BackendError(f"domain {name!r} is running", hint="destroy it first")
+        try:
+            # The defined domain's own XML goes into the image's header (see save_image.py),
+            # so libvirt restores it as a save image of this very domain.
+            xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            save_image.write_domain_xml(path, xml=xml)
+            self._connection().restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except libvirt.libvirtError as err:
+            raise translate(err, action=f"restore saved RAM {path} into domain {name!r}") from None
+        except OSError as exc:
+            raise BackendError(f"cannot update the save image {path}: {exc.strerror}") from None
 
     # --- hot-plugged devices ---------------------------------------------------------------
 
