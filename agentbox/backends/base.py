@@ -34,7 +34,8 @@ class Capabilities:
     hotplug: bool
     accel: Accel  # the accelerator new domains will use (never AUTO here)
     uri: str
-    libvirt_version: int = 0  # e.g. 9000000; 0 when unknown
+    libvirt_version: int = 0  # e.g. 9000000; 0 when unknown (and for backends without libvirt)
+    virtiofs: bool = True  # folders can be shared live (virtiofs); else shares are copy disks
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def _accel(fields: Fields) -> Accel:
     try:
         return Accel(raw)
     except ValueError:
-        raise fields.error("accel", f"{raw!r} is not one of auto, kvm, tcg") from None
+        raise fields.error("accel", f"{raw!r} is not one of auto, kvm, tcg, hvf") from None
 
 
 def _absolute(fields: Fields, key: str) -> Path:

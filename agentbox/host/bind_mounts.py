@@ -38,12 +38,12 @@ def find_bindfs() -> str:
 def probe_facts(*, libvirt_version: int, local: bool, guest_9p: bool) -> HostFacts:
     virtiofsd = find_virtiofsd()
     return HostFacts(libvirt_version=libvirt_version, virtiofsd=virtiofsd,
-                     virtiofsd_readonly=bool(virtiofsd) and _has_readonly_option(virtiofsd),
+                     virtiofsd_readonly=bool(virtiofsd) and virtiofsd_has_readonly(virtiofsd),
                      privileged=os.geteuid() == 0, local=local, guest_9p=guest_9p,
                      mkfs_ext4=shutil.which("mkfs.ext4") is not None, bindfs=bool(find_bindfs()))
 
 
-def _has_readonly_option(virtiofsd: str) -> bool:
+def virtiofsd_has_readonly(virtiofsd: str) -> bool:
     try:
         done = subprocess.run([virtiofsd, "--help"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -20,6 +20,7 @@ class Accel(StrEnum):
     AUTO = "auto"
     KVM = "kvm"
     TCG = "tcg"
+    HVF = "hvf"  # macOS Hypervisor.framework (the QEMU backend on a Mac)
 
 
 @dataclass(frozen=True)
