@@ -35,8 +35,9 @@ def find_bindfs() -> str:
     return shutil.which("bindfs") or ""
 
 
-def probe_facts(*, libvirt_version: int, local: bool, guest_9p: bool) -> HostFacts:
-    virtiofsd = find_virtiofsd()
+def probe_facts(*, libvirt_version: int, local: bool, guest_9p: bool, virtiofs: bool = True) -> HostFacts:
+    """`virtiofs`: whether the backend can serve virtiofs at all (its capability)."""
+    virtiofsd = find_virtiofsd() if virtiofs else ""
     return HostFacts(libvirt_version=libvirt_version, virtiofsd=virtiofsd,
                      virtiofsd_readonly=bool(virtiofsd) and virtiofsd_has_readonly(virtiofsd),
                      privileged=os.geteuid() == 0, local=local, guest_9p=guest_9p,

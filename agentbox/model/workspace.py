@@ -16,6 +16,13 @@ class WorkspaceState(StrEnum):
     BROKEN = "broken"  # half-created or half-destroyed: `destroy` removes it
 
 
+class BackendKind(StrEnum):
+    """Which hypervisor driver runs a workspace; a workspace stays on the one that made it."""
+
+    LIBVIRT = "libvirt"
+    QEMU = "qemu"  # QEMU driven directly, no daemon (backends/qemu)
+
+
 class Accel(StrEnum):
     AUTO = "auto"
     KVM = "kvm"
@@ -36,3 +43,4 @@ class Workspace:
     domain: str
     image_id: str
     problem: str = ""  # why it is broken, when it is
+    backend: BackendKind = BackendKind.LIBVIRT

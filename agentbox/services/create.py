@@ -142,7 +142,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         name=name, domain=domain, template=template.name, image_id=image.image_id,
         created=ctx.clock().isoformat(timespec="seconds"), ssh_port=_free_port(ctx=ctx),
         resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
-        outbox_limit_mib=outbox_mib,
+        outbox_limit_mib=outbox_mib, backend=ctx.settings.backend.value,
         phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
     )
     undo.push(lambda: ctx.records.remove(name=name))

@@ -52,7 +52,7 @@ class ShareService:
     def mechanisms(self) -> tuple[MechanismChoice, ...]:
         caps = self._ctx.backend.capabilities
         facts = bind_mounts.probe_facts(libvirt_version=caps.libvirt_version,
-                                       local=not urlsplit(caps.uri).netloc, guest_9p=False)
+                                       local=not urlsplit(caps.uri).netloc, guest_9p=False, virtiofs=caps.virtiofs)
         return rank_mechanisms(facts=facts)
 
     def _choose(self, requested: str | None) -> ShareMechanism:
@@ -203,7 +203,8 @@ class ShareService:
 
     def _attach_outbox(self, record: WorkspaceRecord) -> str:
         virtiofsd = bind_mounts.find_virtiofsd()
-        if not virtiofsd or not self._ctx.backend.capabilities.hotplug:
+        caps = self._ctx.backend.capabilities
+        if not virtiofsd or not caps.hotplug or not caps.virtiofs:
             return ""  # no virtiofs here: the workspace has no outbox (doctor says why)
         if not OutboxLimit(ctx=self._ctx).ready_for_guest(record=record):
             return ""  # no size limit can be enforced here: no outbox (`agentbox outbox NAME` says why)

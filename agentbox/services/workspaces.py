@@ -14,7 +14,7 @@ from agentbox.errors import AgentboxError, GuestError, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.redaction import redact_argv
-from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.model.workspace import BackendKind, Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
@@ -81,7 +81,7 @@ class WorkspaceService:
         if record is not None:
             return Workspace(name=name, state=state, template=record.template, created=record.created,
                              ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
-                             image_id=record.image_id, problem=problem)
+                             image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend))
         meta = domain.metadata if domain else None
         return Workspace(name=name, state=state, template=meta.template if meta else "?",
                          created=meta.created if meta else "", ssh_port=0, resources=Resources(),
@@ -263,3 +263,10 @@ def _state(*, name: str, record: WorkspaceRecord | None, domain: DomainInfo | No
     if domain is None:
         return WorkspaceState.BROKEN, f"its VM is missing from libvirt{remedy}"
     return _DOMAIN_STATES[domain.state], ""
+
+
+def _backend_kind(raw: str) -> BackendKind:
+    try:
+        return BackendKind(raw)
+    except ValueError:
+        return BackendKind.LIBVIRT  # a record from before the choice, or hand-edited

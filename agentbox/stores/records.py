@@ -46,6 +46,9 @@ class WorkspaceRecord:
     # The outbox's size limit asked for at create; 0 in records from before limits (the
     # settings' default then). The outbox image's size is the limit in force.
     outbox_limit_mib: int = 0
+    # The backend that made the workspace and runs it for its whole life (records from
+    # before there was a choice are libvirt's).
+    backend: str = "libvirt"
 
     @property
     def storage(self) -> WorkspaceStorage:
