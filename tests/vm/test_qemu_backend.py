@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentbox.model.progress import CancelToken
+from agentbox.model.shares import ShareMechanism
 from agentbox.model.workspace import BackendKind, WorkspaceState
 from agentbox.services.snapshots import RestorePath
 
@@ -104,6 +105,10 @@ def test_a_share_is_read_only_from_inside_the_guest(qenv: VmEnv, tmp_path: Path)
     tmp_path.chmod(0o755)
     shares = qenv.services().shares
     share = shares.add(name=NAME, source=str(project), tag="proj").share
+    # Live here (root, virtiofsd): through a virtiofsd the QEMU backend started itself.
+    assert share.mechanism is ShareMechanism.VIRTIOFS_RO_BIND
+    state = qenv.paths.data_dir / "qemu" / qenv.services().workspaces.record(name=NAME).domain
+    assert [p for p in _processes_using(state) if "virtiofsd" in p and "/shares/proj" in p]
     guest_dir = f"/mnt/shares/{share.tag}"
     assert run_in(qenv, NAME, "cat", f"{guest_dir}/hello.txt")[1] == "hello from the host\n"
     for attack in (f"echo x > {guest_dir}/new", f"echo x > {guest_dir}/hello.txt",
@@ -114,6 +119,7 @@ def test_a_share_is_read_only_from_inside_the_guest(qenv: VmEnv, tmp_path: Path)
     assert (project / "hello.txt").read_text() == "hello from the host\n"
     shares.remove(name=NAME, tag=share.tag)
     assert run_in(qenv, NAME, "sh", "-c", f"cat {guest_dir}/hello.txt")[0] != 0
+    assert not [p for p in _processes_using(state) if "/shares/proj" in p]  # its virtiofsd went with it
 
 
 def test_network_allowlist_and_off_from_inside_the_guest(qenv: VmEnv, servers: tuple[int, int]) -> None:
