@@ -105,7 +105,11 @@ class DomainInfo:
 
 class Backend(Protocol):
     @property
-    def capabilities(self) -> Capabilities: ...
+    def capabilities(self) -> Capabilities:
+        """What new domains get."""
+
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        """What domain `name` can do (where several backends stand behind one, its own)."""
 
     def define(self, *, spec: DomainSpec) -> None:
         """Define (not start) a domain. AlreadyExists if the name is taken by anyone."""

@@ -60,6 +60,9 @@ class BackendRouter:
     def capabilities(self) -> Capabilities:
         return self._backends[self._default].capabilities
 
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        return self._for(name).capabilities
+
     def define(self, *, spec: DomainSpec) -> None:
         self._for(spec.name).define(spec=spec)
 

@@ -145,6 +145,8 @@ def test_capabilities_name_a_resolved_accelerator(world: World) -> None:
     assert isinstance(caps, Capabilities)
     assert caps.accel in (Accel.KVM, Accel.TCG)
     assert caps.ram_snapshots
+    world.backend.define(spec=world.spec("alpha"))
+    assert world.backend.capabilities_of(name="alpha") == caps  # one backend: alike for every domain
 
 
 # --- disks -----------------------------------------------------------------------------

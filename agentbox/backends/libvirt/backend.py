@@ -93,6 +93,9 @@ class LibvirtBackend:
             self._resolved_accel = resolve_accel(setting=self._accel_setting, env=self._env)
         return self._resolved_accel
 
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        return self.capabilities  # one backend: the same for every domain
+
     @property
     def capabilities(self) -> Capabilities:
         # The test driver keeps snapshots (with "RAM") but cannot hot-plug devices.

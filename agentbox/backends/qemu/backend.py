@@ -66,6 +66,9 @@ class QemuBackend:
             self._resolved_accel = resolve_accel(setting=self._accel_setting, env=self._env)
         return self._resolved_accel
 
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        return self.capabilities  # one backend: the same for every domain
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(ram_snapshots=True, hotplug=True, accel=self._accel,
