@@ -5,9 +5,9 @@ the domain's directory) is what the backend lists, like libvirt's snapshot metad
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
+import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,6 @@ from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import AlreadyExists, BackendError, NotFound
 
 JOB_TIMEOUT_S = 600.0  # saving 1 GiB of RAM under a loaded TCG host
-_job_ids = itertools.count()
 
 
 def read(path: Path) -> tuple[SnapshotInfo, ...]:
@@ -109,7 +108,8 @@ def _writable_disks(spec: DomainSpec, *, action: str) -> list[Path]:
 
 def _run_job(monitor: Monitor, command: str, args: dict[str, object], *, action: str) -> None:
     """Start a QMP job and wait for it to conclude; its error becomes ours."""
-    job = f"agentbox-{command}-{next(_job_ids)}"
+    # Unique per call: a job a killed command never dismissed keeps its id in QEMU.
+    job = f"agentbox-{command}-{uuid.uuid4().hex[:12]}"
     monitor.execute(command, {"job-id": job, **args}, action=action)
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
