@@ -91,6 +91,14 @@ def build_backend(*, paths: AppPaths, settings: Settings, owner: str) -> Backend
         BackendKind.QEMU: QemuBackend(state_dir=paths.data_dir / "qemu", owner=owner, accel=settings.accel,
                                       env=os.environ),
     }
+    kind_of, kinds_in_use = recorded_backends(paths=paths, settings=settings)
+    return BackendRouter(backends=backends, default=settings.backend, kind_of=kind_of, kinds_in_use=kinds_in_use)
+
+
+def recorded_backends(*, paths: AppPaths, settings: Settings) -> tuple[
+        Callable[[str], BackendKind | None], Callable[[], frozenset[BackendKind]]]:
+    """From the workspace records: the backend a domain's workspace was made on, and the
+    backends any workspace uses."""
     records = RecordStore(paths=paths)
 
     def kind_of(domain: str) -> BackendKind | None:
@@ -118,7 +126,7 @@ def build_backend(*, paths: AppPaths, settings: Settings, owner: str) -> Backend
                 kinds.add(BackendKind(record.backend))
         return frozenset(kinds)
 
-    return BackendRouter(backends=backends, default=settings.backend, kind_of=kind_of, kinds_in_use=kinds_in_use)
+    return kind_of, kinds_in_use
 
 
 def build_services(*, ctx: ServiceContext | None = None) -> Services:
