@@ -426,3 +426,13 @@ def test_qemu_hot_plugs_disks_and_shares_live_only(qemu_world: World, backing: P
     assert _qemu_processes(backend.state_dir) == []  # virtiofsd went with QEMU
     backend.start(name="alpha")
     assert backend.attached(name="alpha") == (frozenset(), frozenset({"cidata"}))
+
+
+def test_qemu_replaces_a_snapshot_the_disk_holds_but_nobody_listed(qemu_world: World) -> None:
+    backend = qemu_world.backend
+    backend.define(spec=qemu_world.spec("alpha"))
+    backend.start(name="alpha")
+    backend.create_snapshot(name="alpha", snapshot="clean-1")
+    (qemu_world.tmp / "qemu" / "alpha" / "snapshots.json").write_text("[]")  # killed before the list was written
+    assert backend.create_snapshot(name="alpha", snapshot="clean-1").with_memory
+    assert [s.name for s in backend.list_snapshots(name="alpha")] == ["clean-1"]

@@ -62,8 +62,16 @@ def create(path: Path, *, spec: DomainSpec, snapshot: str, description: str,
         raise BackendError(f"{action}: the domain has no writable disk to hold it")
     if monitor is not None:
         # The RAM goes into the first writable disk (the root disk), as libvirt does it.
-        _run_job(monitor, "snapshot-save", {"tag": snapshot, "vmstate": nodes[0], "devices": list(nodes)},
-                 action=action)
+        save = {"tag": snapshot, "vmstate": nodes[0], "devices": list(nodes)}
+        try:
+            _run_job(monitor, "snapshot-save", save, action=action)
+        except BackendError as exc:
+            if "already exists" not in exc.message:
+                raise
+            # In the disks but not in our list: a command killed between the two. Unlisted,
+            # it is nobody's snapshot; replace it.
+            _run_job(monitor, "snapshot-delete", {"tag": snapshot, "devices": list(nodes)}, action=action)
+            _run_job(monitor, "snapshot-save", save, action=action)
     else:
         done: list[Path] = []
         try:
