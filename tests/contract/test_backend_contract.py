@@ -436,3 +436,15 @@ def test_qemu_replaces_a_snapshot_the_disk_holds_but_nobody_listed(qemu_world: W
     (qemu_world.tmp / "qemu" / "alpha" / "snapshots.json").write_text("[]")  # killed before the list was written
     assert backend.create_snapshot(name="alpha", snapshot="clean-1").with_memory
     assert [s.name for s in backend.list_snapshots(name="alpha")] == ["clean-1"]
+
+
+def test_qemu_stopped_snapshot_replaces_an_unlisted_one(qemu_world: World) -> None:
+    backend = qemu_world.backend
+    spec = qemu_world.spec("alpha")
+    backend.define(spec=spec)
+    backend.create_snapshot(name="alpha", snapshot="cold")
+    (qemu_world.tmp / "qemu" / "alpha" / "snapshots.json").write_text("[]")
+    backend.create_snapshot(name="alpha", snapshot="cold")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(spec.disks[0].path)],
+                                     check=True, capture_output=True).stdout)
+    assert [s["name"] for s in info["snapshots"]] == ["cold"]  # one, not two of that name

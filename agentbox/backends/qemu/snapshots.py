@@ -76,6 +76,8 @@ def create(path: Path, *, spec: DomainSpec, snapshot: str, description: str,
         done: list[Path] = []
         try:
             for disk in _writable_disks(spec, action=action):
+                if snapshot in _disk_tags(disk):  # unlisted (a killed command): nobody's, replaced
+                    qemu_img.run(["qemu-img", "snapshot", "-d", snapshot, str(disk)])
                 qemu_img.run(["qemu-img", "snapshot", "-c", snapshot, str(disk)])
                 done.append(disk)
         except BaseException:
@@ -112,6 +114,14 @@ def _writable_disks(spec: DomainSpec, *, action: str) -> list[Path]:
         if disk.format != "qcow2":
             raise BackendError(f"{action}: disk {disk.path} is {disk.format}; internal snapshots need qcow2")
     return [d.path for d in disks]
+
+
+def _disk_tags(disk: Path) -> set[str]:
+    out = qemu_img.run(["qemu-img", "info", "--output=json", "-f", "qcow2", str(disk)])
+    try:
+        return {str(s["name"]) for s in json.loads(out).get("snapshots", [])}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BackendError(f"cannot read the snapshots of {disk}: {exc}") from None
 
 
 def _run_job(monitor: Monitor, command: str, args: dict[str, object], *, action: str) -> None:
