@@ -62,7 +62,7 @@ def create(path: Path, *, spec: DomainSpec, snapshot: str, description: str,
         raise BackendError(f"{action}: the domain has no writable disk to hold it")
     if monitor is not None:
         # The RAM goes into the first writable disk (the root disk), as libvirt does it.
-        save = {"tag": snapshot, "vmstate": nodes[0], "devices": list(nodes)}
+        save: dict[str, object] = {"tag": snapshot, "vmstate": nodes[0], "devices": list(nodes)}
         try:
             _run_job(monitor, "snapshot-save", save, action=action)
         except BackendError as exc:
