@@ -7,9 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from agentbox.backends.base import Backend
 from agentbox.backends.libvirt.backend import LibvirtBackend
+from agentbox.backends.qemu import QemuBackend
+from agentbox.backends.routing import BackendRouter
 from agentbox.config.paths import AppPaths
-from agentbox.config.settings import load_settings
+from agentbox.config.settings import Settings, load_settings
+from agentbox.errors import AgentboxError
+from agentbox.model.workspace import BackendKind
+from agentbox.stores.records import RecordStore
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
 from agentbox.services.agents import AgentService
@@ -79,7 +85,7 @@ def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
     return ServiceContext(
         paths=paths,
         settings=settings,
-        backend=LibvirtBackend(uri=settings.libvirt_uri, owner=owner, accel=settings.accel, env=os.environ),
+        backend=build_backend(paths=paths, settings=settings, owner=owner),
         catalogue=TemplateCatalogue(builtin_dir=builtin_templates_dir(), user_dir=paths.user_templates_dir),
         images=ImageStore(image_dir=settings.image_dir),
         guest=SshGuestAccess(),
@@ -87,6 +93,53 @@ def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
         owner=owner,
         egress=SupervisedEgress(paths=paths),
     )
+
+
+def build_backend(*, paths: AppPaths, settings: Settings, owner: str) -> BackendRouter:
+    """Both backends; new workspaces go to `settings.backend`, existing ones stay on the one
+    their record names."""
+    backends: dict[BackendKind, Backend] = {
+        BackendKind.LIBVIRT: LibvirtBackend(uri=settings.libvirt_uri, owner=owner, accel=settings.accel,
+                                            env=os.environ),
+        BackendKind.QEMU: QemuBackend(state_dir=paths.data_dir / "qemu", owner=owner, accel=settings.accel,
+                                      env=os.environ),
+    }
+    kind_of, kinds_in_use = recorded_backends(paths=paths, settings=settings)
+    return BackendRouter(backends=backends, default=settings.backend, kind_of=kind_of, kinds_in_use=kinds_in_use)
+
+
+def recorded_backends(*, paths: AppPaths, settings: Settings) -> tuple[
+        Callable[[str], BackendKind | None], Callable[[], frozenset[BackendKind]]]:
+    """From the workspace records: the backend a domain's workspace was made on, and the
+    backends any workspace uses."""
+    records = RecordStore(paths=paths)
+
+    def kind_of(domain: str) -> BackendKind | None:
+        if not domain.startswith(settings.domain_prefix):
+            return None
+        try:
+            record = records.load(name=domain[len(settings.domain_prefix):])
+        except AgentboxError:
+            return None  # a damaged record: the default backend answers (and `destroy` cleans up)
+        if record is None or record.domain != domain:
+            return None
+        try:
+            return BackendKind(record.backend)
+        except ValueError:
+            return None
+
+    def kinds_in_use() -> frozenset[BackendKind]:
+        kinds = set()
+        for name in records.names():
+            try:
+                record = records.load(name=name)
+            except AgentboxError:
+                continue
+            if record is not None and record.backend in {kind.value for kind in BackendKind}:
+                kinds.add(BackendKind(record.backend))
+        return frozenset(kinds)
+
+    return kind_of, kinds_in_use
 
 
 def build_services(*, ctx: ServiceContext | None = None) -> Services:

@@ -7,6 +7,7 @@ setups) KVM guests hang at kernel start, so the CPU flags must say so too (DESIG
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def resolve_accel(
     env: Mapping[str, str],
     cpuinfo: Path = _PROC_CPUINFO,
     kvm_device: Path = _DEV_KVM,
+    platform: str = sys.platform,
 ) -> Accel:
-    """The accelerator to use (never AUTO): AGENTBOX_ACCEL wins over the settings value."""
+    """The accelerator to use (never AUTO): AGENTBOX_ACCEL wins over the settings value.
+    On macOS there is no KVM: `auto` means Hypervisor.framework (hvf) there."""
     requested = setting
     raw = env.get(ENV_VAR, "").strip().lower()
     if raw:
@@ -57,6 +60,13 @@ def resolve_accel(
             ) from None
     if requested is Accel.TCG:
         return Accel.TCG
+    if platform == "darwin" and requested in (Accel.AUTO, Accel.HVF):
+        return Accel.HVF
+    if requested is Accel.HVF:
+        raise BackendError(
+            "hvf (Hypervisor.framework) was requested but exists only on macOS",
+            hint=f"set `accel: auto` in the settings or {ENV_VAR}=auto",
+        )
     problem = kvm_problem(cpuinfo=cpuinfo, kvm_device=kvm_device)
     if requested is Accel.AUTO:
         return Accel.TCG if problem else Accel.KVM

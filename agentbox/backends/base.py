@@ -34,7 +34,8 @@ class Capabilities:
     hotplug: bool
     accel: Accel  # the accelerator new domains will use (never AUTO here)
     uri: str
-    libvirt_version: int = 0  # e.g. 9000000; 0 when unknown
+    libvirt_version: int = 0  # e.g. 9000000; 0 when unknown (and for backends without libvirt)
+    virtiofs: bool = True  # folders can be shared live (virtiofs); else shares are copy disks
     evidence: bool = False  # can pause a guest and save its RAM and a point-in-time copy of its disk
     # A running guest's RAM can be saved to a file and restored into another domain of the
     # same shape (warm clones). False: create always cold boots.
@@ -108,7 +109,11 @@ class DomainInfo:
 
 class Backend(Protocol):
     @property
-    def capabilities(self) -> Capabilities: ...
+    def capabilities(self) -> Capabilities:
+        """What new domains get."""
+
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        """What domain `name` can do (where several backends stand behind one, its own)."""
 
     def define(self, *, spec: DomainSpec) -> None:
         """Define (not start) a domain. AlreadyExists if the name is taken by anyone."""

@@ -70,6 +70,9 @@ class FakeBackend:
         self._domains: dict[str, _Domain] = {}
         self._lock = threading.RLock()  # services may call from TUI worker threads
 
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        return self.capabilities  # one backend: the same for every domain
+
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities

@@ -5,21 +5,23 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentbox.config.paths import SYSTEM_STORAGE_DIR, AppPaths
 from agentbox.config.yaml_source import Fields, load_yaml_file
-from agentbox.model.workspace import Accel
+from agentbox.errors import ConfigError
+from agentbox.model.workspace import Accel, BackendKind
 
 DEFAULT_URI = "qemu:///system"
 URI_ENV = "AGENTBOX_LIBVIRT_URI"
+BACKEND_ENV = "AGENTBOX_BACKEND"
 DEFAULT_OUTBOX_LIMIT_MIB = 1024
 OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
-    {"libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s", "default_template",
-     "egress_hosts", "outbox_limit_mib", "record_sessions",
+    {"backend", "libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s",
+     "default_template", "egress_hosts", "outbox_limit_mib", "record_sessions",
      "gateway_ca_bundle", "gateway_upstream_port", "warm_create"}
 )
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -27,6 +29,8 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 @dataclass(frozen=True)
 class Settings:
+    # Which backend new workspaces use; existing ones stay on the one that made them.
+    backend: BackendKind = BackendKind.LIBVIRT
     libvirt_uri: str = DEFAULT_URI
     accel: Accel = Accel.AUTO
     storage_dir: Path = SYSTEM_STORAGE_DIR  # disks, seeds, console logs: reachable by QEMU
@@ -61,6 +65,8 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
     if paths.settings_file.exists():
         doc = load_yaml_file(path=paths.settings_file)
         fields = Fields(doc=doc, key_path=(), allowed=_KEYS)
+        if fields.has("backend"):
+            values["backend"] = _backend(fields.string("backend"), where=lambda msg: fields.error("backend", msg))
         if fields.has("libvirt_uri"):
             values["libvirt_uri"] = fields.string("libvirt_uri")
         if fields.has("accel"):
@@ -94,9 +100,14 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
             values["record_sessions"] = fields.boolean("record_sessions", default=True)
     if env.get(URI_ENV):
         values["libvirt_uri"] = env[URI_ENV]
+    if env.get(BACKEND_ENV):
+        values["backend"] = _backend(env[BACKEND_ENV], where=lambda msg: ConfigError(
+            f"{BACKEND_ENV}: {msg}", hint=f"unset {BACKEND_ENV} or set it to libvirt or qemu"))
     uri = str(values.get("libvirt_uri", DEFAULT_URI))
-    if "storage_dir" not in values and not is_system_uri(uri):
-        # A session daemon runs QEMU as the user: the user's own dirs are reachable.
+    qemu = values.get("backend") is BackendKind.QEMU
+    if "storage_dir" not in values and (qemu or not is_system_uri(uri)):
+        # A session daemon, or QEMU driven directly, runs QEMU as the user: the user's own
+        # dirs are reachable.
         values["storage_dir"] = paths.data_dir / "storage"
         values.setdefault("image_dir", paths.cache_dir / "images")
     storage = Path(values.get("storage_dir", SYSTEM_STORAGE_DIR))  # type: ignore[arg-type]
@@ -104,12 +115,19 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def _backend(raw: str, *, where: Callable[[str], Exception]) -> BackendKind:
+    try:
+        return BackendKind(raw.strip().lower())
+    except ValueError:
+        raise where(f"{raw!r} is not a backend; use libvirt or qemu") from None
+
+
 def _accel(fields: Fields) -> Accel:
     raw = fields.string("accel")
     try:
         return Accel(raw)
     except ValueError:
-        raise fields.error("accel", f"{raw!r} is not one of auto, kvm, tcg") from None
+        raise fields.error("accel", f"{raw!r} is not one of auto, kvm, tcg, hvf") from None
 
 
 def _absolute(fields: Fields, key: str) -> Path:

@@ -35,15 +35,16 @@ def find_bindfs() -> str:
     return shutil.which("bindfs") or ""
 
 
-def probe_facts(*, libvirt_version: int, local: bool, guest_9p: bool) -> HostFacts:
-    virtiofsd = find_virtiofsd()
+def probe_facts(*, libvirt_version: int, local: bool, guest_9p: bool, virtiofs: bool = True) -> HostFacts:
+    """`virtiofs`: whether the backend can serve virtiofs at all (its capability)."""
+    virtiofsd = find_virtiofsd() if virtiofs else ""
     return HostFacts(libvirt_version=libvirt_version, virtiofsd=virtiofsd,
-                     virtiofsd_readonly=bool(virtiofsd) and _has_readonly_option(virtiofsd),
+                     virtiofsd_readonly=bool(virtiofsd) and virtiofsd_has_readonly(virtiofsd),
                      privileged=os.geteuid() == 0, local=local, guest_9p=guest_9p,
                      mkfs_ext4=shutil.which("mkfs.ext4") is not None, bindfs=bool(find_bindfs()))
 
 
-def _has_readonly_option(virtiofsd: str) -> bool:
+def virtiofsd_has_readonly(virtiofsd: str) -> bool:
     try:
         done = subprocess.run([virtiofsd, "--help"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -16,10 +16,18 @@ class WorkspaceState(StrEnum):
     BROKEN = "broken"  # half-created or half-destroyed: `destroy` removes it
 
 
+class BackendKind(StrEnum):
+    """Which hypervisor driver runs a workspace; a workspace stays on the one that made it."""
+
+    LIBVIRT = "libvirt"
+    QEMU = "qemu"  # QEMU driven directly, no daemon (backends/qemu)
+
+
 class Accel(StrEnum):
     AUTO = "auto"
     KVM = "kvm"
     TCG = "tcg"
+    HVF = "hvf"  # macOS Hypervisor.framework (the QEMU backend on a Mac)
 
 
 @dataclass(frozen=True)
@@ -35,3 +43,4 @@ class Workspace:
     domain: str
     image_id: str
     problem: str = ""  # why it is broken, when it is
+    backend: BackendKind = BackendKind.LIBVIRT

@@ -184,6 +184,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         outbox_limit_mib=outbox_mib, budget_requests=template.budget.requests,
         budget_bytes=template.budget.bytes, budget_tokens=template.budget.tokens,
         golden_id=golden.golden_id if golden else "",
+        backend=ctx.settings.backend.value,
         phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
     )
     undo.push(lambda: ctx.records.remove(name=name))

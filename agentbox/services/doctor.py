@@ -7,12 +7,15 @@ import shutil
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from agentbox.backends.accel import detect_accel, resolve_accel
 from agentbox.errors import AgentboxError
 from agentbox.host import outbox_disk
-from agentbox.model.workspace import Accel
-from agentbox.backends.base import DomainState
+from agentbox.model.workspace import Accel, BackendKind
+from agentbox.backends.base import Backend, DomainState
+from agentbox.backends.qemu.command_line import QEMU_BINARY
+from agentbox.backends.routing import BackendRouter
 from agentbox.services.context import ServiceContext
 from agentbox.services.shares import ShareService
 
@@ -44,7 +47,7 @@ class DoctorReport:
 
 def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
     return DoctorReport(checks=(
-        _libvirt(ctx), _accel(ctx), _tool("qemu-img", "qemu-utils", required=True),
+        *_backends(ctx), _accel(ctx), _tool("qemu-img", "qemu-utils", required=True),
         _tool("qemu-system-x86_64", "qemu-system-x86", required=True), _shares(ctx), _egress(ctx),
         _tool("debootstrap", "debootstrap", required=False, why="builds the debian-12 image"),
         _tool("mkfs.ext4", "e2fsprogs", required=False, why="builds the debian-12 image and copy shares"),
@@ -65,13 +68,33 @@ class DoctorService:
         return run_doctor(ctx=self._ctx)
 
 
-def _libvirt(ctx: ServiceContext) -> Check:
-    uri = ctx.settings.libvirt_uri
+def _backends(ctx: ServiceContext) -> tuple[Check, ...]:
+    """One check per backend: the one new workspaces use fails the report when it cannot
+    work; the other only warns (unless a workspace lives on it: then commands on it fail)."""
+    if not isinstance(ctx.backend, BackendRouter):
+        return (_backend_check(ctx, BackendKind.LIBVIRT, ctx.backend, chosen=True),)
+    return tuple(_backend_check(ctx, kind, backend, chosen=kind is ctx.backend.default)
+                 for kind, backend in ctx.backend.members())
+
+
+def _backend_check(ctx: ServiceContext, kind: BackendKind, backend: Backend, *, chosen: bool) -> Check:
+    role = "new workspaces use it" if chosen else f"not chosen (settings: backend: {kind.value} to use it)"
+    bad = CheckStatus.FAIL if chosen else CheckStatus.WARN
+    where = ctx.settings.libvirt_uri if kind is BackendKind.LIBVIRT else ""
     try:
-        count = len(ctx.backend.list_domains())
+        count = len(backend.list_domains())
+        caps = backend.capabilities
     except AgentboxError as exc:
-        return Check("libvirt", CheckStatus.FAIL, f"{uri}: {exc.message}", exc.hint or "")
-    return Check("libvirt", CheckStatus.OK, f"{uri} reachable ({count} agentbox workspace VM(s))")
+        return Check(kind.value, bad, f"{where + ': ' if where else ''}{exc.message}; {role}", exc.hint or "")
+    if kind is BackendKind.QEMU:
+        if not shutil.which(QEMU_BINARY):
+            return Check(kind.value, bad, f"{QEMU_BINARY} not found; {role}", "sudo apt-get install qemu-system-x86")
+        where = f"QEMU driven directly, state in {urlsplit(caps.uri).path}"
+        if not caps.virtiofs:
+            where += " (no live shares here: folders are shared as copy disks)"
+    else:
+        where += " reachable"
+    return Check(kind.value, CheckStatus.OK, f"{where}, {count} agentbox VM(s); {role}")
 
 
 def _accel(ctx: ServiceContext) -> Check:

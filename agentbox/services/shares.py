@@ -55,14 +55,16 @@ class ShareService:
 
     # -- what this host can do ------------------------------------------------------------
 
-    def mechanisms(self) -> tuple[MechanismChoice, ...]:
-        caps = self._ctx.backend.capabilities
+    def mechanisms(self, *, domain: str = "") -> tuple[MechanismChoice, ...]:
+        """What this host offers a workspace's VM `domain` (or a new workspace's)."""
+        backend = self._ctx.backend
+        caps = backend.capabilities_of(name=domain) if domain else backend.capabilities
         facts = bind_mounts.probe_facts(libvirt_version=caps.libvirt_version,
-                                       local=not urlsplit(caps.uri).netloc, guest_9p=False)
+                                       local=not urlsplit(caps.uri).netloc, guest_9p=False, virtiofs=caps.virtiofs)
         return rank_mechanisms(facts=facts)
 
-    def _choose(self, requested: str | None) -> ShareMechanism:
-        choices = self.mechanisms()
+    def _choose(self, requested: str | None, *, domain: str) -> ShareMechanism:
+        choices = self.mechanisms(domain=domain)
         if requested:
             try:
                 wanted = ShareMechanism(requested)
@@ -178,7 +180,7 @@ class ShareService:
         if any(s.tag == tag for s in self._load(record.name)):
             raise InvalidInput(f"workspace {record.name!r} already has a share {tag!r}",
                                hint=f"pick another --tag, or agentbox share rm {record.name} {tag}")
-        return Share(tag=tag, source=str(path), mechanism=self._choose(mechanism),
+        return Share(tag=tag, source=str(path), mechanism=self._choose(mechanism, domain=record.domain),
                      added=self._ctx.clock().isoformat(timespec="seconds"))
 
     def remove(self, *, name: str, tag: str) -> Share:
@@ -274,7 +276,8 @@ class ShareService:
 
     def _attach_outbox(self, record: WorkspaceRecord) -> str:
         virtiofsd = bind_mounts.find_virtiofsd()
-        if not virtiofsd or not self._ctx.backend.capabilities.hotplug:
+        caps = self._ctx.backend.capabilities_of(name=record.domain)
+        if not virtiofsd or not caps.hotplug or not caps.virtiofs:
             return ""  # no virtiofs here: the workspace has no outbox (doctor says why)
         if not OutboxLimit(ctx=self._ctx).ready_for_guest(record=record):
             return ""  # no size limit can be enforced here: no outbox (`agentbox outbox NAME` says why)

@@ -80,7 +80,7 @@ class SnapshotService:
         """At the end of create (cloud-init done, no shares): the state every reset returns to.
         The caller holds the workspace lock."""
         ctx = self._ctx
-        if not ctx.backend.capabilities.ram_snapshots:
+        if not ctx.backend.capabilities_of(name=record.domain).ram_snapshots:
             reason = "this backend cannot save a running guest's RAM: resets recreate the disk and cold boot"
             on_progress(Progress(step="snapshot", detail=reason))
             return replace(record, clean_snapshot="", clean_fallback=reason)
@@ -260,7 +260,7 @@ class SnapshotService:
             record = load_ready_record(ctx=ctx, name=name)
             info = ctx.backend.get(name=record.domain)
             running = info is not None and info.state is DomainState.RUNNING
-            if running and not ctx.backend.capabilities.ram_snapshots:
+            if running and not ctx.backend.capabilities_of(name=record.domain).ram_snapshots:
                 raise InvalidInput("this backend cannot save a running guest's RAM",
                                    hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
             if running:

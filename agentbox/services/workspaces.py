@@ -16,7 +16,7 @@ from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.recording import RecordingKind
 from agentbox.model.redaction import redact_argv
-from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.model.workspace import BackendKind, Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
@@ -87,7 +87,7 @@ class WorkspaceService:
         if record is not None:
             return Workspace(name=name, state=state, template=record.template, created=record.created,
                              ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
-                             image_id=record.image_id, problem=problem)
+                             image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend))
         meta = domain.metadata if domain else None
         return Workspace(name=name, state=state, template=meta.template if meta else "?",
                          created=meta.created if meta else "", ssh_port=0, resources=Resources(),
@@ -288,3 +288,10 @@ def _tee(sink: Callable[[bytes], None], cast: ActiveRecording | None) -> Callabl
         sink(chunk)
         cast.output(chunk)
     return both
+
+
+def _backend_kind(raw: str) -> BackendKind:
+    try:
+        return BackendKind(raw)
+    except ValueError:
+        return BackendKind.LIBVIRT  # a record from before the choice, or hand-edited

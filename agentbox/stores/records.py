@@ -58,6 +58,9 @@ class WorkspaceRecord:
     # The golden state (services/golden.py) whose disk this workspace's overlay sits on; ""
     # for a cold-booted workspace, whose overlay sits on the image itself.
     golden_id: str = ""
+    # The backend that made the workspace and runs it for its whole life (records from
+    # before there was a choice are libvirt's).
+    backend: str = "libvirt"
 
     @property
     def storage(self) -> WorkspaceStorage:

@@ -144,7 +144,8 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
     agents = _quietly(lambda: tuple(a.name for a in services.agents.agents(name=name)), ()) if ready else ()
     return WorkspaceDetails(
         name=name, state=workspace.state, problem=workspace.problem,
-        resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk",
+        # The backend too: a workspace stays on the one that made it, whatever the settings say now.
+        resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk · {workspace.backend.value}",
         ssh_commands=(f"agentbox ssh {name}", f"ssh {alias(name)}"),
         clean_state=clean,
         session=_session_text(session.started, session.deadline) if session else "none",

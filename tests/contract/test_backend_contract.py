@@ -6,7 +6,11 @@ Services are tested on the Fake; these tests are what makes that trustworthy.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,8 +73,10 @@ def test_shutdown_asks_a_running_guest(world: World) -> None:
         world.backend.shutdown(name="alpha")  # not running
     world.backend.start(name="alpha")
     world.backend.shutdown(name="alpha")
-    # Both stand-ins power off at once; a real guest may take its time.
-    assert world.backend.get(name="alpha").state is DomainState.STOPPED
+    # Both stand-ins power off at once; a real guest may take its time, and a real QEMU
+    # with no OS (firmware only) has nobody to press the power button for: it is a request.
+    expected = DomainState.STOPPED if world.instant_shutdown else DomainState.RUNNING
+    assert world.backend.get(name="alpha").state is expected
 
 
 def test_undefine_forgets_the_domain(world: World) -> None:
@@ -139,6 +145,8 @@ def test_capabilities_name_a_resolved_accelerator(world: World) -> None:
     assert isinstance(caps, Capabilities)
     assert caps.accel in (Accel.KVM, Accel.TCG)
     assert caps.ram_snapshots
+    world.backend.define(spec=world.spec("alpha"))
+    assert world.backend.capabilities_of(name="alpha") == caps  # one backend: alike for every domain
 
 
 # --- disks -----------------------------------------------------------------------------
@@ -300,3 +308,150 @@ def test_fake_failure_injection_and_ignored_shutdown(fake_world: World) -> None:
     assert backend.get(name="alpha").state is DomainState.CRASHED
     assert fake.defined_spec("alpha").name == "alpha"
     assert ("start", "alpha") in fake.calls
+
+
+# --- snapshots (every backend) -----------------------------------------------------------
+
+
+def test_snapshot_of_a_running_domain_holds_ram_and_reverts_running(world: World) -> None:
+    backend = world.backend
+    backend.define(spec=world.spec("alpha"))
+    backend.start(name="alpha")
+    info = backend.create_snapshot(name="alpha", snapshot="clean", description="after boot")
+    assert (info.name, info.with_memory, info.description) == ("clean", True, "after boot")
+    with pytest.raises(AlreadyExists):
+        backend.create_snapshot(name="alpha", snapshot="clean")
+    backend.destroy(name="alpha")
+    backend.revert_snapshot(name="alpha", snapshot="clean")
+    assert backend.get(name="alpha").state is DomainState.RUNNING
+    assert [s.name for s in backend.list_snapshots(name="alpha")] == ["clean"]
+
+
+def test_snapshot_of_a_stopped_domain_is_disk_only(world: World) -> None:
+    backend = world.backend
+    backend.define(spec=world.spec("alpha"))
+    assert backend.create_snapshot(name="alpha", snapshot="cold").with_memory is False
+    backend.revert_snapshot(name="alpha", snapshot="cold")
+    assert backend.get(name="alpha").state is DomainState.STOPPED
+    backend.delete_snapshot(name="alpha", snapshot="cold")
+    assert backend.list_snapshots(name="alpha") == ()
+    with pytest.raises(NotFound):
+        backend.delete_snapshot(name="alpha", snapshot="cold")
+    with pytest.raises(NotFound):
+        backend.revert_snapshot(name="alpha", snapshot="cold")
+
+
+# --- QEMU only ---------------------------------------------------------------------------
+
+
+def _qemu_processes(state: Path) -> list[str]:
+    """Command lines of live processes that use files under `state` (QEMU, virtiofsd)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(state) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_qemu_runs_restricted_user_networking_and_destroy_leaves_no_process(qemu_world: World) -> None:
+    from agentbox.backends.qemu import QemuBackend
+
+    backend = qemu_world.backend
+    assert isinstance(backend, QemuBackend)
+    spec = qemu_world.spec("alpha")
+    backend.define(spec=spec)
+    backend.start(name="alpha")
+    [cmdline] = _qemu_processes(backend.state_dir / "alpha")
+    assert f"user,id=agentnet,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22" in cmdline
+    with socket.create_connection(("127.0.0.1", spec.ssh_port), timeout=5):
+        pass  # the SSH forward listens on loopback
+    backend.destroy(name="alpha")
+    assert _qemu_processes(backend.state_dir) == []
+    assert [p.name for p in (backend.state_dir / "alpha").iterdir()] == ["domain.json"]  # no runtime file
+    backend.undefine(name="alpha")
+    assert not (backend.state_dir / "alpha").exists()
+
+
+def test_qemu_that_died_shows_stopped_and_starts_again(qemu_world: World) -> None:
+    backend = qemu_world.backend
+    backend.define(spec=qemu_world.spec("alpha"))
+    backend.start(name="alpha")
+    home = qemu_world.tmp / "qemu" / "alpha"
+    identity = json.loads((home / "qemu.json").read_text())
+    os.kill(identity["pid"], signal.SIGKILL)  # QEMU crashed, or someone killed it
+    for _ in range(200):
+        if backend.get(name="alpha").state is DomainState.STOPPED:
+            break
+        time.sleep(0.05)
+    assert backend.get(name="alpha").state is DomainState.STOPPED
+    backend.start(name="alpha")  # its stale socket and pid file are no obstacle
+    assert backend.get(name="alpha").state is DomainState.RUNNING
+
+
+def test_qemu_takes_a_reused_pid_for_no_domain(qemu_world: World) -> None:
+    backend = qemu_world.backend
+    backend.define(spec=qemu_world.spec("alpha"))
+    home = qemu_world.tmp / "qemu" / "alpha"
+    # A stale record naming a live process (this one) with another start time: not ours.
+    (home / "qemu.json").write_text(json.dumps({"pid": os.getpid(), "start": 1}))
+    assert backend.get(name="alpha").state is DomainState.STOPPED
+    backend.destroy(name="alpha")  # never signals that process
+    assert not (home / "qemu.json").exists()
+
+
+def test_qemu_hot_plugs_disks_and_shares_live_only(qemu_world: World, backing: Path) -> None:
+    from agentbox.backends.base import DiskSpec, FilesystemSpec
+    from agentbox.backends.qemu import QemuBackend
+
+    backend = qemu_world.backend
+    assert isinstance(backend, QemuBackend)
+    backend.define(spec=qemu_world.spec("alpha"))
+    with pytest.raises(BackendError):
+        backend.attach_disk(name="alpha", disk=DiskSpec(path=backing, format="raw", readonly=True, serial="copy1"))
+    backend.start(name="alpha")
+    backend.attach_disk(name="alpha", disk=DiskSpec(path=backing, format="raw", readonly=True, serial="copy1"))
+    assert backend.attached(name="alpha") == (frozenset(), frozenset({"cidata", "copy1"}))
+    if backend.capabilities.virtiofs:
+        source = qemu_world.tmp / "share"
+        source.mkdir()
+        backend.attach_filesystem(name="alpha", fs=FilesystemSpec(tag="outbox", source=source, driver="virtiofs",
+                                                                  readonly=False))
+        assert backend.attached(name="alpha")[0] == frozenset({"outbox"})
+        with pytest.raises(BackendError, match="non-migratable"):  # as on libvirt: no virtiofs in a RAM snapshot
+            backend.create_snapshot(name="alpha", snapshot="with-share")
+        assert backend.list_snapshots(name="alpha") == ()
+        with pytest.raises(BackendError, match="9p"):
+            backend.attach_filesystem(name="alpha", fs=FilesystemSpec(tag="nine", source=source, driver="9p",
+                                                                      readonly=True))
+    backend.destroy(name="alpha")
+    assert _qemu_processes(backend.state_dir) == []  # virtiofsd went with QEMU
+    backend.start(name="alpha")
+    assert backend.attached(name="alpha") == (frozenset(), frozenset({"cidata"}))
+
+
+def test_qemu_replaces_a_snapshot_the_disk_holds_but_nobody_listed(qemu_world: World) -> None:
+    backend = qemu_world.backend
+    backend.define(spec=qemu_world.spec("alpha"))
+    backend.start(name="alpha")
+    backend.create_snapshot(name="alpha", snapshot="clean-1")
+    (qemu_world.tmp / "qemu" / "alpha" / "snapshots.json").write_text("[]")  # killed before the list was written
+    assert backend.create_snapshot(name="alpha", snapshot="clean-1").with_memory
+    assert [s.name for s in backend.list_snapshots(name="alpha")] == ["clean-1"]
+
+
+def test_qemu_stopped_snapshot_replaces_an_unlisted_one(qemu_world: World) -> None:
+    backend = qemu_world.backend
+    spec = qemu_world.spec("alpha")
+    backend.define(spec=spec)
+    backend.create_snapshot(name="alpha", snapshot="cold")
+    (qemu_world.tmp / "qemu" / "alpha" / "snapshots.json").write_text("[]")
+    backend.create_snapshot(name="alpha", snapshot="cold")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(spec.disks[0].path)],
+                                     check=True, capture_output=True).stdout)
+    assert [s["name"] for s in info["snapshots"]] == ["cold"]  # one, not two of that name

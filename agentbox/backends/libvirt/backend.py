@@ -6,9 +6,7 @@ any other domain on the host is invisible and untouchable (its name still cannot
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +14,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from agentbox.backends import qemu_img
 from agentbox.backends.accel import resolve_accel
 from agentbox.backends.base import (
     Capabilities,
@@ -25,7 +24,6 @@ from agentbox.backends.base import (
     DomainState,
     FilesystemSpec,
     SnapshotInfo,
-    check_overlay_args,
 )
 from agentbox.backends.libvirt import devices, evidence, save_image, snapshots
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
@@ -34,11 +32,8 @@ from agentbox.errors import (
     AgentboxError,
     AlreadyExists,
     BackendError,
-    ImageError,
     InvalidInput,
     NotFound,
-    PermissionDenied,
-    ToolFailed,
 )
 from agentbox.model.workspace import Accel
 
@@ -98,6 +93,9 @@ class LibvirtBackend:
             self._resolved_accel = resolve_accel(setting=self._accel_setting, env=self._env)
         return self._resolved_accel
 
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        return self.capabilities  # one backend: the same for every domain
+
     @property
     def capabilities(self) -> Capabilities:
         # The test driver keeps snapshots (with "RAM") but cannot hot-plug devices.
@@ -118,7 +116,7 @@ class LibvirtBackend:
         """<domain type=...>: the test driver's capabilities only offer 'test'."""
         if self._driver == "test":
             return "test"
-        return "kvm" if self._accel is Accel.KVM else "qemu"
+        return {Accel.KVM: "kvm", Accel.HVF: "hvf"}.get(self._accel, "qemu")
 
     def close(self) -> None:
         with self._lock:
@@ -267,35 +265,11 @@ class LibvirtBackend:
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         if not self._local:
             raise BackendError(f"disks on the remote host of {self._uri} cannot be created yet")
-        check_overlay_args(backing_format=backing_format, size_gib=size_gib)
-        if not backing.is_file():
-            raise ImageError(f"backing image {backing} does not exist", hint="fetch or build the image again")
-        if path.exists():
-            raise AlreadyExists(f"disk {path} already exists")
-        backing_bytes = _virtual_size(backing, backing_format)
-        if backing_bytes > size_gib * _GIB:
-            raise InvalidInput(
-                f"a {size_gib} GiB disk is smaller than its image {backing} "
-                f"({backing_bytes / _GIB:.1f} GiB)"
-            )
-        argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format]
-        # An absolute backing path: a relative one would be stored relative to the overlay.
-        argv += ["-b", str(backing.resolve()), str(path), f"{size_gib}G"]
-        try:
-            _run(argv)
-            # The overlay holds whatever the guest writes; libvirt chowns it for QEMU.
-            os.chmod(path, 0o600)
-        except BaseException:
-            path.unlink(missing_ok=True)  # did not exist before (checked above)
-            raise
+        # libvirt chowns the overlay for QEMU when the domain starts.
+        qemu_img.create_overlay(path=path, backing=backing, backing_format=backing_format, size_gib=size_gib)
 
     def delete_volume(self, *, path: Path) -> None:
-        try:
-            path.unlink(missing_ok=True)
-        except PermissionError as exc:
-            raise PermissionDenied(f"cannot delete disk {path}: {exc.strerror}") from None
-        except OSError as exc:
-            raise BackendError(f"cannot delete disk {path}: {exc.strerror}") from None
+        qemu_img.delete_volume(path=path)
 
     # --- evidence ------------------------------------------------------------------------
 
@@ -374,23 +348,3 @@ def _ensure_console_log(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     except OSError as exc:
         raise BackendError(f"cannot create console log {path}: {exc.strerror}") from None
-
-
-def _virtual_size(image: Path, image_format: str) -> int:
-    # -U: reading the size must work while a running guest holds the image.
-    out = _run(["qemu-img", "info", "-U", "--output=json", "-f", image_format, str(image)])
-    try:
-        return int(json.loads(out)["virtual-size"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ImageError(f"cannot read the size of image {image}: {exc}") from None
-
-
-def _run(argv: list[str]) -> str:
-    try:
-        done = subprocess.run(argv, check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise ToolFailed(f"{argv[0]} is not installed", hint="install qemu-utils") from None
-    except subprocess.CalledProcessError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip() or f"exit status {exc.returncode}"
-        raise ToolFailed(f"{argv[0]} {argv[1]} failed: {detail}") from None
-    return done.stdout

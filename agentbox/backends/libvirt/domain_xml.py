@@ -41,7 +41,7 @@ def build_domain_xml(*, spec: DomainSpec, accel: Accel, domain_type: str | None 
     if domain_type is None:
         if accel is Accel.AUTO:
             raise InvalidInput("the accelerator must be resolved (kvm or tcg) before building a domain")
-        domain_type = "kvm" if accel is Accel.KVM else "qemu"
+        domain_type = {Accel.KVM: "kvm", Accel.HVF: "hvf"}.get(accel, "qemu")
     root = ET.Element("domain", {"type": domain_type})
     _text(root, "name", spec.name)
     _metadata(root, spec.metadata)

@@ -1,0 +1,125 @@
+"""Several backends behind one: new domains go to the chosen backend, and every later call
+goes to the backend the domain's workspace was made on (`kind_of`, from the workspace
+records), so a workspace stays on its backend when the settings change.
+
+A backend no workspace uses is never contacted (a Mac without libvirt lists its QEMU
+workspaces fine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from agentbox.backends.base import (
+    Backend,
+    Capabilities,
+    DiskSpec,
+    DomainInfo,
+    DomainSpec,
+    FilesystemSpec,
+    SnapshotInfo,
+)
+from agentbox.errors import BackendUnavailable
+from agentbox.model.workspace import BackendKind
+
+
+class BackendRouter:
+    def __init__(self, *, backends: Mapping[BackendKind, Backend], default: BackendKind,
+                 kind_of: Callable[[str], BackendKind | None],
+                 kinds_in_use: Callable[[], frozenset[BackendKind]]) -> None:
+        if default not in backends:
+            raise BackendUnavailable(f"the {default.value} backend is not available here")
+        self._backends = dict(backends)
+        self._default = default
+        self._kind_of = kind_of
+        self._kinds_in_use = kinds_in_use
+
+    @property
+    def default(self) -> BackendKind:
+        return self._default
+
+    def members(self) -> tuple[tuple[BackendKind, Backend], ...]:
+        """Every configured backend, the default first (for doctor)."""
+        others = [(kind, b) for kind, b in self._backends.items() if kind is not self._default]
+        return ((self._default, self._backends[self._default]), *others)
+
+    def kind(self, *, name: str) -> BackendKind:
+        """The backend domain `name` lives on (new domains: the default)."""
+        kind = self._kind_of(name)
+        return kind if kind is not None and kind in self._backends else self._default
+
+    def _for(self, name: str) -> Backend:
+        kind = self._kind_of(name) or self._default
+        if kind not in self._backends:
+            raise BackendUnavailable(f"domain {name!r} is on the {kind.value} backend, which is not available here",
+                                     hint="use agentbox where that backend runs")
+        return self._backends[kind]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._backends[self._default].capabilities
+
+    def capabilities_of(self, *, name: str) -> Capabilities:
+        return self._for(name).capabilities
+
+    def define(self, *, spec: DomainSpec) -> None:
+        self._for(spec.name).define(spec=spec)
+
+    def start(self, *, name: str) -> None:
+        self._for(name).start(name=name)
+
+    def shutdown(self, *, name: str) -> None:
+        self._for(name).shutdown(name=name)
+
+    def destroy(self, *, name: str) -> None:
+        self._for(name).destroy(name=name)
+
+    def undefine(self, *, name: str) -> None:
+        self._for(name).undefine(name=name)
+
+    def get(self, *, name: str) -> DomainInfo | None:
+        return self._for(name).get(name=name)
+
+    def list_domains(self) -> tuple[DomainInfo, ...]:
+        infos = list(self._backends[self._default].list_domains())
+        in_use = self._kinds_in_use()
+        for kind, backend in self._backends.items():
+            if kind is not self._default and kind in in_use:
+                infos.extend(info for info in backend.list_domains() if self._kind_of(info.name) is kind)
+        return tuple(sorted(infos, key=lambda info: info.name))
+
+    def create_snapshot(self, *, name: str, snapshot: str, description: str = "") -> SnapshotInfo:
+        return self._for(name).create_snapshot(name=name, snapshot=snapshot, description=description)
+
+    def revert_snapshot(self, *, name: str, snapshot: str) -> None:
+        self._for(name).revert_snapshot(name=name, snapshot=snapshot)
+
+    def list_snapshots(self, *, name: str) -> tuple[SnapshotInfo, ...]:
+        return self._for(name).list_snapshots(name=name)
+
+    def delete_snapshot(self, *, name: str, snapshot: str) -> None:
+        self._for(name).delete_snapshot(name=name, snapshot=snapshot)
+
+    def attach_filesystem(self, *, name: str, fs: FilesystemSpec) -> None:
+        self._for(name).attach_filesystem(name=name, fs=fs)
+
+    def detach_filesystem(self, *, name: str, tag: str) -> None:
+        self._for(name).detach_filesystem(name=name, tag=tag)
+
+    def attach_disk(self, *, name: str, disk: DiskSpec) -> None:
+        self._for(name).attach_disk(name=name, disk=disk)
+
+    def detach_disk(self, *, name: str, serial: str) -> None:
+        self._for(name).detach_disk(name=name, serial=serial)
+
+    def attached(self, *, name: str) -> tuple[frozenset[str], frozenset[str]]:
+        return self._for(name).attached(name=name)
+
+    def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
+        # A disk file: every backend here makes the same qcow2; the default's rules apply.
+        self._backends[self._default].create_overlay(path=path, backing=backing, backing_format=backing_format,
+                                                     size_gib=size_gib)
+
+    def delete_volume(self, *, path: Path) -> None:
+        self._backends[self._default].delete_volume(path=path)
