@@ -123,3 +123,18 @@ class BackendRouter:
 
     def delete_volume(self, *, path: Path) -> None:
         self._backends[self._default].delete_volume(path=path)
+
+    def save_memory(self, *, name: str, path: Path) -> None:
+        self._for(name).save_memory(name=name, path=path)
+
+    def restore_memory(self, *, name: str, path: Path) -> None:
+        self._for(name).restore_memory(name=name, path=path)
+
+    def pause(self, *, name: str) -> None:
+        self._for(name).pause(name=name)
+
+    def resume(self, *, name: str) -> None:
+        self._for(name).resume(name=name)
+
+    def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
+        self._for(name).save_evidence(name=name, memory=memory, disk=disk)

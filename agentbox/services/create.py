@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agentbox.audit import record_anchor
-from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
 from agentbox.errors import AgentboxError, AlreadyExists, BackendError, GuestError, HostKeyMismatch, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_workspace_name

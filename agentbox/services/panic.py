@@ -120,7 +120,7 @@ class PanicService:
         taken = ctx.clock()
         evidence_id = taken.strftime("%Y%m%dt%H%M%S").lower() + "-" + secrets.token_hex(3)
         store = self.evidence_store()
-        if not ctx.backend.capabilities.evidence:
+        if not ctx.backend.capabilities_of(name=record.domain).evidence:
             return self._record(Evidence(
                 id=evidence_id, workspace=name, taken=_iso(taken), memory=None, disk=None, network_cut=cut,
                 audit_head=ctx.audit(name=name).head(),

@@ -228,6 +228,34 @@ class QemuBackend:
     def delete_volume(self, *, path: Path) -> None:
         qemu_img.delete_volume(path=path)
 
+    # --- pausing; no memory files (capabilities memory_restore and evidence are False) ----
+
+    def pause(self, *, name: str) -> None:
+        _domain, home = self._require(name, action="pause")
+        if self._running(home) is None:
+            raise BackendError(f"pause domain {name!r}: domain is not running")
+        with self._monitor(name, home) as monitor:
+            monitor.execute("stop", action=f"pause domain {name!r}")
+
+    def resume(self, *, name: str) -> None:
+        _domain, home = self._require(name, action="resume")
+        if self._running(home) is None:
+            return
+        with self._monitor(name, home) as monitor:
+            monitor.execute("cont", action=f"resume domain {name!r}")
+
+    def save_memory(self, *, name: str, path: Path) -> None:
+        raise BackendError("the QEMU backend cannot save a guest's RAM to a file (no warm clones)",
+                           hint="create with --no-warm, or use the libvirt backend")
+
+    def restore_memory(self, *, name: str, path: Path) -> None:
+        raise BackendError("the QEMU backend cannot restore a guest's RAM from a file (no warm clones)",
+                           hint="create with --no-warm, or use the libvirt backend")
+
+    def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
+        raise BackendError("the QEMU backend cannot keep a guest's RAM and disk as evidence",
+                           hint="panic still cuts the network and resets; use the libvirt backend for evidence")
+
     # --- helpers -----------------------------------------------------------------------
 
     def _home(self, name: str) -> Path:
