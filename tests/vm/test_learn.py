@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,19 +24,11 @@ import pytest
 from agentbox.cli.main import main
 from agentbox.model.progress import CancelToken
 
+from .test_network import HelloHandler
 from .conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 
 
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from {self.server.server_address[1]}\n".encode()  # type: ignore[index]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
+_Hello = HelloHandler  # test_network's: "hello from PORT" on /, a slow download on /slow
 
 
 @pytest.fixture(scope="module")

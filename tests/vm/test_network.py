@@ -17,7 +17,7 @@ from agentbox.model.progress import CancelToken
 from .conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 
 
-class _Handler(BaseHTTPRequestHandler):
+class HelloHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/slow":  # a long download: one line every 0.2 s for a minute
             self.send_response(200)
@@ -43,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[int, int]]:
     """Two HTTP servers on the host's 127.0.0.1: one the tests allow, one they never do."""
-    made = [ThreadingHTTPServer(("127.0.0.1", 0), _Handler) for _ in range(2)]
+    made = [ThreadingHTTPServer(("127.0.0.1", 0), HelloHandler) for _ in range(2)]
     for server in made:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     yield made[0].server_address[1], made[1].server_address[1]

@@ -9,7 +9,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,21 +19,13 @@ from agentbox.model.shares import ShareMechanism
 from agentbox.model.workspace import BackendKind, WorkspaceState
 from agentbox.services.snapshots import RestorePath
 
+from .test_network import HelloHandler
 from .conftest import EGRESS_TEST_HOST, SHARED_IMAGE_DIR, TEST_STORAGE_ROOT, VmEnv, _log, quiet, run_in
 
 NAME = "qemu1"
 
 
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello from {self.server.server_address[1]}\n".encode()  # type: ignore[index]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
+_Hello = HelloHandler  # test_network's: "hello from PORT" on /, a slow download on /slow
 
 
 @pytest.fixture(scope="module")
