@@ -1,5 +1,5 @@
 """`agentbox net NAME learn` and `net propose` through main(argv) on the Fake backend, with a
-decision log written by the proxy's own sink."""
+decision trail written as the proxy writes it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from agentbox import bootstrap
 from agentbox.cli.main import main
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
-from agentbox.egress.wire import JsonlSink
+from agentbox.audit import DECISION_EVENT, decision_trail
+from agentbox.egress.wire import record_to_json
 from agentbox.model.progress import CancelToken
 from agentbox.services.create import CreateRequest
 from tests.services.conftest import World, world  # noqa: F401 - the Fake world, as a fixture here
@@ -33,14 +34,13 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def write_log(at: World, uses: list[tuple[str, int, bool]]) -> None:
-    sink = JsonlSink(path=at.ctx.records.files(name="ws").net_log, rotate_bytes=1 << 20, keep=4)
+    trail = decision_trail(path=at.ctx.records.files(name="ws").net_log)
     for host, port, allowed in uses:
-        sink(ConnectionRecord(time="2026-12-03T08:00:00.000+00:00", host=host, address="93.184.215.14", port=port,
+        trail.append(event=DECISION_EVENT, details=record_to_json(ConnectionRecord(time="2026-12-03T08:00:00.000+00:00", host=host, address="93.184.215.14", port=port,
                               method="CONNECT", decision=Decision(allowed, "mode:learn" if allowed else "blocked:x",
                                                                   "why"),
                               outcome=Outcome.COMPLETED if allowed else Outcome.DENIED, bytes_up=1, bytes_down=2,
-                              duration_s=0.1))
-    sink.close()
+                              duration_s=0.1)))
 
 
 USES = [("pypi.org", 443, True), ("files.pythonhosted.org", 443, True), ("a.cdn.example", 443, True),
