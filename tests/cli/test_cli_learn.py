@@ -36,11 +36,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def write_log(at: World, uses: list[tuple[str, int, bool]]) -> None:
     trail = decision_trail(path=at.ctx.records.files(name="ws").net_log)
     for host, port, allowed in uses:
-        trail.append(event=DECISION_EVENT, details=record_to_json(ConnectionRecord(time="2026-12-03T08:00:00.000+00:00", host=host, address="93.184.215.14", port=port,
-                              method="CONNECT", decision=Decision(allowed, "mode:learn" if allowed else "blocked:x",
-                                                                  "why"),
-                              outcome=Outcome.COMPLETED if allowed else Outcome.DENIED, bytes_up=1, bytes_down=2,
-                              duration_s=0.1)))
+        record = ConnectionRecord(time="2026-12-03T08:00:00.000+00:00", host=host, address="93.184.215.14",
+                                  port=port, method="CONNECT",
+                                  decision=Decision(allowed, "mode:learn" if allowed else "blocked:x", "why"),
+                                  outcome=Outcome.COMPLETED if allowed else Outcome.DENIED, bytes_up=1,
+                                  bytes_down=2, duration_s=0.1)
+        trail.append(event=DECISION_EVENT, details=record_to_json(record))
 
 
 USES = [("pypi.org", 443, True), ("files.pythonhosted.org", 443, True), ("a.cdn.example", 443, True),
