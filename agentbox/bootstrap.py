@@ -100,7 +100,7 @@ def build_backend(*, paths: AppPaths, settings: Settings, owner: str) -> Backend
     their record names."""
     backends: dict[BackendKind, Backend] = {
         BackendKind.LIBVIRT: LibvirtBackend(uri=settings.libvirt_uri, owner=owner, accel=settings.accel,
-                                            env=os.environ),
+                                            env=os.environ, remote_pool=settings.remote_pool),
         BackendKind.QEMU: QemuBackend(state_dir=paths.data_dir / "qemu", owner=owner, accel=settings.accel,
                                       env=os.environ),
     }

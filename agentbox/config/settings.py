@@ -22,8 +22,9 @@ OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"backend", "libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s",
      "default_template", "egress_hosts", "outbox_limit_mib", "record_sessions",
-     "gateway_ca_bundle", "gateway_upstream_port", "warm_create"}
+     "gateway_ca_bundle", "gateway_upstream_port", "warm_create", "remote_pool"}
 )
+_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -53,6 +54,9 @@ class Settings:
     # `create` restores a golden state (services/golden.py) instead of cold booting;
     # `create --warm` / `--no-warm` decide for one create.
     warm_create: bool = False
+    # With a qemu+ssh:// libvirt_uri: the storage pool on that host that holds the disks,
+    # seeds and the cached images agentbox uploads (backends/libvirt/remote_storage.py).
+    remote_pool: str = "agentbox"
 
 
 def is_system_uri(uri: str) -> bool:
@@ -94,6 +98,11 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
                                                              maximum=65535)
         if fields.has("warm_create"):
             values["warm_create"] = fields.boolean("warm_create", default=False)
+        if fields.has("remote_pool"):
+            pool = fields.string("remote_pool")
+            if not _POOL.match(pool):
+                raise fields.error("remote_pool", "must be a libvirt pool name: letters, digits, '.', '_', '-'")
+            values["remote_pool"] = pool
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
         if fields.has("record_sessions"):
