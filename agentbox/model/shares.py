@@ -61,7 +61,8 @@ REMOTE_VIRTIOFS = ("the folder is on this machine and the VM on a remote libvirt
 
 def rank_mechanisms(*, facts: HostFacts) -> tuple[MechanismChoice, ...]:
     """Every mechanism in order of preference, each with whether it works here and why."""
-    virtiofs_note = (REMOTE_VIRTIOFS if not facts.local else "") or ("no virtiofsd found" if not facts.virtiofsd else "")
+    virtiofs_note = ((REMOTE_VIRTIOFS if not facts.local else "")
+                     or ("no virtiofsd found" if not facts.virtiofsd else ""))
     choices = [
         _choice(ShareMechanism.VIRTIOFS_READONLY,
                 virtiofs_note or ("libvirt < 11 cannot ask virtiofsd for read-only"
