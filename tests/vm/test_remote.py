@@ -101,7 +101,7 @@ def test_create_puts_every_disk_in_the_remote_pool(remote: tuple[VmEnv, str], ss
     image = record.image_id
     # The image is cached there under its id, with the checksum that vouched for it.
     assert {f"{image}-disk.qcow2", f"{image}-disk.qcow2.sha256", f"{domain}-disk.qcow2",
-            f"{domain}-seed.iso"} <= set(volumes), volumes
+            f"{domain}-seed.img", f"{domain}-console.log"} <= set(volumes), volumes
     assert not any(env.storage.rglob("disk.qcow2")), "the root disk must not be in the local storage dir"
 
 
