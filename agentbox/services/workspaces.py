@@ -87,7 +87,8 @@ class WorkspaceService:
         if record is not None:
             return Workspace(name=name, state=state, template=record.template, created=record.created,
                              ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
-                             image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend))
+                             image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend),
+                             host=_host(record))
         meta = domain.metadata if domain else None
         return Workspace(name=name, state=state, template=meta.template if meta else "?",
                          created=meta.created if meta else "", ssh_port=0, resources=Resources(),
@@ -295,3 +296,10 @@ def _backend_kind(raw: str) -> BackendKind:
         return BackendKind(raw)
     except ValueError:
         return BackendKind.LIBVIRT  # a record from before the choice, or hand-edited
+
+
+def _host(record: WorkspaceRecord) -> str:
+    jump = record.jump
+    if jump is None:
+        return ""
+    return jump.host if jump.port == 22 else f"{jump.host}:{jump.port}"

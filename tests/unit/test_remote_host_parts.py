@@ -69,3 +69,10 @@ def test_on_a_remote_host_live_shares_say_why_not_and_copies_work() -> None:
         assert "remote libvirt host" in choices[live].reason and "copy-disk" in choices[live].reason
     assert choices[ShareMechanism.COPY_DISK].available
     assert "uploaded" in choices[ShareMechanism.COPY_DISK].reason
+
+
+def test_hosts_lists_libvirt_uris_and_refuses_one_not_over_ssh(tmp_path: Path) -> None:
+    assert _settings(tmp_path, f"hosts: ['{URI}', 'qemu:///system']\n").hosts == (URI, "qemu:///system")
+    with pytest.raises(ConfigError) as raised:
+        _settings(tmp_path / "bad", "hosts: ['qemu+tcp://far.example/system']\n")
+    assert "hosts" in str(raised.value) and "over SSH only" in str(raised.value)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from agentbox.cli.main import main
+from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
 from agentbox.model.shares import ShareMechanism
 from agentbox.stores.ssh_config import alias, jump_alias
@@ -127,6 +128,20 @@ def test_live_shares_are_refused_with_the_reason(remote: tuple[VmEnv, str]) -> N
     assert choices[ShareMechanism.COPY_DISK].available
 
 
+def test_a_share_is_an_uploaded_copy_disk(remote: tuple[VmEnv, str], sshd: OwnSshd, tmp_path: Path) -> None:
+    env, pool = remote
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("from the user's machine\n")
+    with pytest.raises(InvalidInput) as refused:
+        env.services().shares.add(name=NAME, source=str(folder), tag="live", mechanism="virtiofs-ro-bind")
+    assert "remote libvirt host" in str(refused.value) + str(refused.value.hint)
+    added = env.services().shares.add(name=NAME, source=str(folder), tag="proj")
+    assert added.share.mechanism is ShareMechanism.COPY_DISK
+    assert run_in(env, NAME, "cat", "/mnt/shares/proj/notes.txt")[1] == "from the user's machine\n"
+    assert f"{env.prefix}{NAME}-share-proj.img" in pool_volumes(sshd.uri, pool)
+
+
 def test_allowlist_reaches_the_users_machine_and_off_blocks(remote: tuple[VmEnv, str], server: int,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     env, _ = remote
@@ -136,9 +151,16 @@ def test_allowlist_reaches_the_users_machine_and_off_blocks(remote: tuple[VmEnv,
     url = f"http://{EGRESS_TEST_HOST}:{server}/"
     code, out, err = run_in(env, NAME, "curl", "-sS", "-m", "20", url)
     assert (code, out) == (0, f"hello from {server}\n"), err
+    assert last_decision(env, server).allowed  # decided here, by the proxy on the user's machine
     assert main(["net", NAME, "off"]) == 0
     code, out, _ = run_in(env, NAME, "curl", "-sS", "-m", "20", url)
-    assert code != 0 and "hello" not in out
+    assert "hello" not in out
+    assert not last_decision(env, server).allowed
+
+
+def last_decision(env: VmEnv, port: int):  # type: ignore[no-untyped-def]
+    [record] = [r for r in env.services().network.records(name=NAME) if r.port == port][-1:]
+    return record.decision
 
 
 def test_reset_drops_the_canary(remote: tuple[VmEnv, str]) -> None:
