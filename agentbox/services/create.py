@@ -207,6 +207,8 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     storage.mkdir(parents=True, exist_ok=True, mode=0o711)
     storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
     disk = record.storage.disk
+    # On a remote host the disk is a volume there, not a file remove_storage would find.
+    undo.push(lambda: ctx.backend.delete_volume(path=disk))
     if golden is not None:
         ctx.backend.create_overlay(path=disk, backing=golden.disk, backing_format="qcow2",
                                    size_gib=resources.disk_gib)

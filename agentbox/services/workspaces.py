@@ -192,6 +192,9 @@ class WorkspaceService:
                 self._attachments.after_power_off(record=record, remove_outbox=True)
             else:  # no record to go by: the outbox's mount and image, found by the storage dir's name
                 OutboxLimit(ctx=ctx).remove(storage=WorkspaceStorage(directory=storage))
+            # A remote host's disk and seed are volumes there even when no domain was defined.
+            for volume in (WorkspaceStorage(directory=storage).disk, WorkspaceStorage(directory=storage).seed):
+                ctx.backend.delete_volume(path=volume)
             remove_storage(storage=storage, delete_volume=lambda path: ctx.backend.delete_volume(path=path))
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)

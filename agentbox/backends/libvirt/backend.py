@@ -144,6 +144,7 @@ class LibvirtBackend:
             )
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"a domain named {spec.name!r} already exists", hint="choose another name")
+        local_spec = spec
         if self._remote is not None:
             spec = self._remote_spec(spec)
         xml = build_domain_xml(spec=spec, accel=self._accel, domain_type=self.domain_type)
@@ -154,6 +155,9 @@ class LibvirtBackend:
         except libvirt.libvirtError as err:
             if self._lookup(spec.name) is not None:  # lost a race for the name
                 raise AlreadyExists(f"a domain named {spec.name!r} already exists") from None
+            if self._remote is not None:  # the seed uploaded for it; the overlay is the caller's
+                for disk in local_spec.disks[1:]:
+                    self._remote.delete(disk.path)
             raise translate(err, action=f"define domain {spec.name!r}") from None
 
     def start(self, *, name: str) -> None:
