@@ -309,8 +309,13 @@ class LibvirtBackend:
         """`spec` with the remote host's paths: an overlay made there, every other disk (the
         seed) uploaded, the kernel and initrd cached there, the console log in its pool."""
         assert self._remote is not None
-        disks = tuple(replace(disk, path=Path(self._remote.path_of(disk.path) or self._remote.upload(local=disk.path)))
-                      for disk in spec.disks)
+        root, *others = spec.disks
+        root_path = self._remote.path_of(root.path)
+        if root_path is None:
+            raise BackendError(f"the root disk of {spec.name!r} is not on {self._uri}",
+                               hint="create_overlay makes it there first")
+        disks = (replace(root, path=Path(root_path)),
+                 *(replace(disk, path=Path(self._remote.upload(local=disk.path))) for disk in others))
         boot = spec.kernel_boot
         if boot is not None:
             boot = replace(boot, kernel=Path(self._remote.ensure_image_file(boot.kernel)),
