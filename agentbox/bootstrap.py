@@ -12,8 +12,9 @@ from agentbox.backends.libvirt.backend import LibvirtBackend
 from agentbox.backends.qemu import QemuBackend
 from agentbox.backends.routing import BackendRouter
 from agentbox.config.paths import AppPaths
-from agentbox.config.settings import Settings, load_settings
+from agentbox.config.settings import DEFAULT_URI, Settings, load_settings
 from agentbox.errors import AgentboxError
+from agentbox.model.remote_host import jump_host_of
 from agentbox.model.workspace import BackendKind
 from agentbox.stores.records import RecordStore
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
@@ -95,17 +96,46 @@ def build_context(*, paths: AppPaths | None = None) -> ServiceContext:
     )
 
 
-def build_backend(*, paths: AppPaths, settings: Settings, owner: str) -> BackendRouter:
+def build_backend(*, paths: AppPaths, settings: Settings, owner: str) -> BackendRouter[BackendKind]:
     """Both backends; new workspaces go to `settings.backend`, existing ones stay on the one
-    their record names."""
+    their record names (and a libvirt one on the host its record names)."""
     backends: dict[BackendKind, Backend] = {
-        BackendKind.LIBVIRT: LibvirtBackend(uri=settings.libvirt_uri, owner=owner, accel=settings.accel,
-                                            env=os.environ),
+        BackendKind.LIBVIRT: libvirt_hosts(paths=paths, settings=settings, make_backend=lambda uri: LibvirtBackend(
+            uri=uri, owner=owner, accel=settings.accel, env=os.environ, remote_pool=settings.remote_pool)),
         BackendKind.QEMU: QemuBackend(state_dir=paths.data_dir / "qemu", owner=owner, accel=settings.accel,
                                       env=os.environ),
     }
     kind_of, kinds_in_use = recorded_backends(paths=paths, settings=settings)
     return BackendRouter(backends=backends, default=settings.backend, kind_of=kind_of, kinds_in_use=kinds_in_use)
+
+
+def libvirt_hosts(*, paths: AppPaths, settings: Settings,
+                  make_backend: Callable[[str], Backend]) -> BackendRouter[str]:
+    """One libvirt backend per host (`libvirt_uri` and the `hosts:` list; none connects until
+    used): new domains go to `libvirt_uri`, a workspace's to the host in its record."""
+    local = settings.libvirt_uri if jump_host_of(settings.libvirt_uri) is None else DEFAULT_URI
+    records = RecordStore(paths=paths)
+
+    def uri_of_record(name: str) -> str | None:
+        try:
+            record = records.load(name=name)
+        except AgentboxError:
+            return None
+        if record is None or record.backend != BackendKind.LIBVIRT.value:
+            return None
+        return record.remote_uri or local
+
+    def uri_of(domain: str) -> str | None:
+        if not domain.startswith(settings.domain_prefix):
+            return None
+        return uri_of_record(domain[len(settings.domain_prefix):])
+
+    def uris_in_use() -> frozenset[str]:
+        return frozenset(uri for name in records.names() if (uri := uri_of_record(name)) is not None)
+
+    uris = dict.fromkeys((settings.libvirt_uri, *settings.hosts, *uris_in_use()))
+    backends = {uri: make_backend(uri) for uri in uris}
+    return BackendRouter(backends=backends, default=settings.libvirt_uri, kind_of=uri_of, kinds_in_use=uris_in_use)
 
 
 def recorded_backends(*, paths: AppPaths, settings: Settings) -> tuple[

@@ -3,13 +3,15 @@ goes to the backend the domain's workspace was made on (`kind_of`, from the work
 records), so a workspace stays on its backend when the settings change.
 
 A backend no workspace uses is never contacted (a Mac without libvirt lists its QEMU
-workspaces fine).
+workspaces fine). The same router, keyed by libvirt URI, keeps each libvirt workspace on
+the host that made it (the settings' `hosts:`; bootstrap nests it as the libvirt member).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from agentbox.backends.base import (
     Backend,
@@ -24,27 +26,35 @@ from agentbox.errors import BackendUnavailable
 from agentbox.model.workspace import BackendKind
 
 
-class BackendRouter:
-    def __init__(self, *, backends: Mapping[BackendKind, Backend], default: BackendKind,
-                 kind_of: Callable[[str], BackendKind | None],
-                 kinds_in_use: Callable[[], frozenset[BackendKind]]) -> None:
+K = TypeVar("K", BackendKind, str)  # a backend kind, or a libvirt URI
+
+
+def _label(key: BackendKind | str) -> str:
+    return f"the {key.value} backend" if isinstance(key, BackendKind) else f"the libvirt host {key}"
+
+
+class BackendRouter(Generic[K]):
+    def __init__(self, *, backends: Mapping[K, Backend], default: K,
+                 kind_of: Callable[[str], K | None],
+                 kinds_in_use: Callable[[], frozenset[K]]) -> None:
         if default not in backends:
-            raise BackendUnavailable(f"the {default.value} backend is not available here")
-        self._backends = dict(backends)
-        self._default = default
-        self._kind_of = kind_of
-        self._kinds_in_use = kinds_in_use
+            raise BackendUnavailable(f"{_label(default)} is not available here")
+        self._backends: dict[K, Backend] = dict(backends)
+        self._default: K = default
+        self._kind_of: Callable[[str], K | None] = kind_of
+        self._kinds_in_use: Callable[[], frozenset[K]] = kinds_in_use
 
     @property
-    def default(self) -> BackendKind:
+    def default(self) -> K:
         return self._default
 
-    def members(self) -> tuple[tuple[BackendKind, Backend], ...]:
+    def members(self) -> tuple[tuple[K, Backend], ...]:
         """Every configured backend, the default first (for doctor)."""
-        others = [(kind, b) for kind, b in self._backends.items() if kind is not self._default]
-        return ((self._default, self._backends[self._default]), *others)
+        others: list[tuple[K, Backend]] = [(kind, b) for kind, b in self._backends.items() if kind != self._default]
+        others.insert(0, (self._default, self._backends[self._default]))
+        return tuple(others)
 
-    def kind(self, *, name: str) -> BackendKind:
+    def kind(self, *, name: str) -> K:
         """The backend domain `name` lives on (new domains: the default)."""
         kind = self._kind_of(name)
         return kind if kind is not None and kind in self._backends else self._default
@@ -52,7 +62,7 @@ class BackendRouter:
     def _for(self, name: str) -> Backend:
         kind = self._kind_of(name) or self._default
         if kind not in self._backends:
-            raise BackendUnavailable(f"domain {name!r} is on the {kind.value} backend, which is not available here",
+            raise BackendUnavailable(f"domain {name!r} is on {_label(kind)}, which is not available here",
                                      hint="use agentbox where that backend runs")
         return self._backends[kind]
 
@@ -85,8 +95,8 @@ class BackendRouter:
         infos = list(self._backends[self._default].list_domains())
         in_use = self._kinds_in_use()
         for kind, backend in self._backends.items():
-            if kind is not self._default and kind in in_use:
-                infos.extend(info for info in backend.list_domains() if self._kind_of(info.name) is kind)
+            if kind != self._default and kind in in_use:
+                infos.extend(info for info in backend.list_domains() if self._kind_of(info.name) == kind)
         return tuple(sorted(infos, key=lambda info: info.name))
 
     def create_snapshot(self, *, name: str, snapshot: str, description: str = "") -> SnapshotInfo:
@@ -117,12 +127,13 @@ class BackendRouter:
         return self._for(name).attached(name=name)
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
-        # A disk file: every backend here makes the same qcow2; the default's rules apply.
-        self._backends[self._default].create_overlay(path=path, backing=backing, backing_format=backing_format,
-                                                     size_gib=size_gib)
+        # A workspace's disk is in its domain's directory: that domain's backend (a remote
+        # host makes it there); anything else (a golden state's) the default's.
+        self._for(path.parent.name).create_overlay(path=path, backing=backing, backing_format=backing_format,
+                                                   size_gib=size_gib)
 
     def delete_volume(self, *, path: Path) -> None:
-        self._backends[self._default].delete_volume(path=path)
+        self._for(path.parent.name).delete_volume(path=path)
 
     def save_memory(self, *, name: str, path: Path) -> None:
         self._for(name).save_memory(name=name, path=path)

@@ -50,9 +50,10 @@ def list_workspaces(args: argparse.Namespace) -> int:
     if not workspaces:
         print("no workspaces yet: agentbox create NAME")
         return 0
-    print_table(("NAME", "STATE", "TEMPLATE", "BACKEND", "CREATED", "SSH"),
+    print_table(("NAME", "STATE", "TEMPLATE", "BACKEND", "HOST", "CREATED", "SSH"),
                 [(w.name, w.state.value + (f" ({w.problem})" if w.problem else ""), w.template, w.backend.value,
-                  w.created, f"127.0.0.1:{w.ssh_port}" if w.ssh_port else "-") for w in workspaces])
+                  w.host or "local", w.created, f"127.0.0.1:{w.ssh_port}" if w.ssh_port else "-")
+                 for w in workspaces])
     return 0
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from agentbox.config.paths import SYSTEM_STORAGE_DIR, AppPaths
 from agentbox.config.yaml_source import Fields, load_yaml_file
-from agentbox.errors import ConfigError
+from agentbox.errors import ConfigError, InvalidInput
+from agentbox.model.remote_host import jump_host_of
 from agentbox.model.workspace import Accel, BackendKind
 
 DEFAULT_URI = "qemu:///system"
@@ -22,8 +23,9 @@ OUTBOX_LIMIT_RANGE_MIB = (16, 1 << 20)  # 16 MiB .. 1 TiB
 _KEYS = frozenset(
     {"backend", "libvirt_uri", "accel", "storage_dir", "image_dir", "domain_prefix", "boot_timeout_s",
      "default_template", "egress_hosts", "outbox_limit_mib", "record_sessions",
-     "gateway_ca_bundle", "gateway_upstream_port", "warm_create"}
+     "gateway_ca_bundle", "gateway_upstream_port", "warm_create", "remote_pool", "hosts"}
 )
+_POOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -53,6 +55,12 @@ class Settings:
     # `create` restores a golden state (services/golden.py) instead of cold booting;
     # `create --warm` / `--no-warm` decide for one create.
     warm_create: bool = False
+    # With a qemu+ssh:// libvirt_uri: the storage pool on that host that holds the disks,
+    # seeds and the cached images agentbox uploads (backends/libvirt/remote_storage.py).
+    remote_pool: str = "agentbox"
+    # More libvirt hosts whose workspaces this agentbox lists and drives (each workspace stays
+    # on the host that made it; new ones go to libvirt_uri). Each a qemu+ssh:// or local URI.
+    hosts: tuple[str, ...] = ()
 
 
 def is_system_uri(uri: str) -> bool:
@@ -94,6 +102,13 @@ def load_settings(*, paths: AppPaths, env: Mapping[str, str] | None = None) -> S
                                                              maximum=65535)
         if fields.has("warm_create"):
             values["warm_create"] = fields.boolean("warm_create", default=False)
+        if fields.has("remote_pool"):
+            pool = fields.string("remote_pool")
+            if not _POOL.match(pool):
+                raise fields.error("remote_pool", "must be a libvirt pool name: letters, digits, '.', '_', '-'")
+            values["remote_pool"] = pool
+        if fields.has("hosts"):
+            values["hosts"] = _hosts(fields)
         if fields.has("egress_hosts"):
             values["egress_hosts"] = _egress_hosts(fields)
         if fields.has("record_sessions"):
@@ -135,6 +150,16 @@ def _absolute(fields: Fields, key: str) -> Path:
     if not path.is_absolute():
         raise fields.error(key, "must be an absolute path")
     return path
+
+
+def _hosts(fields: Fields) -> tuple[str, ...]:
+    uris = fields.strings("hosts")
+    for uri in uris:
+        try:
+            jump_host_of(uri)
+        except InvalidInput as exc:
+            raise fields.error("hosts", exc.message, hint=exc.hint) from None
+    return uris
 
 
 def _egress_hosts(fields: Fields) -> tuple[tuple[str, str], ...]:

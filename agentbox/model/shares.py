@@ -55,9 +55,14 @@ class MechanismChoice:
     reason: str  # why it can or cannot be used here
 
 
+REMOTE_VIRTIOFS = ("the folder is on this machine and the VM on a remote libvirt host: a virtiofsd there"
+                   " cannot reach it (use copy-disk)")
+
+
 def rank_mechanisms(*, facts: HostFacts) -> tuple[MechanismChoice, ...]:
     """Every mechanism in order of preference, each with whether it works here and why."""
-    virtiofs_note = "no virtiofsd found" if not facts.virtiofsd else ""
+    virtiofs_note = ((REMOTE_VIRTIOFS if not facts.local else "")
+                     or ("no virtiofsd found" if not facts.virtiofsd else ""))
     choices = [
         _choice(ShareMechanism.VIRTIOFS_READONLY,
                 virtiofs_note or ("libvirt < 11 cannot ask virtiofsd for read-only"
@@ -65,8 +70,7 @@ def rank_mechanisms(*, facts: HostFacts) -> tuple[MechanismChoice, ...]:
                 or ("this virtiofsd has no read-only option" if not facts.virtiofsd_readonly else ""),
                 "virtiofsd itself refuses writes (live)"),
         _choice(ShareMechanism.VIRTIOFS_RO_BIND,
-                virtiofs_note or ("needs root to make a read-only bind mount" if not facts.privileged else "")
-                or ("the hypervisor is remote" if not facts.local else ""),
+                virtiofs_note or ("needs root to make a read-only bind mount" if not facts.privileged else ""),
                 "the host kernel refuses writes to a read-only mount (live)"
                 + (", every file shown readable to the guest's user (bindfs)" if facts.bindfs else
                    "; without bindfs the guest's user can read only what the host's modes let uid 1000 read")),
@@ -74,9 +78,9 @@ def rank_mechanisms(*, facts: HostFacts) -> tuple[MechanismChoice, ...]:
                 "" if facts.guest_9p else "the guest kernel has no 9p",
                 "QEMU refuses writes to a read-only 9p export (live)"),
         _choice(ShareMechanism.COPY_DISK,
-                ("mkfs.ext4 (e2fsprogs) is not installed" if not facts.mkfs_ext4 else "")
-                or ("the hypervisor is remote" if not facts.local else ""),
-                "a copy made now, on a disk QEMU attaches read-only (not live)"),
+                "mkfs.ext4 (e2fsprogs) is not installed" if not facts.mkfs_ext4 else "",
+                "a copy made now, on a disk QEMU attaches read-only (not live)"
+                + ("; uploaded to the remote host" if not facts.local else "")),
     ]
     return tuple(choices)
 

@@ -44,3 +44,4 @@ class Workspace:
     image_id: str
     problem: str = ""  # why it is broken, when it is
     backend: BackendKind = BackendKind.LIBVIRT
+    host: str = ""  # the remote libvirt host it runs on ("HOST" or "HOST:PORT"); "" for this machine

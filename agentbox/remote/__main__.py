@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from agentbox.errors import AgentboxError, HostKeyMismatch
+from agentbox.model.remote_host import jump_host_of
 from agentbox.remote.forward import GUEST_GATEWAY_PORT, GUEST_PROXY_PORT, HOST_KEY_MISMATCH_EXIT, hold_forward
 from agentbox.remote.ssh import SshTarget
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guest-port", type=int, default=GUEST_PROXY_PORT)
     parser.add_argument("--gateway-socket", type=Path, help="the credential gateway's Unix socket")
     parser.add_argument("--gateway-port", type=int, default=GUEST_GATEWAY_PORT)
+    parser.add_argument("--remote-uri", default="", help="the remote libvirt host's URI: the forward jumps through it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agentbox.forward %(levelname)s %(message)s")
     stop = threading.Event()
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args.pid_file.write_text(f"{os.getpid()}\n")
     try:
         hold_forward(target=SshTarget(host="127.0.0.1", port=args.port, user=args.user, private_key=args.key,
-                                      host_key=args.host_key),
+                                      host_key=args.host_key,
+                                      jump=jump_host_of(args.remote_uri) if args.remote_uri else None),
                      proxy_socket=args.proxy_socket, state_file=args.state_file, stop=stop,
                      guest_port=args.guest_port, gateway_socket=args.gateway_socket,
                      gateway_port=args.gateway_port)

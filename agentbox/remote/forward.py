@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from pathlib import Path
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import GuestError, HostKeyMismatch
 from agentbox.host.process_identity import spawn_child_reading_stderr
+from agentbox.model.remote_host import JumpHost
 from agentbox.remote.ssh import SshTarget
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,20 @@ def ssh_argv(*, target: SshTarget, known_hosts: Path, forwards: list[tuple[int, 
         "-o", f"ServerAliveInterval={KEEPALIVE_S}", "-o", "ServerAliveCountMax=2",
         "-o", "ClearAllForwardings=no", "-o", "ForwardAgent=no", "-o", "ForwardX11=no",
         *(arg for port, socket in forwards for arg in ("-R", f"127.0.0.1:{port}:{socket}")),
+        *(() if target.jump is None else ("-o", f"ProxyCommand={shlex.join(jump_argv(ssh=ssh, jump=target.jump))}")),
         "-p", str(target.port), "-l", target.user, target.host,
+    ]
+
+
+def jump_argv(*, ssh: str, jump: JumpHost) -> list[str]:
+    """OpenSSH's own connection to the libvirt host, relaying stdin/stdout to the guest's
+    host forward on that host's loopback (`-W`): the forward's channels take that path."""
+    return [
+        ssh, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={jump.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        *(("-o", "IdentitiesOnly=yes", "-i", str(jump.key)) if jump.key else ()),
+        "-o", "ConnectTimeout=10", "-o", "ForwardAgent=no", "-W", "%h:%p",
+        "-p", str(jump.port), *(("-l", jump.user) if jump.user else ()), jump.host,
     ]
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import paramiko
 
 from agentbox.errors import GuestError, HostKeyMismatch
+from agentbox.model.remote_host import JumpHost
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 
 # paramiko logs every failed handshake at ERROR from its transport thread; with no logging
@@ -48,6 +49,8 @@ class SshTarget:
     user: str
     private_key: Path  # OpenSSH ed25519 private key file
     host_key: str  # pinned "ssh-ed25519 AAAA..." line (a trailing comment is ignored)
+    # The remote libvirt host whose 127.0.0.1 the host forward listens on; None: this machine.
+    jump: JumpHost | None = None
 
 
 class _Retry(enum.Enum):
@@ -248,7 +251,14 @@ def connect(*, target: SshTarget, timeout_s: float) -> paramiko.SSHClient:
 
 def _connect(*, target: SshTarget, timeout_s: float) -> paramiko.SSHClient:
     pkey = _load_client_key(target.private_key)
-    client = paramiko.SSHClient()
+    jump = None if target.jump is None else _connect_jump(jump=target.jump, timeout_s=timeout_s)
+    try:
+        sock = None if jump is None else _tunnel(jump=jump, target=target, timeout_s=timeout_s)
+    except BaseException:
+        if jump is not None:
+            jump.close()
+        raise
+    client = _JumpedClient(jump) if jump is not None else paramiko.SSHClient()
     # No system or user known_hosts: the pinned key is the only one this client knows, and
     # RejectPolicy refuses any host for which it knows none. Never AutoAddPolicy.
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -268,11 +278,73 @@ def _connect(*, target: SshTarget, timeout_s: float) -> paramiko.SSHClient:
             channel_timeout=timeout_s,
             look_for_keys=False,
             allow_agent=False,
+            sock=sock,
         )
     except BaseException:
         client.close()
         raise
     return client
+
+
+class _JumpedClient(paramiko.SSHClient):
+    """A guest session whose TCP connection is a channel of a connection to the libvirt
+    host: closing it closes that connection too."""
+
+    def __init__(self, jump: paramiko.SSHClient) -> None:
+        super().__init__()
+        self._jump = jump
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._jump.close()
+
+
+def _connect_jump(*, jump: JumpHost, timeout_s: float) -> paramiko.SSHClient:
+    """An SSH connection to the libvirt host, its key checked against `jump.known_hosts`
+    (libvirt's own check of that host is its business; ours never skips it)."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.load_host_keys(str(jump.known_hosts))
+    except FileNotFoundError:
+        client.close()
+        raise GuestError(
+            f"no known_hosts file {jump.known_hosts} for the libvirt host {jump.host}",
+            hint="connect once with `ssh -p PORT USER@HOST` to record its key, or name a file with"
+            " `known_hosts=` in libvirt_uri",
+        ) from None
+    try:
+        client.connect(jump.host, port=jump.port, username=jump.user or None,
+                       key_filename=str(jump.key) if jump.key else None, look_for_keys=jump.key is None,
+                       allow_agent=jump.key is None, timeout=timeout_s, banner_timeout=timeout_s,
+                       auth_timeout=timeout_s, channel_timeout=timeout_s)
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise HostKeyMismatch(
+            f"the libvirt host {jump.host}:{jump.port} offered a host key that {jump.known_hosts} does not have"
+            " for it: refusing to connect",
+            hint="check that host; if its key really changed, update the known_hosts file") from None
+    except paramiko.SSHException as exc:
+        client.close()
+        if "not found in known_hosts" in str(exc):
+            raise GuestError(f"the libvirt host [{jump.host}]:{jump.port} is not in {jump.known_hosts}",
+                             hint="connect once with the system ssh to record its key") from None
+        raise GuestError(f"SSH to the libvirt host {jump.host}:{jump.port} failed: {exc}") from None
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _tunnel(*, jump: paramiko.SSHClient, target: SshTarget, timeout_s: float) -> paramiko.Channel:
+    """A direct-tcpip channel to the guest's host forward on the libvirt host's loopback."""
+    transport = jump.get_transport()
+    if transport is None:
+        raise GuestError("the SSH connection to the libvirt host closed at once")
+    return transport.open_channel("direct-tcpip", (target.host, target.port), ("127.0.0.1", 0),
+                                  timeout=timeout_s)
 
 
 def _load_client_key(path: Path) -> paramiko.Ed25519Key:

@@ -17,6 +17,8 @@ from pathlib import Path
 from agentbox.errors import AgentboxError, AlreadyExists, BackendError, GuestError, HostKeyMismatch, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.names import validate_workspace_name
+from agentbox.model.remote_host import jump_host_of
+from agentbox.model.workspace import BackendKind
 from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
@@ -183,6 +185,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         budget_bytes=template.budget.bytes, budget_tokens=template.budget.tokens,
         golden_id=golden.golden_id if golden else "",
         backend=ctx.settings.backend.value,
+        remote_uri=ctx.settings.libvirt_uri if _is_remote(ctx) else "",
         phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
     )
     undo.push(lambda: ctx.records.remove(name=name))
@@ -204,6 +207,8 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     storage.mkdir(parents=True, exist_ok=True, mode=0o711)
     storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
     disk = record.storage.disk
+    # On a remote host the disk is a volume there, not a file remove_storage would find.
+    undo.push(lambda: ctx.backend.delete_volume(path=disk))
     if golden is not None:
         ctx.backend.create_overlay(path=disk, backing=golden.disk, backing_format="qcow2",
                                    size_gib=resources.disk_gib)
@@ -372,3 +377,8 @@ class _Reporter:
 
 def _volume_deleter(ctx: ServiceContext) -> Callable[[Path], None]:
     return lambda path: ctx.backend.delete_volume(path=path)
+
+
+def _is_remote(ctx: ServiceContext) -> bool:
+    """The VM runs on the libvirt host of a `qemu+ssh://` URI, not here."""
+    return ctx.settings.backend is BackendKind.LIBVIRT and jump_host_of(ctx.settings.libvirt_uri) is not None

@@ -13,7 +13,7 @@ from agentbox.stores.ssh_config import LOOPBACK, alias
 
 def ssh_target(*, record: WorkspaceRecord, files: WorkspaceFiles) -> SshTarget:
     return SshTarget(host=LOOPBACK, port=record.ssh_port, user=GUEST_USER,
-                     private_key=files.client_key, host_key=record.host_key_public)
+                     private_key=files.client_key, host_key=record.host_key_public, jump=record.jump)
 
 
 def ssh_argv(*, record: WorkspaceRecord, files: WorkspaceFiles, command: Sequence[str],

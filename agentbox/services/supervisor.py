@@ -232,7 +232,8 @@ def _forward_helper(*, record: WorkspaceRecord, files: WorkspaceFiles) -> Superv
             FORWARD_MODULE, "--port", str(target.port), "--user", target.user, "--key", str(target.private_key),
             "--host-key", target.host_key, "--proxy-socket", str(egress / "proxy.sock"),
             "--gateway-socket", str(egress / "gateway.sock"),
-            "--state-file", str(state_file), "--pid-file", str(egress / "forward.pid"))
+            "--state-file", str(state_file), "--pid-file", str(egress / "forward.pid"),
+            *(("--remote-uri", record.remote_uri) if record.remote_uri else ()))
 
     def ready(child: ChildProcess) -> bool:
         return child.poll() is None  # connected or not is its state file's business

@@ -87,7 +87,8 @@ class WorkspaceService:
         if record is not None:
             return Workspace(name=name, state=state, template=record.template, created=record.created,
                              ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
-                             image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend))
+                             image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend),
+                             host=_host(record))
         meta = domain.metadata if domain else None
         return Workspace(name=name, state=state, template=meta.template if meta else "?",
                          created=meta.created if meta else "", ssh_port=0, resources=Resources(),
@@ -191,6 +192,9 @@ class WorkspaceService:
                 self._attachments.after_power_off(record=record, remove_outbox=True)
             else:  # no record to go by: the outbox's mount and image, found by the storage dir's name
                 OutboxLimit(ctx=ctx).remove(storage=WorkspaceStorage(directory=storage))
+            # A remote host's disk and seed are volumes there even when no domain was defined.
+            for volume in (WorkspaceStorage(directory=storage).disk, WorkspaceStorage(directory=storage).seed):
+                ctx.backend.delete_volume(path=volume)
             remove_storage(storage=storage, delete_volume=lambda path: ctx.backend.delete_volume(path=path))
             on_progress(Progress(step="files", detail="removing keys and records", index=3, total=3))
             ctx.records.remove(name=name)
@@ -295,3 +299,10 @@ def _backend_kind(raw: str) -> BackendKind:
         return BackendKind(raw)
     except ValueError:
         return BackendKind.LIBVIRT  # a record from before the choice, or hand-edited
+
+
+def _host(record: WorkspaceRecord) -> str:
+    jump = record.jump
+    if jump is None:
+        return ""
+    return jump.host if jump.port == 22 else f"{jump.host}:{jump.port}"

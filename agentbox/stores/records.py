@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from agentbox.config.atomic_file import write_atomically
+from agentbox.model.remote_host import JumpHost, jump_host_of
 from agentbox.config.paths import AppPaths
 from agentbox.errors import ConfigError
 from agentbox.model.api_use import ApiBudget
@@ -61,6 +62,13 @@ class WorkspaceRecord:
     # The backend that made the workspace and runs it for its whole life (records from
     # before there was a choice are libvirt's).
     backend: str = "libvirt"
+    # The libvirt URI of the remote host the VM runs on ("" when it runs here): SSH into the
+    # guest jumps through that host (model/remote_host.py).
+    remote_uri: str = ""
+
+    @property
+    def jump(self) -> JumpHost | None:
+        return jump_host_of(self.remote_uri) if self.remote_uri else None
 
     @property
     def storage(self) -> WorkspaceStorage:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agentbox.config.atomic_file import write_atomically
 from agentbox.model.guest import GUEST_USER
+from agentbox.model.remote_host import JumpHost
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 
 LOOPBACK = "127.0.0.1"
@@ -20,10 +21,16 @@ def alias(name: str) -> str:
     return f"agentbox-{name}"
 
 
+def jump_alias(name: str) -> str:
+    return f"agentbox-{name}-host"
+
+
 def host_block(*, record: WorkspaceRecord, files: WorkspaceFiles) -> str:
     # HostKeyAlias pins the key to the workspace, not to a loopback port another
     # workspace may reuse later; StrictHostKeyChecking=yes refuses any other key.
+    jump = record.jump
     return "\n".join([
+        *(_jump_block(name=record.name, jump=jump) if jump is not None else ()),
         f"Host {alias(record.name)}",
         f"  HostName {LOOPBACK}",
         f"  Port {record.ssh_port}",
@@ -36,8 +43,26 @@ def host_block(*, record: WorkspaceRecord, files: WorkspaceFiles) -> str:
         "  UpdateHostKeys no",
         "  PasswordAuthentication no",
         "  LogLevel ERROR",
+        # The guest's host forward listens on the remote libvirt host's loopback.
+        *((f"  ProxyJump {jump_alias(record.name)}",) if jump is not None else ()),
         "",
     ])
+
+
+def _jump_block(*, name: str, jump: JumpHost) -> list[str]:
+    """The libvirt host as a jump host of its own (OpenSSH passes `-F` on to the jump)."""
+    return [
+        f"Host {jump_alias(name)}",
+        f"  HostName {jump.host}",
+        f"  Port {jump.port}",
+        *((f"  User {jump.user}",) if jump.user else ()),
+        *((f"  IdentityFile {jump.key}", "  IdentitiesOnly yes") if jump.key else ()),
+        f"  UserKnownHostsFile {jump.known_hosts}",
+        "  StrictHostKeyChecking yes",
+        "  ForwardAgent no",
+        "  LogLevel ERROR",
+        "",
+    ]
 
 
 def write_workspace_ssh_files(*, record: WorkspaceRecord, files: WorkspaceFiles) -> None:

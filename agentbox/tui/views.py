@@ -145,7 +145,8 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
     return WorkspaceDetails(
         name=name, state=workspace.state, problem=workspace.problem,
         # The backend too: a workspace stays on the one that made it, whatever the settings say now.
-        resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk · {workspace.backend.value}",
+        resources=f"{res.vcpus} vCPU · {res.memory_mib} MiB RAM · {res.disk_gib} GiB disk · {workspace.backend.value}"
+                  + (f" on {workspace.host}" if workspace.host else ""),
         ssh_commands=(f"agentbox ssh {name}", f"ssh {alias(name)}"),
         clean_state=clean,
         session=_session_text(session.started, session.deadline) if session else "none",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from agentbox.backends.base import (
     SnapshotInfo,
 )
 from agentbox.backends.libvirt import devices, evidence, save_image, snapshots
+from agentbox.backends.libvirt.remote_storage import RemoteStorage
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
 from agentbox.backends.libvirt.errors import translate
 from agentbox.errors import (
@@ -65,7 +67,8 @@ def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
 
 
 class LibvirtBackend:
-    def __init__(self, *, uri: str, owner: str, accel: Accel, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, *, uri: str, owner: str, accel: Accel, env: Mapping[str, str] | None = None,
+                 remote_pool: str = "agentbox") -> None:
         parts = urlsplit(uri)
         driver = parts.scheme.partition("+")[0]
         if driver not in _DRIVERS:
@@ -84,6 +87,8 @@ class LibvirtBackend:
         self._resolved_accel: Accel | None = None
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        # A remote host: every disk is a volume of its pool (remote_storage.py).
+        self._remote = None if self._local else RemoteStorage(connection=self._connection, pool=remote_pool, uri=uri)
 
     @property
     def _accel(self) -> Accel:
@@ -99,10 +104,12 @@ class LibvirtBackend:
     @property
     def capabilities(self) -> Capabilities:
         # The test driver keeps snapshots (with "RAM") but cannot hot-plug devices.
+        # A remote host: a folder on the user's machine cannot be served by a virtiofsd
+        # there (shares become uploaded copy disks), and evidence would be written there.
         return Capabilities(
             ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri,
-            libvirt_version=self._lib_version(), evidence=self._driver == "qemu",
-            memory_restore=self._driver == "qemu" and self._local,
+            libvirt_version=self._lib_version(), evidence=self._driver == "qemu" and self._local,
+            memory_restore=self._driver == "qemu" and self._local, virtiofs=self._local,
         )
 
     def _lib_version(self) -> int:
@@ -137,6 +144,9 @@ class LibvirtBackend:
             )
         if self._lookup(spec.name) is not None:
             raise AlreadyExists(f"a domain named {spec.name!r} already exists", hint="choose another name")
+        local_spec = spec
+        if self._remote is not None:
+            spec = self._remote_spec(spec)
         xml = build_domain_xml(spec=spec, accel=self._accel, domain_type=self.domain_type)
         if self._driver == "qemu" and self._local:
             _ensure_console_log(spec.console_log)
@@ -145,6 +155,9 @@ class LibvirtBackend:
         except libvirt.libvirtError as err:
             if self._lookup(spec.name) is not None:  # lost a race for the name
                 raise AlreadyExists(f"a domain named {spec.name!r} already exists") from None
+            if self._remote is not None:  # the seed uploaded for it; the overlay is the caller's
+                for disk in local_spec.disks[1:]:
+                    self._remote.delete(disk.path)
             raise translate(err, action=f"define domain {spec.name!r}") from None
 
     def start(self, *, name: str) -> None:
@@ -186,6 +199,8 @@ class LibvirtBackend:
         for flags in _UNDEFINE_FLAG_SETS:
             try:
                 domain.undefineFlags(flags)
+                if self._remote is not None:
+                    self._remote.delete_domain(domain=name)  # nothing of it stays on the host
                 return
             except libvirt.libvirtError as err:
                 if err.get_error_code() not in _UNSUPPORTED or flags == _UNDEFINE_FLAG_SETS[-1]:
@@ -252,6 +267,8 @@ class LibvirtBackend:
         devices.detach_filesystem(self._require(name, action="detach a share from"), tag=tag)
 
     def attach_disk(self, *, name: str, disk: DiskSpec) -> None:
+        if self._remote is not None:
+            disk = replace(disk, path=Path(self._remote.upload(local=disk.path)))
         devices.attach_disk(self._require(name, action="attach a disk to"), disk=disk)
 
     def detach_disk(self, *, name: str, serial: str) -> None:
@@ -263,12 +280,16 @@ class LibvirtBackend:
     # --- disks -------------------------------------------------------------------------
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
-        if not self._local:
-            raise BackendError(f"disks on the remote host of {self._uri} cannot be created yet")
+        if self._remote is not None:
+            self._remote.create_overlay(local=path, backing=backing, backing_format=backing_format,
+                                        size_gib=size_gib)
+            return
         # libvirt chowns the overlay for QEMU when the domain starts.
         qemu_img.create_overlay(path=path, backing=backing, backing_format=backing_format, size_gib=size_gib)
 
     def delete_volume(self, *, path: Path) -> None:
+        if self._remote is not None:
+            self._remote.delete(path)
         qemu_img.delete_volume(path=path)
 
     # --- evidence ------------------------------------------------------------------------
@@ -283,6 +304,24 @@ class LibvirtBackend:
         evidence.save(self._require(name, action="save the evidence of"), memory=memory, disk=disk)
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _remote_spec(self, spec: DomainSpec) -> DomainSpec:
+        """`spec` with the remote host's paths: an overlay made there, every other disk (the
+        seed) uploaded, the kernel and initrd cached there, the console log in its pool."""
+        assert self._remote is not None
+        root, *others = spec.disks
+        root_path = self._remote.path_of(root.path)
+        if root_path is None:
+            raise BackendError(f"the root disk of {spec.name!r} is not on {self._uri}",
+                               hint="create_overlay makes it there first")
+        disks = (replace(root, path=Path(root_path)),
+                 *(replace(disk, path=Path(self._remote.upload(local=disk.path))) for disk in others))
+        boot = spec.kernel_boot
+        if boot is not None:
+            boot = replace(boot, kernel=Path(self._remote.ensure_image_file(boot.kernel)),
+                           initrd=Path(self._remote.ensure_image_file(boot.initrd)))
+        return replace(spec, disks=disks, kernel_boot=boot,
+                       console_log=Path(self._remote.console_log(domain=spec.name)))
 
     def _connection(self) -> libvirt.virConnect:
         with self._lock:
