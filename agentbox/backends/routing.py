@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agentbox.backends.base import (
+    DomainUsage,
     Backend,
     Capabilities,
     DiskSpec,
@@ -138,3 +139,6 @@ class BackendRouter:
 
     def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
         self._for(name).save_evidence(name=name, memory=memory, disk=disk)
+
+    def usage(self, *, name: str) -> DomainUsage | None:
+        return self._for(name).usage(name=name)

@@ -16,6 +16,7 @@ from agentbox.cli.key_commands import add_key_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.panic_commands import add_panic_parsers
+from agentbox.cli.budget_commands import add_budget_parsers
 from agentbox.cli.receipt_commands import add_receipt_parsers
 from agentbox.cli.recording_commands import add_recording_parsers
 from agentbox.cli.share_commands import add_secret_options, add_share_parsers
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_receipt_parsers(sub)
     add_recording_parsers(sub)
     add_panic_parsers(sub)
+    add_budget_parsers(sub)
     add_completion_parser(sub, parser)
     return parser
 
