@@ -181,3 +181,21 @@ def test_an_egress_budget_cuts_a_download_mid_transfer_and_ends_the_session(
         services.sessions.end(name=ws, reason="test", on_progress=quiet, cancel=CancelToken(), reset=False)
     finally:
         assert main(["budget", ws, "--egress", "0"]) == 0
+
+
+def test_a_disk_write_budget_ends_the_session_from_libvirts_block_stats(vm_env: VmEnv, ws: str) -> None:
+    services = vm_env.services()
+    assert main(["budget", ws, "--disk-writes", "20M"]) == 0
+    try:
+        session = services.sessions.start(name=ws, max_minutes=None, on_progress=quiet, cancel=CancelToken())
+        run_in(vm_env, ws, "sh", "-c", "(setsid dd if=/dev/zero of=/home/agent/fill bs=1M count=200 oflag=direct"
+                                       " > /dev/null 2>&1 &)")
+        deadline = time.monotonic() + 300
+        while services.sessions.current(name=ws) is not None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert services.sessions.current(name=ws) is None
+        [exceeded] = [r for r in services.audit.records(name=ws)
+                      if r.event == "budget.exceeded" and r.details["session"] == session.id]
+        assert exceeded.details["budget"] == "disk_write_bytes" and exceeded.details["used"] >= 20_000_000
+    finally:
+        assert main(["budget", ws, "--disk-writes", "0"]) == 0
