@@ -375,7 +375,7 @@ class EgressProxy:
     ) -> None:
         head = origin_head(request)
         up_writer.write(head)
-        conn.up += len(head)
+        conn.count_up(len(head))
 
         async def response() -> bool:  # interim (1xx) heads are passed on as sent
             while True:
@@ -389,7 +389,7 @@ class EgressProxy:
                 interim = 100 <= status < 200 and status != 101
                 out = b"\r\n".join(lines) + b"\r\n\r\n" if interim else out
                 writer.write(out)
-                conn.down += len(out)
+                conn.count_down(len(out))
                 if not interim:
                     return True
 
