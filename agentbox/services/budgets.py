@@ -38,6 +38,7 @@ class BudgetService:
     def __init__(self, *, ctx: ServiceContext, sessions: SessionService) -> None:
         self._ctx = ctx
         self._sessions = sessions
+        self._audited: set[str] = set()  # sessions whose budget.exceeded is written (an end may be retried)
 
     def status(self, *, name: str) -> BudgetStatus:
         """A read: the record, the session file, the proxy's count and the hypervisor's counters."""
@@ -100,9 +101,11 @@ class BudgetService:
         if session is None or session.id != session_id or session.tripped:
             return
         action = session_budget(session).on_exceeded
-        ctx.audit(name=name).append(event=EXCEEDED_EVENT, details={
-            "session": session_id, "budget": exceeded.budget, "used": exceeded.used, "limit": exceeded.limit,
-            "action": action.value})
+        if session_id not in self._audited:  # once, though a busy workspace makes the end wait and retry
+            ctx.audit(name=name).append(event=EXCEEDED_EVENT, details={
+                "session": session_id, "budget": exceeded.budget, "used": exceeded.used, "limit": exceeded.limit,
+                "action": action.value})
+            self._audited.add(session_id)
         if action is OnExceeded.PAUSE:
             with workspace_lock(paths=ctx.paths, name=name):
                 record = load_ready_record(ctx=ctx, name=name)

@@ -13,7 +13,8 @@ import pytest
 from agentbox.audit import read_records
 from agentbox.backends.base import DomainState
 from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
-from agentbox.errors import InvalidInput
+from agentbox.errors import Busy, InvalidInput
+from agentbox.host.locks import workspace_lock
 from agentbox.model.budget import OnExceeded
 from agentbox.model.progress import CancelToken
 from agentbox.services.budgets import BudgetService
@@ -156,3 +157,26 @@ def test_the_supervisor_hands_a_reached_budget_over_once_it_is_reached(world: Wo
     finally:
         stop.set()
         thread.join(timeout=20)
+
+
+def test_an_end_that_finds_the_workspace_busy_is_retried_and_audited_once(world: World) -> None:
+    sessions, budgets, session_id = start(world)
+    world.backend.add_usage(DOMAIN, cpu_seconds=100.0)
+    reached = budgets.check("ws")
+    assert reached is not None
+    done = threading.Event()
+
+    def hold() -> None:
+        with workspace_lock(paths=world.ctx.paths, name="ws"):
+            done.wait(10)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    time.sleep(0.2)
+    with pytest.raises(Busy):
+        budgets.enforce("ws", *reached)
+    done.set()
+    holder.join()
+    budgets.enforce("ws", *reached)
+    assert sessions.current(name="ws") is None
+    assert [d["session"] for d in audit(world, "budget.exceeded")] == [session_id]
