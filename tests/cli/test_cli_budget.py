@@ -59,3 +59,16 @@ def test_a_bad_size_is_refused_with_a_hint(cli: World, capsys: pytest.CaptureFix
 def test_a_budget_for_a_missing_workspace_is_not_found(cli: World, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["budget", "nope", "--egress", "1M"], capsys)
     assert code == 4 and "nope" in err
+
+
+def test_the_receipt_lists_each_budget_and_its_use(cli: World, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    history = bootstrap.build_history(paths=cli.ctx.paths)
+    monkeypatch.setattr(bootstrap, "build_history", lambda **_: history)
+    assert run(["budget", "ws", "--disk-writes", "1G"], capsys)[0] == 0
+    session = bootstrap.build_services().sessions.start(name="ws", max_minutes=None, on_progress=lambda _: None,
+                                                        cancel=CancelToken())
+    cli.backend.add_usage("agentbox-ws", disk_write_bytes=3 << 20)
+    assert run(["session", "end", "ws"], capsys)[0] == 0
+    code, out, _ = run(["receipt", "ws", session.id], capsys)
+    assert code == 0 and "Budgets: disk_write_bytes: 3.0 MiB of 953.7 MiB" in out
