@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--cpus", type=int, help="virtual CPUs")
     create.add_argument("--memory", type=int, metavar="MIB", help="memory in MiB")
     create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
+    create.add_argument("--egress-budget", metavar="SIZE", help="per session: bytes through the egress proxy (100M)")
+    create.add_argument("--disk-write-budget", metavar="SIZE", help="per session: bytes written to its disks (2G)")
+    create.add_argument("--cpu-budget", metavar="DURATION", help="per session: the guest's CPU time (600, 10m, 1h)")
     create.add_argument("--outbox-mib", type=int, metavar="MIB",
                         help="size limit of its /mnt/outbox (default: the settings' outbox_limit_mib, 1024)")
     create.add_argument("--network", choices=("off", "allowlist", "learn", "open"),

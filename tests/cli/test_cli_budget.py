@@ -72,3 +72,14 @@ def test_the_receipt_lists_each_budget_and_its_use(cli: World, capsys: pytest.Ca
     assert run(["session", "end", "ws"], capsys)[0] == 0
     code, out, _ = run(["receipt", "ws", session.id], capsys)
     assert code == 0 and "Budgets: disk_write_bytes: 3.0 MiB of 953.7 MiB" in out
+
+
+def test_create_takes_budgets_and_refuses_a_bad_one_before_making_anything(
+        cli: World, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["create", "ws2", "--egress-budget", "lots"], capsys)
+    assert code == 2 and "--egress-budget 'lots' is not a size" in err
+    assert cli.ctx.records.load(name="ws2") is None
+    code, _, err = run(["create", "ws2", "--egress-budget", "50M", "--cpu-budget", "1h"], capsys)
+    assert code == 0, err
+    budget = cli.ctx.records.load(name="ws2").host_budget
+    assert (budget.egress_bytes, budget.disk_write_bytes, budget.cpu_seconds) == (50_000_000, 0, 3600)
