@@ -22,6 +22,7 @@ from agentbox.images.store import ImageStore
 from agentbox.services.agents import AgentService
 from agentbox.services.audit import AuditService
 from agentbox.services.audit_export import AuditBundles
+from agentbox.services.budgets import BudgetService
 from agentbox.services.context import ServiceContext
 from agentbox.services.crash_log import CrashLog
 from agentbox.services.create import CreateService
@@ -65,6 +66,7 @@ class Services:
     panic: PanicService
     crash_log: CrashLog
     gateway: GatewayAccess  # phantom tokens and the session's API use (the credential gateway's)
+    budgets: BudgetService  # per-session host budgets: egress bytes, disk writes, CPU time
     clock: Callable[[], datetime]
 
 
@@ -180,7 +182,9 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
     snapshots = SnapshotService(ctx=ctx, end_session=lambda *args: sessions.reset_in_session(*args))
     sessions = SessionService(ctx=ctx, workspaces=workspaces, snapshots=snapshots)
     network = NetworkService(ctx=ctx)
-    supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline)
+    budgets = BudgetService(ctx=ctx, sessions=sessions)
+    supervisor = WorkspaceSupervisor(ctx=ctx, end_session=sessions.expire, read_session=sessions.deadline,
+                                     check_budget=budgets.check, enforce_budget=budgets.enforce)
     shares = ShareService(ctx=ctx)
     return Services(workspaces=workspaces, create=CreateService(ctx=ctx), images=ImageService(ctx=ctx),
                     agents=AgentService(ctx=ctx, sessions=sessions, shares=shares),
@@ -190,7 +194,7 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
                     supervisor=supervisor, recordings=RecordingService(ctx=ctx),
                     panic=PanicService(ctx=ctx, network=network, sessions=sessions, snapshots=snapshots),
-                    gateway=GatewayAccess(ctx=ctx))
+                    gateway=GatewayAccess(ctx=ctx), budgets=budgets)
 
 
 def build_keys(*, paths: AppPaths | None = None) -> ApiKeyStore:

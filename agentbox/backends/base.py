@@ -40,6 +40,9 @@ class Capabilities:
     # A running guest's RAM can be saved to a file and restored into another domain of the
     # same shape (warm clones). False: create always cold boots.
     memory_restore: bool = False
+    # A running guest's CPU time and disk writes can be read (`usage`), for the per-session
+    # budgets; False: those budgets cannot be enforced there and say so.
+    usage_stats: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,14 @@ class DomainInfo:
     name: str
     state: DomainState
     metadata: DomainMetadata
+
+
+@dataclass(frozen=True)
+class DomainUsage:
+    """Counters since the domain's QEMU started (a power cycle starts them at 0 again)."""
+
+    cpu_seconds: float  # the guest's CPU time, all vCPUs together
+    disk_write_bytes: int  # bytes the guest wrote to its disks
 
 
 class Backend(Protocol):
@@ -184,6 +195,10 @@ class Backend(Protocol):
 
     def resume(self, *, name: str) -> None:
         """Let a paused guest run again. No error if it runs."""
+
+    def usage(self, *, name: str) -> DomainUsage | None:
+        """With capability usage_stats: the running domain's counters (None when it does
+        not run). A read: no side effects."""
 
     def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
         """With the domain paused (capability evidence): its RAM as an ELF core at `memory` and

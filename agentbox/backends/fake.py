@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agentbox.backends.base import (
+    DomainUsage,
     Capabilities,
     DomainInfo,
     DomainMetadata,
@@ -31,7 +32,7 @@ from agentbox.errors import AlreadyExists, BackendError, ImageError, InvalidInpu
 from agentbox.model.workspace import Accel
 
 DEFAULT_CAPABILITIES = Capabilities(ram_snapshots=True, hotplug=True, accel=Accel.TCG, uri="fake:///",
-                                    evidence=True)
+                                    evidence=True, usage_stats=True)
 _ACTIVE = frozenset({DomainState.RUNNING, DomainState.PAUSED})
 
 
@@ -43,10 +44,12 @@ class _Domain:
     snapshots: dict[str, SnapshotInfo] = field(default_factory=dict)
     filesystems: dict[str, FilesystemSpec] = field(default_factory=dict)  # live only, by tag
     disks: dict[str, DiskSpec] = field(default_factory=dict)  # live only, by serial
+    usage: DomainUsage = field(default_factory=lambda: DomainUsage(cpu_seconds=0.0, disk_write_bytes=0))
 
     def power_cycle(self, state: DomainState) -> None:
-        """A new QEMU (or none): hot-plugged devices are gone, as on libvirt."""
+        """A new QEMU (or none): hot-plugged devices are gone, as on libvirt; counters restart."""
         self.state = state
+        self.usage = DomainUsage(cpu_seconds=0.0, disk_write_bytes=0)
         self.filesystems.clear()
         self.disks.clear()
 
@@ -78,6 +81,13 @@ class FakeBackend:
         return self._capabilities
 
     # --- test helpers ------------------------------------------------------------------
+
+    def add_usage(self, name: str, *, cpu_seconds: float = 0.0, disk_write_bytes: int = 0) -> None:
+        """The guest worked: its counters grow (as QEMU's would)."""
+        with self._lock:
+            old = self._domains[name].usage
+            self._domains[name].usage = DomainUsage(cpu_seconds=old.cpu_seconds + cpu_seconds,
+                                                    disk_write_bytes=old.disk_write_bytes + disk_write_bytes)
 
     def foreign(self, name: str, *, owner: str | None = None, state: DomainState = DomainState.RUNNING) -> None:
         """Add a domain that is not ours: without agentbox metadata, or with `owner`'s."""
@@ -284,6 +294,11 @@ class FakeBackend:
             if domain.state not in _ACTIVE:
                 raise BackendError(f"cannot pause {name!r}: it is not running")
             domain.state = DomainState.PAUSED
+
+    def usage(self, *, name: str) -> DomainUsage | None:
+        with self._lock:
+            domain = self._ours(name, action="read the usage of")
+            return domain.usage if domain.state in _ACTIVE else None
 
     def resume(self, *, name: str) -> None:
         self._enter("resume", name)

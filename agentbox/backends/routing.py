@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from agentbox.backends.base import (
+    DomainUsage,
     Backend,
     Capabilities,
     DiskSpec,
@@ -149,3 +150,6 @@ class BackendRouter(Generic[K]):
 
     def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
         self._for(name).save_evidence(name=name, memory=memory, disk=disk)
+
+    def usage(self, *, name: str) -> DomainUsage | None:
+        return self._for(name).usage(name=name)

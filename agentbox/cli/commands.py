@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
 from agentbox.model.recording import RecordingKind
 from agentbox.model.template import BuildRecipe
+from agentbox.model.budget import parse_seconds, parse_size
 from agentbox.services.create import CreateRequest
 from agentbox.services.doctor import CheckStatus
 
@@ -25,13 +27,25 @@ def _services() -> bootstrap.Services:
     return bootstrap.build_services()
 
 
+def budget_overrides(args: argparse.Namespace) -> dict[str, int | None]:
+    """`create --egress-budget 100M --disk-write-budget 2G --cpu-budget 1h` (bad sizes: exit 2)."""
+    return {"egress_bytes": _maybe(parse_size, args.egress_budget, "--egress-budget"),
+            "disk_write_bytes": _maybe(parse_size, args.disk_write_budget, "--disk-write-budget"),
+            "cpu_seconds": _maybe(parse_seconds, args.cpu_budget, "--cpu-budget")}
+
+
+def _maybe(parse: Callable[..., int], text: str | None, what: str) -> int | None:
+    return None if text is None else parse(text=text, what=what)
+
+
 def create(args: argparse.Namespace) -> int:
     services = _services()
     record = services.create.create(
         request=CreateRequest(name=args.name, template=args.template, vcpus=args.cpus,
                               memory_mib=args.memory, disk_gib=args.disk, network=args.network,
                               shares=tuple(args.share), allow_system_folder=args.allow_system_folder,
-                              outbox_mib=args.outbox_mib, share_secrets=args.secrets, warm=args.warm),
+                              outbox_mib=args.outbox_mib, share_secrets=args.secrets, warm=args.warm,
+                              **budget_overrides(args)),
         on_progress=ProgressPrinter(), cancel=CancelToken())
     workspace = services.workspaces.get(name=record.name)
     if args.json:

@@ -16,6 +16,7 @@ from agentbox.cli.key_commands import add_key_parser
 from agentbox.cli.completion import add_completion_parser
 from agentbox.cli.net_commands import add_net_parser
 from agentbox.cli.panic_commands import add_panic_parsers
+from agentbox.cli.budget_commands import add_budget_parsers
 from agentbox.cli.receipt_commands import add_receipt_parsers
 from agentbox.cli.recording_commands import add_recording_parsers
 from agentbox.cli.share_commands import add_secret_options, add_share_parsers
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--cpus", type=int, help="virtual CPUs")
     create.add_argument("--memory", type=int, metavar="MIB", help="memory in MiB")
     create.add_argument("--disk", type=int, metavar="GIB", help="disk size in GiB")
+    create.add_argument("--egress-budget", metavar="SIZE", help="per session: bytes through the egress proxy (100M)")
+    create.add_argument("--disk-write-budget", metavar="SIZE", help="per session: bytes written to its disks (2G)")
+    create.add_argument("--cpu-budget", metavar="DURATION", help="per session: the guest's CPU time (600, 10m, 1h)")
     create.add_argument("--outbox-mib", type=int, metavar="MIB",
                         help="size limit of its /mnt/outbox (default: the settings' outbox_limit_mib, 1024)")
     create.add_argument("--network", choices=("off", "allowlist", "learn", "open"),
@@ -160,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_receipt_parsers(sub)
     add_recording_parsers(sub)
     add_panic_parsers(sub)
+    add_budget_parsers(sub)
     add_completion_parser(sub, parser)
     return parser
 

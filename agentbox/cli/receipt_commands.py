@@ -94,6 +94,8 @@ def format_receipt(receipt: Receipt, *, max_files: int | None = None) -> str:
     api = receipt.api
     lines += ["", f"API (credential gateway): {api.requests} request(s), {_size(api.bytes_up)} up,"
                   f" {_size(api.bytes_down)} down, {api.tokens} token(s) reported, {api.refused} refused"]
+    if receipt.budgets:
+        lines += ["", "Budgets: " + "; ".join(line.describe() for line in receipt.budgets)]
     lines += ["", _outbox_heading(receipt)]
     lines += [f"  {c.change:<8} {_safe(c.path)} ({_safe(c.kind)}, {_size(c.size)})" for c in receipt.outbox.changes]
     if receipt.outbox.truncated:

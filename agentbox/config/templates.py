@@ -16,6 +16,7 @@ from agentbox.config.yaml_source import Fields, YamlDoc, load_yaml_file
 from agentbox.errors import ConfigError, InvalidInput, NotFound
 from agentbox.model.network import parse_allow_entry
 from agentbox.model.api_use import ApiBudget
+from agentbox.model.budget import HostBudget, OnExceeded, parse_seconds, parse_size
 from agentbox.model.agent import PROVIDERS, AgentSpec
 from agentbox.model.installs import NpmPackage, PipPackage, parse_npm_spec, parse_pip_spec
 from agentbox.model.template import (
@@ -32,7 +33,9 @@ from agentbox.model.template import (
 )
 
 _TOP = frozenset({"name", "description", "image", "resources", "cloud_init", "policy", "budget", "agent"})
-_BUDGET = frozenset({"requests", "bytes", "tokens"})
+_API_BUDGET = frozenset({"requests", "bytes", "tokens"})
+_HOST_BUDGET = frozenset({"egress_bytes", "disk_write_bytes", "cpu_seconds", "on_exceeded"})
+_BUDGET = _API_BUDGET | _HOST_BUDGET
 _BUDGET_MAX = 1 << 50
 _IMAGE = frozenset({"build", "packages", "npm", "pip", "url", "sha256", "sha256_url"})
 _AGENT = frozenset({"name", "command", "description", "providers", "api_hosts"})
@@ -107,6 +110,7 @@ def load_template(*, path: Path) -> Template:
         cloud_init=_cloud_init(top.sub("cloud_init", allowed=_CLOUD_INIT)),
         policy=_policy(top.sub("policy", allowed=_POLICY)),
         budget=_budget(top.sub("budget", allowed=_BUDGET)),
+        host_budget=_host_budget(top.sub("budget", allowed=_BUDGET)),
         agents=_agents(top, doc),
         source=str(path),
     )
@@ -232,7 +236,28 @@ def _cloud_init(fields: Fields) -> CloudInitSpec:
 def _budget(fields: Fields) -> ApiBudget:
     """`budget: {requests: N, bytes: N, tokens: N}`: per session, enforced by the credential
     gateway; a missing or 0 count is no limit."""
-    return ApiBudget(**{key: fields.integer(key, default=0, minimum=0, maximum=_BUDGET_MAX) for key in _BUDGET})
+    return ApiBudget(**{key: fields.integer(key, default=0, minimum=0, maximum=_BUDGET_MAX) for key in _API_BUDGET})
+
+
+def _host_budget(fields: Fields) -> HostBudget:
+    """`budget: {egress_bytes: 100M, disk_write_bytes: 2G, cpu_seconds: 1h, on_exceeded: end}`:
+    per session, enforced on the host (sizes and durations as `agentbox budget` takes them)."""
+    amounts: dict[str, int] = {}
+    for key, parse in (("egress_bytes", parse_size), ("disk_write_bytes", parse_size), ("cpu_seconds", parse_seconds)):
+        raw = fields.value.get(key, 0)
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise fields.error(key, f"expected a size or a number, got {type(raw).__name__}")
+        try:
+            amounts[key] = parse(text=raw, what=key)
+        except InvalidInput as exc:
+            raise fields.error(key, exc.message, hint=exc.hint) from None
+    raw_policy = fields.value.get("on_exceeded", "end")
+    try:
+        on_exceeded = OnExceeded(raw_policy)
+    except ValueError:
+        raise fields.error("on_exceeded", f"{raw_policy!r} is not one of end, pause",
+                           hint="end: receipt, then reset as the policy says; pause: the guest is paused") from None
+    return HostBudget(on_exceeded=on_exceeded, **amounts)
 
 
 def _policy(fields: Fields) -> PolicyDefaults:

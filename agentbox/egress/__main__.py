@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audit-log", type=Path, help="the workspace's audit log: decisions are appended there too")
     parser.add_argument("--pin", action="append", default=[], metavar="NAME=IP",
                         help="take NAME as IP without looking it up (repeatable)")
+    parser.add_argument("--session-file", type=Path, help="the workspace's session file: its egress budget")
+    parser.add_argument("--usage-file", type=Path, help="where the session's egress byte count is written")
     args = parser.parse_args(argv)
     pins = tuple(pin.partition("=")[::2] for pin in args.pin)
     if any(not name or not address for name, address in pins):
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy_socket=args.proxy_socket, control_socket=args.control_socket, policy_file=args.policy_file,
         log_file=args.log_file, pid_file=args.pid_file, tcp_port=args.tcp_port,
         approval_timeout=args.approval_timeout, audit_log=args.audit_log,
-        pinned_hosts=pins,
+        pinned_hosts=pins, session_file=args.session_file, usage_file=args.usage_file,
     )
     try:
         run_daemon(options=options)

@@ -24,6 +24,7 @@ from agentbox.config.atomic_file import write_atomically
 from agentbox.egress.approvals import ApprovalBroker
 from agentbox.egress.control import EgressControlServer
 from agentbox.egress.proxy import EgressProxy, ProxyLimits
+from agentbox.egress.budget import EgressBudget
 from agentbox.egress.records import ConnectionRecord, DecisionLog
 from agentbox.egress.wire import policy_from_json, policy_to_json, record_to_json
 from agentbox.errors import AgentboxError, EgressError, InvalidInput
@@ -45,6 +46,8 @@ class DaemonOptions:
     audit_log: Path | None = None  # the workspace's hash-chained audit log: every decision goes there too
     pinned_hosts: tuple[tuple[str, str], ...] = ()  # (name, address) the proxy never looks up
     log_rotate_bytes: int = TRAIL_ROTATE_BYTES  # the decision trail's segment size
+    session_file: Path | None = None  # the session (id, egress budget); None: no budget
+    usage_file: Path | None = None  # where the session's egress count is written
 
 
 def load_policy_file(*, path: Path) -> NetworkPolicy:
@@ -76,7 +79,8 @@ async def serve(*, options: DaemonOptions, stop: asyncio.Event) -> None:
     pinned = _pinned(options.pinned_hosts)
     proxy = EgressProxy(policy=policy, limits=options.limits, pinned_hosts=pinned,
                         decisions=DecisionLog(sink=sink),
-                        approvals=ApprovalBroker(timeout=options.approval_timeout))
+                        approvals=ApprovalBroker(timeout=options.approval_timeout),
+                        budget=EgressBudget(session_file=options.session_file, usage_file=options.usage_file))
     proxy.add_policy_listener(listener=lambda new: save_policy_file(path=options.policy_file, policy=new))
     control = EgressControlServer(proxy=proxy)
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agentbox.egress.approvals import RULE_ONCE, ApprovalBroker, ApprovalResult, ApprovalVerdict
+from agentbox.egress.budget import RULE_BUDGET, EgressBudget
 from agentbox.egress.policy import Decision, decide, ip_literal, prejudge
 from agentbox.egress.records import ConnectionRecord, DecisionLog, Outcome
 from agentbox.egress.relay import answer, relay
@@ -80,6 +81,8 @@ class _Failed(Exception):
 class _Connection:
     """One client connection's state while it lives; `record()` is its log entry."""
 
+    budget: EgressBudget | None = None  # the proxy's, counted as the bytes flow
+
     def __init__(self, client: asyncio.StreamWriter) -> None:
         self.started = time.monotonic()
         self.time = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -94,9 +97,13 @@ class _Connection:
 
     def count_up(self, n: int) -> None:
         self.up += n
+        if self.budget is not None:
+            self.budget.add(n)
 
     def count_down(self, n: int) -> None:
         self.down += n
+        if self.budget is not None:
+            self.budget.add(n)
 
     def cut(self, *, why: str) -> None:
         self.outcome, self.error = Outcome.CUT, why
@@ -123,8 +130,12 @@ class EgressProxy:
         decisions: DecisionLog | None = None,
         approvals: ApprovalBroker | None = None,
         pinned_hosts: Mapping[str, IPAddress] | None = None,
+        budget: EgressBudget | None = None,
     ) -> None:
         self._policy = policy
+        self.budget = budget
+        if budget is not None:
+            budget.on_exceeded = self._cut_for_budget
         # Names the proxy never looks up: it takes them as this address (like /etc/hosts). The
         # user wrote the address down, so an entry for the name may unlock it even when it is
         # loopback or private (policy.decide's `pinned`). Logged as asked.
@@ -171,6 +182,11 @@ class EgressProxy:
         for request in self.approvals.pending():
             self._resettle(request.id, host=request.host, address=request.address, port=request.port)
         return cut
+
+    def _cut_for_budget(self, why: str) -> None:
+        """The budget tripped (while relaying): every live connection ends here and now."""
+        for conn in list(self._relaying):
+            conn.cut(why=f"{RULE_BUDGET}: {why}")
 
     async def start(self, *, unix_path: Path | None = None, tcp_port: int | None = None) -> None:
         """Listen on an owner-only Unix socket and/or 127.0.0.1:`tcp_port` (0: any free port)."""
@@ -257,6 +273,10 @@ class EgressProxy:
             return None
         conn.host, conn.port = request.host, request.port
         conn.method = "CONNECT" if request.is_connect else "HTTP"
+        if self.budget is not None and (why := self.budget.refusal()) is not None:
+            conn.decision, conn.outcome = Decision(False, RULE_BUDGET, why), Outcome.DENIED
+            return await answer(writer, error_response(403, f"denied by rule {RULE_BUDGET}: {why}"))
+        conn.budget = self.budget
         try:
             addresses = await self._destinations(conn, request, may_hold=True)
             up_reader, conn.upstream = await self._open_upstream(conn, addresses)
@@ -355,7 +375,7 @@ class EgressProxy:
     ) -> None:
         head = origin_head(request)
         up_writer.write(head)
-        conn.up += len(head)
+        conn.count_up(len(head))
 
         async def response() -> bool:  # interim (1xx) heads are passed on as sent
             while True:
@@ -369,7 +389,7 @@ class EgressProxy:
                 interim = 100 <= status < 200 and status != 101
                 out = b"\r\n".join(lines) + b"\r\n\r\n" if interim else out
                 writer.write(out)
-                conn.down += len(out)
+                conn.count_down(len(out))
                 if not interim:
                     return True
 

@@ -231,12 +231,21 @@ class CredentialGateway:
                 response.headers.add(name, value)
             scanner = UsageScanner(content_type=upstream.headers.get("content-type", ""))
             down = 0
+            # The bytes budget holds mid-answer too: a long stream is cut where it runs out.
+            before = self._usage.use(token.id)
+            room = token.budget.bytes - (before.bytes_up + before.bytes_down) if token.budget.bytes else None
             try:
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     down += len(chunk)
                     scanner.feed(chunk)
                     await response.write(chunk)
+                    if room is not None and down >= room:
+                        entry["refused"] = (f"cut: this session's API budget is used up: bytes "
+                                            f"({before.bytes_up + before.bytes_down + down} of {token.budget.bytes})")
+                        if request.transport is not None:
+                            request.transport.abort()
+                        return response
                 await response.write_eof()
             except (aiohttp.ClientError, ConnectionError) as exc:
                 entry["refused"] = f"stream broken: {exc}"

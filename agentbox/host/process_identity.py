@@ -50,6 +50,17 @@ def identity_of(pid: int) -> ProcessIdentity | None:
     return ProcessIdentity(pid=pid, start=int(fields[19]))
 
 
+def cpu_seconds_of(identity: ProcessIdentity) -> float | None:
+    """User plus system CPU time of that very process (not a reused PID); None if gone."""
+    try:
+        fields = Path(f"/proc/{identity.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if int(fields[19]) != identity.start:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def current_identity() -> ProcessIdentity:
     identity = identity_of(os.getpid())
     assert identity is not None  # this process is alive

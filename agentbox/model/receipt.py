@@ -14,6 +14,7 @@ from types import NoneType, UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
 from agentbox.model.api_use import ApiUse
+from agentbox.model.budget import BudgetLine
 from agentbox.model.audit_head import AuditHead
 
 RECEIPT_FORMAT = 1
@@ -124,6 +125,7 @@ class Receipt:
     recordings: tuple[RecordingRef, ...] = ()
     # API use through the credential gateway (the gateway's own count; tokens as the provider reported them)
     api: ApiUse = field(default_factory=ApiUse)
+    budgets: tuple[BudgetLine, ...] = ()  # the host budgets with a limit, and what the session used
     not_covered: tuple[str, ...] = NOT_COVERED
     format: int = RECEIPT_FORMAT
 

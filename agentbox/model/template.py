@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentbox.model.api_use import ApiBudget
+from agentbox.model.budget import HostBudget
 from agentbox.model.agent import AgentSpec
 from agentbox.model.installs import NpmPackage, PipPackage
 from agentbox.model.network import NetworkMode  # defined with the rest of network policy
@@ -99,5 +100,6 @@ class Template:
     cloud_init: CloudInitSpec = field(default_factory=CloudInitSpec)
     policy: PolicyDefaults = field(default_factory=PolicyDefaults)
     budget: ApiBudget = field(default_factory=ApiBudget)  # per session, through the credential gateway
+    host_budget: HostBudget = field(default_factory=HostBudget)  # per session, on the host (the same `budget:`)
     agents: tuple[AgentSpec, ...] = ()  # the first is the one `agentbox agent` starts by default
     source: str = ""  # the file it was loaded from, for messages

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from agentbox.errors import AgentboxError, AlreadyExists, BackendError, GuestError, HostKeyMismatch, InvalidInput
 from agentbox.images.store import ImageInfo
+from agentbox.model.budget import HostBudget
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.remote_host import jump_host_of
 from agentbox.model.workspace import BackendKind
@@ -63,6 +64,24 @@ class CreateRequest:
     outbox_mib: int | None = None  # the outbox's size limit; default: the settings' outbox_limit_mib
     share_secrets: str | None = None  # exclude | allow: what to do with likely secrets in `shares`
     warm: bool | None = None  # restore a golden state instead of a cold boot; default: settings.warm_create
+    # Per-session host budgets (services/budgets.py); None: the template's
+    egress_bytes: int | None = None
+    disk_write_bytes: int | None = None
+    cpu_seconds: int | None = None
+
+
+def _host_budget(*, ctx: ServiceContext, template: Template, request: CreateRequest) -> HostBudget:
+    """The template's budgets with the request's in place of them; refused before anything is made."""
+    old = template.host_budget
+    new = HostBudget(
+        egress_bytes=old.egress_bytes if request.egress_bytes is None else request.egress_bytes,
+        disk_write_bytes=old.disk_write_bytes if request.disk_write_bytes is None else request.disk_write_bytes,
+        cpu_seconds=old.cpu_seconds if request.cpu_seconds is None else request.cpu_seconds,
+        on_exceeded=old.on_exceeded)
+    if (new.disk_write_bytes or new.cpu_seconds) and not ctx.backend.capabilities.usage_stats:
+        raise InvalidInput("this backend cannot measure disk writes or CPU time: no such budget can hold here",
+                           hint="leave out the disk-write and CPU budgets (the egress budget works everywhere)")
+    return new
 
 
 class _Undo:
@@ -103,6 +122,7 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
     policy = NetworkService.template_policy(template=template, mode=request.network)  # refuses bad modes early
     outbox_mib = validate_limit_mib(request.outbox_mib if request.outbox_mib is not None
                                     else ctx.settings.outbox_limit_mib, option="--outbox-mib")
+    template = replace(template, host_budget=_host_budget(ctx=ctx, template=template, request=request))
     share_specs = [parse_share_spec(spec) for spec in request.shares]
     for source, tag in share_specs:  # refuse bad folders and tags before anything is made
         path = validate_share_source(source=source, home=Path.home(),
@@ -183,6 +203,9 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
         outbox_limit_mib=outbox_mib, budget_requests=template.budget.requests,
         budget_bytes=template.budget.bytes, budget_tokens=template.budget.tokens,
+        budget_egress_bytes=template.host_budget.egress_bytes,
+        budget_disk_write_bytes=template.host_budget.disk_write_bytes,
+        budget_cpu_seconds=template.host_budget.cpu_seconds, budget_on_exceeded=template.host_budget.on_exceeded.value,
         golden_id=golden.golden_id if golden else "",
         backend=ctx.settings.backend.value,
         remote_uri=ctx.settings.libvirt_uri if _is_remote(ctx) else "",

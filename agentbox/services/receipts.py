@@ -27,6 +27,7 @@ from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import Cancelled, GuestError, HostKeyMismatch, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.model.api_use import ApiUse
+from agentbox.model.budget import BudgetLine
 from agentbox.model.receipt import (
     CommandRun,
     Destination,
@@ -73,7 +74,7 @@ class ReceiptService:
             path.unlink(missing_ok=True)
 
     def finish(self, *, record: WorkspaceRecord, session_id: str, started: str, ended: datetime,
-               reason: str) -> Receipt:
+               reason: str, budgets: tuple[BudgetLine, ...] = ()) -> Receipt:
         """Build, store and audit the receipt of the session now ending. Raises only when it
         cannot be stored; a guest that does not answer is reported in the receipt."""
         name = record.name
@@ -84,7 +85,8 @@ class ReceiptService:
             id=session_id, workspace=name, started=started, ended=ended.isoformat(timespec="seconds"),
             duration_s=(ended - datetime.fromisoformat(started)).total_seconds(), reason=reason,
             commands=_commands(records), network=_network(records), outbox=self._outbox(name, session_id),
-            guest=self._guest(record), audit_head=head, recordings=_recordings(records), api=_api(records))
+            guest=self._guest(record), audit_head=head, recordings=_recordings(records), api=_api(records),
+            budgets=budgets)
         path, digest = ReceiptStore(paths=self._ctx.paths).save(receipt=receipt)
         self._ctx.audit(name=name).append(event=RECEIPT_EVENT, details={
             "session": session_id, "receipt": receipt.id, "sha256": digest, "file": str(path)})

@@ -21,6 +21,7 @@ from agentbox.errors import AgentboxError, Cancelled, InvalidInput, NotFound
 from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, ProgressCallback
 from agentbox.services.anchoring import anchor_trail
+from agentbox.services.budget_use import budget_lines, domain_usage, with_budget
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.gateway_access import GatewayAccess
@@ -46,6 +47,16 @@ class Session:
     # 124) while it lives; the supervisor ends it only once that process is gone.
     owner_pid: int = 0
     owner_start: int = 0
+    # The host budgets (0: no limit; services/budgets.py), and the hypervisor's counters at
+    # the start, which the session's use is measured from. The egress proxy reads
+    # `id` and `egress_bytes` from this file.
+    egress_bytes: int = 0
+    disk_write_bytes: int = 0
+    cpu_seconds: int = 0
+    on_exceeded: str = "end"
+    disk_write_base: int = 0
+    cpu_base_s: float = 0.0
+    tripped: str = ""  # the budget that paused the guest (on_exceeded: pause): not acted on again
 
     @property
     def owner(self) -> ProcessIdentity | None:
@@ -108,6 +119,7 @@ class SessionService:
             session = Session(id=secrets.token_hex(6), name=name, started=_iso(now),
                               deadline=_iso(now + timedelta(minutes=max_minutes)) if max_minutes else "",
                               owner_pid=owner.pid if owner else 0, owner_start=owner.start if owner else 0)
+            session = with_budget(session, budget=record.host_budget, usage=domain_usage(ctx=ctx, record=record))
             self._save(session)
             self._receipts.begin(name=name, session_id=session.id)
             # The session's own token: whatever the guest held before is dead from now on.
@@ -134,7 +146,8 @@ class SessionService:
             receipt, receipt_error = None, ""
             try:  # before the reset wipes what it describes
                 receipt = self._receipts.finish(record=record, session_id=session.id, started=session.started,
-                                                ended=now, reason=reason)
+                                                ended=now, reason=reason,
+                                                budgets=budget_lines(ctx=ctx, record=record, session=session))
             except Exception as exc:  # noqa: BLE001 - whatever goes wrong with the receipt, the reset must still happen
                 receipt_error = exc.message if isinstance(exc, AgentboxError) else f"{type(exc).__name__}: {exc}"
             outcome = None
@@ -222,6 +235,10 @@ class SessionService:
         except NotFound:
             return False
         return True
+
+    def save(self, session: Session) -> None:
+        """Replace the session file (services/budgets.py: new limits, a tripped budget)."""
+        self._save(session)
 
     def _save(self, session: Session) -> None:
         write_atomically(path=self._ctx.records.files(name=session.name).session,

@@ -23,11 +23,13 @@ from agentbox.backends.base import DomainState
 from agentbox.config.paths import AppPaths
 from agentbox.config.settings import Settings
 from agentbox.errors import AgentboxError, Busy
+from agentbox.model.budget import Exceeded
 from agentbox.host.locks import held_lock
 from agentbox.host.child_process import ChildProcess, SupervisedChild
 from agentbox.host.process_identity import python_module_argv
 from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT
 from agentbox.services.context import ServiceContext
+from agentbox.egress.budget import EGRESS_USAGE_FILE
 from agentbox.stores.gateway_tokens import USAGE_FILE
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.host.supervision_files import SupervisorFiles, SupervisorState
@@ -45,6 +47,8 @@ SESSION_RETRY_S = 2.0
 
 SessionEnder = Callable[[str, str], None]  # (workspace, session id): end it because its time is up
 SessionReader = Callable[[str], tuple[str, str] | None]  # workspace → (session id, deadline ISO) or None
+BudgetCheck = Callable[[str], tuple[str, Exceeded] | None]  # workspace → (session id, budget reached) or None
+BudgetEnforcer = Callable[[str, str, Exceeded], None]  # (workspace, session id, budget): act on it
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,14 @@ class SupervisorExit:
 
 
 class WorkspaceSupervisor:
-    def __init__(self, *, ctx: ServiceContext, end_session: SessionEnder, read_session: SessionReader) -> None:
+    def __init__(self, *, ctx: ServiceContext, end_session: SessionEnder, read_session: SessionReader,
+                 check_budget: BudgetCheck = lambda _name: None,
+                 enforce_budget: BudgetEnforcer = lambda _name, _session, _exceeded: None) -> None:
         self._ctx = ctx
         self._end_session = end_session
         self._read_session = read_session
+        self._check_budget = check_budget
+        self._enforce_budget = enforce_budget
 
     def run(self, *, name: str, stop: threading.Event) -> SupervisorExit:
         ctx = self._ctx
@@ -84,7 +92,7 @@ class WorkspaceSupervisor:
         sup.write_state(state)
         audit = ctx.audit(name=name)
         audit.append(event="supervisor.started", details={"pid": os.getpid()})
-        session_end = _SessionEnding(end=self._end_session)
+        session_end = _SessionEnding()
         down, next_domain_check, reason = 0, 0.0, "stopped"
         try:
             while not stop.is_set():
@@ -97,6 +105,7 @@ class WorkspaceSupervisor:
                         reason = "the VM stopped"
                         break
                     self._check_session(name=name, ending=session_end)
+                    self._check_budgets(name=name, ending=session_end)
                 proxy.poll()
                 proxy.start_if_due()
                 gateway.poll()  # dead: nothing answers the guest's 3129 until it is back (fail closed)
@@ -143,33 +152,51 @@ class WorkspaceSupervisor:
             return
         session_id, deadline = current
         if datetime.fromisoformat(deadline) <= self._ctx.clock():
-            ending.start(name=name, session_id=session_id)
+            ending.start(lambda: self._end_session(name, session_id), what=f"the overdue session {session_id}")
+
+    def _check_budgets(self, *, name: str, ending: _SessionEnding) -> None:
+        """Disk writes and CPU time are polled here; egress bytes the proxy cuts itself, and
+        its count (its usage file) ends the session here."""
+        if ending.busy:
+            return
+        try:
+            reached = self._check_budget(name)
+        except AgentboxError as exc:
+            log.warning("cannot read the session's budgets: %s", exc.message)
+            return
+        if reached is not None:
+            session_id, exceeded = reached
+            ending.start(lambda: self._enforce_budget(name, session_id, exceeded),
+                         what=f"session {session_id} over its {exceeded.budget} budget")
 
 
 class _SessionEnding:
-    """Ends an overdue session on a thread of its own: the end resets the VM and waits for
-    this supervisor's helpers, which the main loop keeps running meanwhile."""
+    """Ends a session (overdue, or over a budget) on a thread of its own: the end resets the
+    VM and waits for this supervisor's helpers, which the main loop keeps running meanwhile."""
 
-    def __init__(self, *, end: SessionEnder) -> None:
-        self._end = end
+    def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._not_before = 0.0
 
-    def start(self, *, name: str, session_id: str) -> None:
-        if (self._thread is not None and self._thread.is_alive()) or time.monotonic() < self._not_before:
+    @property
+    def busy(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive()) or time.monotonic() < self._not_before
+
+    def start(self, end: Callable[[], None], *, what: str) -> None:
+        if self.busy:
             return
         self._not_before = time.monotonic() + SESSION_RETRY_S  # Busy: another command; ask again soon
-        self._thread = threading.Thread(target=self._run, args=(name, session_id), daemon=True,
-                                        name="session-end")
+        self._thread = threading.Thread(target=self._run, args=(end, what), daemon=True, name="session-end")
         self._thread.start()
 
-    def _run(self, name: str, session_id: str) -> None:
+    @staticmethod
+    def _run(end: Callable[[], None], what: str) -> None:
         try:
-            self._end(name, session_id)
+            end()
         except Busy:
             pass
         except AgentboxError as exc:
-            log.error("ending the overdue session %s failed: %s", session_id, exc.message)
+            log.error("ending %s failed: %s", what, exc.message)
 
 
 def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecord,
@@ -184,7 +211,8 @@ def _proxy_helper(*, settings: Settings, paths: AppPaths, record: WorkspaceRecor
         return python_module_argv(
             PROXY_MODULE, "--proxy-socket", str(egress / "proxy.sock"), "--control-socket",
             str(egress / "control.sock"), "--policy-file", str(files.policy), "--log-file", str(files.net_log),
-            "--pid-file", str(pid_file), "--audit-log", str(paths.audit_log(record.name)), *pins)
+            "--pid-file", str(pid_file), "--audit-log", str(paths.audit_log(record.name)),
+            "--session-file", str(files.session), "--usage-file", str(egress / EGRESS_USAGE_FILE), *pins)
 
     def ready(child: ChildProcess) -> bool:  # it writes its pid file once both sockets listen
         try:

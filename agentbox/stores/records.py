@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from agentbox.model.remote_host import JumpHost, jump_host_of
 from agentbox.config.paths import AppPaths
 from agentbox.errors import ConfigError
 from agentbox.model.api_use import ApiBudget
+from agentbox.model.budget import HostBudget, OnExceeded
 from agentbox.model.template import Resources
 
 
@@ -52,10 +53,24 @@ class WorkspaceRecord:
     budget_requests: int = 0
     budget_bytes: int = 0
     budget_tokens: int = 0
+    # The per-session host budgets (0: no limit): the template's, or `agentbox budget`'s.
+    budget_egress_bytes: int = 0
+    budget_disk_write_bytes: int = 0
+    budget_cpu_seconds: int = 0
+    budget_on_exceeded: str = "end"
 
     @property
     def api_budget(self) -> ApiBudget:
         return ApiBudget(requests=self.budget_requests, bytes=self.budget_bytes, tokens=self.budget_tokens)
+
+    @property
+    def host_budget(self) -> HostBudget:
+        return HostBudget(egress_bytes=self.budget_egress_bytes, disk_write_bytes=self.budget_disk_write_bytes,
+                          cpu_seconds=self.budget_cpu_seconds, on_exceeded=OnExceeded(self.budget_on_exceeded))
+
+    def with_host_budget(self, budget: HostBudget) -> WorkspaceRecord:
+        return replace(self, budget_egress_bytes=budget.egress_bytes, budget_disk_write_bytes=budget.disk_write_bytes,
+                       budget_cpu_seconds=budget.cpu_seconds, budget_on_exceeded=budget.on_exceeded.value)
     # The golden state (services/golden.py) whose disk this workspace's overlay sits on; ""
     # for a cold-booted workspace, whose overlay sits on the image itself.
     golden_id: str = ""

@@ -16,8 +16,10 @@ from agentbox.audit import DECISION_EVENT, HEAD_EVENT, AuditRecord, RecentRecord
 from agentbox.bootstrap import Services
 from agentbox.egress.records import ConnectionRecord
 from agentbox.errors import AgentboxError
+from agentbox.model.budget import format_amount
 from agentbox.model.template import NetworkMode, Template
 from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.services.budgets import BudgetStatus
 from agentbox.services.outbox import OutboxEntry
 from agentbox.services.outbox_limit import OutboxUsage
 from agentbox.services.shares import GUEST_SHARES, ShareStatus
@@ -68,6 +70,7 @@ class WorkspaceDetails:
     outbox: str = ""
     needs_repair: bool = False  # running without its supervisor: no egress until repaired
     agents: tuple[str, ...] = ()  # the template's agents: the agent terminal (t) starts the first
+    budgets: tuple[str, ...] = ()  # the session's use of each host budget against its limit
 
     @property
     def ready(self) -> bool:
@@ -162,7 +165,17 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
         shares=tuple(share_text(s) for s in _quietly(lambda: services.shares.list(name=name), ())) if ready else (),
         outbox=outbox_text(_quietly(lambda: services.outbox.list(name=name), ())) if ready else "",
         agents=agents,
+        budgets=_quietly(lambda: budget_texts(services.budgets.status(name=name)), ()) if ready else (),
     )
+
+
+def budget_texts(status: BudgetStatus) -> tuple[str, ...]:
+    """Use against limit in a session; outside one, the limits the next session gets."""
+    if status.session:
+        return tuple(line.describe() for line in status.lines)
+    budget = status.budget
+    return tuple(f"{name}: {format_amount(name, getattr(budget, name))} per session"
+                 for name in ("egress_bytes", "disk_write_bytes", "cpu_seconds") if getattr(budget, name))
 
 
 def recent_records(*, services: Services, name: str, limit: int = RECENT_EVENTS,

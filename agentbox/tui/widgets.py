@@ -79,6 +79,8 @@ def details_renderable(details: WorkspaceDetails) -> Table:
         grid.add_row("Outbox", details.outbox)
     grid.add_row("Clean state", details.clean_state)
     grid.add_row("Session", details.session)
+    if details.budgets:
+        grid.add_row("Budgets", "\n".join(details.budgets))
     grid.add_row("Checkpoints", ", ".join(details.checkpoints) or "none")
     grid.add_row("Recent", "\n".join(details.recent_events) or "nothing logged yet")
     return grid

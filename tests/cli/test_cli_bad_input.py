@@ -21,7 +21,8 @@ NAMED_COMMANDS = [
     ("net", "show", "{}"), ("net", "allow", "{}", "pypi.org"), ("net", "deny", "{}", "pypi.org"),
     ("net", "{}", "off"), ("share", "add", "{}", "/tmp"), ("share", "list", "{}"), ("share", "rm", "{}", "t"),
     ("outbox", "{}"), ("exec", "{}", "--", "true"), ("ssh", "{}"), ("audit", "{}"), ("audit", "verify", "{}"),
-    ("receipts", "{}"), ("create", "{}"), ("run", "--name", "{}", "--", "true"),
+    ("receipts", "{}"), ("create", "{}"), ("run", "--name", "{}", "--", "true"), ("budget", "{}"),
+    ("budget", "{}", "--egress", "1M"),
 ]
 
 

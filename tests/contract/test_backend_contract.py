@@ -455,3 +455,17 @@ def test_qemu_stopped_snapshot_replaces_an_unlisted_one(qemu_world: World) -> No
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(spec.disks[0].path)],
                                      check=True, capture_output=True).stdout)
     assert [s["name"] for s in info["snapshots"]] == ["cold"]  # one, not two of that name
+
+
+def test_usage_counts_for_a_running_domain_where_the_capability_says_so(world: World) -> None:
+    world.backend.define(spec=world.spec("alpha"))
+    if not world.backend.capabilities_of(name="alpha").usage_stats:
+        pytest.skip("this backend says it cannot read CPU time and disk writes (libvirt's test driver)")
+    assert world.backend.usage(name="alpha") is None  # stopped: nothing to count
+    world.backend.start(name="alpha")
+    first = world.backend.usage(name="alpha")
+    assert first is not None and first.cpu_seconds >= 0 and first.disk_write_bytes >= 0
+    again = world.backend.usage(name="alpha")
+    assert again is not None and again.cpu_seconds >= first.cpu_seconds  # counters only grow while it runs
+    world.backend.destroy(name="alpha")
+    assert world.backend.usage(name="alpha") is None

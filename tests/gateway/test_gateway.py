@@ -4,9 +4,13 @@ provider receives."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
+import time
+
+import pytest
 
 from agentbox.model.api_use import ApiBudget
 from agentbox.stores.gateway_tokens import read_usage
@@ -166,7 +170,8 @@ def test_budgets_refuse_with_429_naming_the_budget(harness: Harness) -> None:
     over = harness.post()
     assert over.status == 429 and "tokens (30 of 20)" in over.message
     harness.mint(budget=ApiBudget(bytes=100))
-    assert harness.post().status == 200
+    with pytest.raises(http.client.IncompleteRead):  # the answer is longer than what is left: cut there
+        harness.post()
     assert harness.post().status == 429
     assert [r["status"] for r in harness.audit()][-1] == 429
     token_id, use = read_usage(path=harness.root / "ws" / "usage.json")  # what a live display reads
@@ -213,3 +218,31 @@ def test_an_untrusted_certificate_is_refused(harness: Harness) -> None:
     status, text = asyncio.run(run())
     assert status == 502 and "could not be verified" in text
     assert harness.fake.seen == []
+
+
+def test_the_bytes_budget_cuts_a_stream_where_it_runs_out(harness: Harness) -> None:
+    harness.mint(budget=ApiBudget(bytes=1))  # used up by the first chunk of the answer
+    conn = harness.connection()
+    conn.request("POST", "/anthropic/v1/messages", body=json.dumps({"model": "m", "stream": True}),
+                 headers={"x-api-key": harness.token.token, "content-type": "application/json"})
+    response = conn.getresponse()
+    cut = threading.Event()
+
+    def read_rest() -> None:
+        try:
+            while response.read1(65536):
+                pass
+        except (OSError, Exception):  # noqa: BLE001 - an incomplete chunked read is how the cut shows
+            pass
+        cut.set()
+
+    threading.Thread(target=read_rest, daemon=True).start()
+    assert cut.wait(30), "the stream went on past the budget"  # the provider still holds its second half
+    conn.close()
+    harness.fake.release.set()
+    deadline = time.monotonic() + 10
+    while not harness.audit() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [record] = harness.audit()
+    assert "API budget is used up: bytes" in str(record["refused"])
+    assert harness.post().status == 429

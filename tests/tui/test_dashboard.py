@@ -214,3 +214,18 @@ def test_question_mark_lists_every_key(world: TuiWorld) -> None:
         assert not re.search(r"\bg +Net log", screen_text(pilot))
 
     world.run(scenario)
+
+
+def test_the_details_show_each_budgets_use_against_its_limit(world: TuiWorld) -> None:
+    world.make("demo")
+    world.services.budgets.set(name="demo", egress_bytes=100 << 20, cpu_seconds=600)
+    world.services.sessions.start(name="demo", max_minutes=None, on_progress=lambda _: None, cancel=CancelToken())
+    world.ctx.backend.add_usage(world.domain("demo"), cpu_seconds=42.0)  # type: ignore[attr-defined]
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        text = screen_text(pilot)
+        assert re.search(r"Budgets +egress_bytes: 0 B of 100\.0 MiB", text)
+        assert "cpu_seconds: 42.0 s of 600.0 s" in text
+
+    world.run(scenario)

@@ -17,8 +17,27 @@ from agentbox.model.progress import CancelToken
 from .conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
 
 
+BIG_BYTES = 16 << 20  # the /big download
+BIG_SENT: list[int] = []  # per /big request: the bytes the server got out before the end
+
+
 class HelloHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path == "/big":  # 16 MiB, paced so that a cut lands mid-transfer
+            self.send_response(200)
+            self.send_header("Content-Length", str(BIG_BYTES))
+            self.end_headers()
+            sent, chunk = 0, b"x" * (64 << 10)
+            try:
+                while sent < BIG_BYTES:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    sent += len(chunk)
+                    time.sleep(0.02)
+            except OSError:
+                pass
+            BIG_SENT.append(sent)
+            return
         if self.path == "/slow":  # a long download: one line every 0.2 s for a minute
             self.send_response(200)
             self.end_headers()
@@ -128,3 +147,55 @@ def test_the_policy_survives_reset_and_stop_start(vm_env: VmEnv, ws: str, server
     # reset and the stop noted in the audit log: `audit verify` covers it.
     trail = services.audit.verify_trail(name=ws)
     assert trail.intact and trail.heads >= 2 and trail.result is not None and trail.result.records >= 2
+
+
+def test_an_egress_budget_cuts_a_download_mid_transfer_and_ends_the_session(
+        vm_env: VmEnv, ws: str, servers: tuple[int, int]) -> None:
+    services = vm_env.services()
+    assert main(["budget", ws, "--egress", "2M"]) == 0
+    try:
+        session = services.sessions.start(name=ws, max_minutes=None, on_progress=quiet, cancel=CancelToken())
+        run_in(vm_env, ws, "sh", "-c", f"(setsid curl -sS -m 120 -o /tmp/big "
+                                       f"http://{EGRESS_TEST_HOST}:{servers[0]}/big > /tmp/big.log 2>&1 &)")
+        deadline = time.monotonic() + 300
+        while services.sessions.current(name=ws) is not None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert services.sessions.current(name=ws) is None  # the supervisor ended it
+        # The proxy cut the live download once 2 MB had gone through, far short of 16 MiB.
+        [big] = [r for r in services.network.records(name=ws) if r.port == servers[0]][-1:]
+        assert big.outcome.value == "cut" and "budget:egress_bytes" in big.error
+        assert 2_000_000 <= big.bytes_up + big.bytes_down < 2_000_000 + (1 << 20)
+        assert BIG_SENT and BIG_SENT[-1] < BIG_BYTES
+        records = list(services.audit.records(name=ws))
+        [exceeded] = [r for r in records if r.event == "budget.exceeded" and r.details["session"] == session.id]
+        assert exceeded.details["budget"] == "egress_bytes" and exceeded.details["limit"] == 2_000_000
+        assert exceeded.details["used"] >= 2_000_000 and exceeded.details["action"] == "end"
+        [ended] = [r for r in records if r.event == "session.ended" and r.details["session"] == session.id]
+        assert "egress_bytes" in ended.details["reason"] and ended.details["reset"] is not None
+        receipt = services.receipts.get(name=ws, receipt_id=session.id).receipt
+        [line] = receipt.budgets
+        assert line.budget == "egress_bytes" and line.exceeded
+        # The next session has a budget of its own: the proxy lets the guest out again.
+        services.sessions.start(name=ws, max_minutes=None, on_progress=quiet, cancel=CancelToken())
+        assert curl(vm_env, ws, servers[0]) == (0, f"hello from {servers[0]}\n")
+        services.sessions.end(name=ws, reason="test", on_progress=quiet, cancel=CancelToken(), reset=False)
+    finally:
+        assert main(["budget", ws, "--egress", "0"]) == 0
+
+
+def test_a_disk_write_budget_ends_the_session_from_libvirts_block_stats(vm_env: VmEnv, ws: str) -> None:
+    services = vm_env.services()
+    assert main(["budget", ws, "--disk-writes", "20M"]) == 0
+    try:
+        session = services.sessions.start(name=ws, max_minutes=None, on_progress=quiet, cancel=CancelToken())
+        run_in(vm_env, ws, "sh", "-c", "(setsid dd if=/dev/zero of=/home/agent/fill bs=1M count=200 oflag=direct"
+                                       " > /dev/null 2>&1 &)")
+        deadline = time.monotonic() + 300
+        while services.sessions.current(name=ws) is not None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert services.sessions.current(name=ws) is None
+        [exceeded] = [r for r in services.audit.records(name=ws)
+                      if r.event == "budget.exceeded" and r.details["session"] == session.id]
+        assert exceeded.details["budget"] == "disk_write_bytes" and exceeded.details["used"] >= 20_000_000
+    finally:
+        assert main(["budget", ws, "--disk-writes", "0"]) == 0

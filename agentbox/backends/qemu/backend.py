@@ -22,6 +22,7 @@ from pathlib import Path
 from agentbox.backends import qemu_img
 from agentbox.backends.accel import resolve_accel
 from agentbox.backends.base import (
+    DomainUsage,
     Capabilities,
     DiskSpec,
     DomainInfo,
@@ -72,7 +73,8 @@ class QemuBackend:
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(ram_snapshots=True, hotplug=True, accel=self._accel,
-                            uri=f"{URI_SCHEME}://{self._dir}", virtiofs=self.virtiofs_problem() is None)
+                            uri=f"{URI_SCHEME}://{self._dir}", virtiofs=self.virtiofs_problem() is None,
+                            usage_stats=sys.platform == "linux")  # CPU time is read from /proc
 
     def virtiofs_problem(self) -> str | None:
         """Why folders cannot be shared by virtiofs here (then shares use copy disks)."""
@@ -236,6 +238,22 @@ class QemuBackend:
             raise BackendError(f"pause domain {name!r}: domain is not running")
         with self._monitor(name, home) as monitor:
             monitor.execute("stop", action=f"pause domain {name!r}")
+
+    def usage(self, *, name: str) -> DomainUsage | None:
+        _domain, home = self._require(name, action="read the usage of")
+        identity = self._running(home)
+        if identity is None:
+            return None
+        # QEMU's own CPU time (its vCPU threads do the guest's work; under TCG the
+        # translation too), and QMP's block stats: wr_bytes per block device.
+        cpu = processes.cpu_seconds(identity)
+        with self._monitor(name, home) as monitor:
+            stats = monitor.execute("query-blockstats", action=f"read the disk writes of domain {name!r}")
+        if cpu is None:
+            return None
+        entries = stats if isinstance(stats, list) else []
+        written = sum(int(entry.get("stats", {}).get("wr_bytes", 0)) for entry in entries if isinstance(entry, dict))
+        return DomainUsage(cpu_seconds=cpu, disk_write_bytes=written)
 
     def resume(self, *, name: str) -> None:
         _domain, home = self._require(name, action="resume")

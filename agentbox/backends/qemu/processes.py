@@ -12,7 +12,14 @@ from pathlib import Path
 
 from agentbox.config.atomic_file import write_atomically
 from agentbox.errors import BackendError, ToolFailed
-from agentbox.host.process_identity import ProcessIdentity, identity_of, is_alive, spawn_detached, terminate
+from agentbox.host.process_identity import (
+    ProcessIdentity,
+    cpu_seconds_of,
+    identity_of,
+    is_alive,
+    spawn_detached,
+    terminate,
+)
 
 START_TIMEOUT_S = 120.0
 SOCKET_WAIT_S = 10.0
@@ -110,3 +117,8 @@ def _tail(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def cpu_seconds(identity: ProcessIdentity) -> float | None:
+    """The QEMU process's CPU time; None once it is gone."""
+    return cpu_seconds_of(identity)
