@@ -61,6 +61,9 @@ class WorkspaceRecord:
     # The backend that made the workspace and runs it for its whole life (records from
     # before there was a choice are libvirt's).
     backend: str = "libvirt"
+    # "WORKSPACE/EVIDENCE_ID" for a workspace restored from a panic's evidence for
+    # inspection: its network stays off (services/network.py refuses anything else).
+    inspection: str = ""
 
     @property
     def storage(self) -> WorkspaceStorage:
