@@ -105,3 +105,9 @@ class EgressError(AgentboxError):
     """The egress proxy could not start, or its control socket did not answer."""
 
     exit_code = 14
+
+
+class EvidenceChanged(AgentboxError):
+    """Evidence files no longer hash to what the audit log recorded (or are gone)."""
+
+    exit_code = 15

@@ -8,8 +8,10 @@ from dataclasses import asdict
 from agentbox import bootstrap
 from agentbox.cli.output import print_json, print_table
 from agentbox.cli.progress import ProgressPrinter
+from agentbox.errors import InvalidInput
 from agentbox.model.evidence import Evidence, EvidenceIntegrity
 from agentbox.model.progress import CancelToken
+from agentbox.services.panic import PanicService
 
 
 def add_panic_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,11 +20,14 @@ def add_panic_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     panic.add_argument("name")
     panic.add_argument("--json", action="store_true")
     panic.set_defaults(handler=panic_command)
-    evidence = sub.add_parser("evidence", help="list the evidence panics kept; verify or remove one")
+    evidence = sub.add_parser("evidence", help="list the evidence panics kept; verify, restore or remove one")
     evidence.add_argument("name")
     action = evidence.add_mutually_exclusive_group()
     action.add_argument("--verify", metavar="ID", help="hash the files again against the audit log's SHA-256")
     action.add_argument("--rm", metavar="ID", help="remove the evidence (its files and manifest)")
+    action.add_argument("--restore", metavar="ID", help="boot a copy of the evidence disk as a new workspace "
+                                                        "(--as NEWNAME) for inspection, network off for good")
+    evidence.add_argument("--as", dest="as_name", metavar="NEWNAME", help="the new workspace's name (--restore)")
     evidence.add_argument("--json", action="store_true")
     evidence.set_defaults(handler=evidence_command)
 
@@ -46,7 +51,15 @@ def panic_command(args: argparse.Namespace) -> int:
 
 
 def evidence_command(args: argparse.Namespace) -> int:
+    if args.as_name and not args.restore:
+        raise InvalidInput("--as names the workspace of a restore", hint=f"agentbox evidence {args.name} "
+                                                                         f"--restore ID --as {args.as_name}")
+    if args.restore and not args.as_name:
+        raise InvalidInput("--restore needs the new workspace's name",
+                           hint=f"agentbox evidence {args.name} --restore {args.restore} --as {args.name}-inspect")
     panic = bootstrap.build_services().panic
+    if args.restore:
+        return _restore(panic=panic, args=args)
     if args.rm:
         removed = panic.remove_evidence(name=args.name, evidence_id=args.rm)
         print(f"evidence {removed.id} of {args.name} removed")
@@ -69,6 +82,20 @@ def evidence_command(args: argparse.Namespace) -> int:
         [e.id, e.taken, _mib(e.memory.bytes) if e.memory else "-", _mib(e.disk.bytes) if e.disk else "-",
          str(e.network_cut), e.problem] for e in kept])
     return 0
+
+
+def _restore(*, panic: PanicService, args: argparse.Namespace) -> int:
+    restored = panic.restore_evidence(name=args.name, evidence_id=args.restore, as_name=args.as_name,
+                                      on_progress=ProgressPrinter(), cancel=CancelToken())
+    if args.json:
+        print_json(asdict(restored))
+        return 0 if restored.integrity_after is EvidenceIntegrity.MATCHES else 1
+    print(f"evidence {restored.evidence.id} of {args.name} restored into {restored.workspace}: network off "
+          f"(it stays off), no shares; inspect it with: agentbox ssh {restored.workspace}")
+    print(restored.memory_note)
+    print(f"evidence integrity after the restore: {restored.integrity_after}")
+    print(f"when done: agentbox destroy {restored.workspace}")
+    return 0 if restored.integrity_after is EvidenceIntegrity.MATCHES else 1
 
 
 def _evidence_line(evidence: Evidence) -> str:

@@ -32,6 +32,14 @@ def remove_storage(*, storage: Path, delete_volume: Callable[[Path], object]) ->
     storage.rmdir()
 
 
+def copy_disk(*, source: Path, target: Path) -> None:
+    """A byte-for-byte copy of a disk image; `source` is only read. The target must not exist
+    (O_EXCL) and is the owner's alone until the hypervisor takes it."""
+    with source.open("rb") as src, os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                                             "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+
+
 def is_copy_staging(path: Path) -> bool:
     return (path.name.startswith(".share-") and path.name.endswith(COPY_STAGING_SUFFIX)
             and path.is_dir() and not path.is_symlink() and not os.path.ismount(path))

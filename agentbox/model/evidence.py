@@ -10,6 +10,7 @@ from agentbox.model.audit_head import AuditHead
 PANIC_EVENT = "panic"
 EVIDENCE_EVENT = "panic.evidence"
 EVIDENCE_REMOVED_EVENT = "evidence.removed"
+EVIDENCE_RESTORED_EVENT = "evidence.restored"  # on both workspaces: the one it came from, the inspection one
 
 
 class EvidenceIntegrity(StrEnum):

@@ -18,9 +18,9 @@ from agentbox.errors import AgentboxError, AlreadyExists, BackendError, GuestErr
 from agentbox.images.store import ImageInfo
 from agentbox.model.budget import HostBudget
 from agentbox.model.names import validate_workspace_name
+from agentbox.model.network import NetworkMode, NetworkPolicy
 from agentbox.model.remote_host import jump_host_of
 from agentbox.model.workspace import BackendKind
-from agentbox.model.network import NetworkPolicy
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
@@ -39,7 +39,7 @@ from agentbox.services.share_checks import gate_secrets, secret_choice
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
 from agentbox.host.secret_scan import scan_folder
-from agentbox.host.storage import remove_storage
+from agentbox.host.storage import copy_disk, remove_storage
 from agentbox.services.ssh_access import ssh_target
 from agentbox.remote.ssh import SshTarget
 from agentbox.stores.ssh_config import write_workspace_ssh_files
@@ -192,7 +192,8 @@ def _golden(*, ctx: ServiceContext, template: Template, resources: Resources, im
 def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, image: ImageInfo,
            golden: GoldenState | None, outbox_mib: int, policy: NetworkPolicy,
            share_specs: list[tuple[str, str | None]], allow_system_folder: bool, share_secrets: str | None,
-           report: _Reporter, cancel: CancelToken, undo: _Undo) -> WorkspaceRecord:
+           report: _Reporter, cancel: CancelToken, undo: _Undo, disk_source: Path | None = None,
+           inspection: str = "") -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -209,7 +210,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         golden_id=golden.golden_id if golden else "",
         backend=ctx.settings.backend.value,
         remote_uri=ctx.settings.libvirt_uri if _is_remote(ctx) else "",
-        phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session,
+        phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session, inspection=inspection,
     )
     undo.push(lambda: ctx.records.remove(name=name))
     ctx.records.save(record=record)
@@ -225,14 +226,20 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     write_workspace_ssh_files(record=record, files=files)
 
     cancel.raise_if_cancelled()
-    report.step("disk", f"{resources.disk_gib} GiB overlay on {golden.golden_id if golden else image.image_id}")
+    report.step("disk", f"a copy of {disk_source}" if disk_source else
+                f"{resources.disk_gib} GiB overlay on {golden.golden_id if golden else image.image_id}")
     undo.push(lambda: remove_storage(storage=storage, delete_volume=_volume_deleter(ctx)))
     storage.mkdir(parents=True, exist_ok=True, mode=0o711)
     storage.chmod(0o711)  # QEMU's user must traverse; the files inside are its alone
     disk = record.storage.disk
     # On a remote host the disk is a volume there, not a file remove_storage would find.
     undo.push(lambda: ctx.backend.delete_volume(path=disk))
-    if golden is not None:
+    if disk_source is not None:
+        if _is_remote(ctx):
+            raise InvalidInput("evidence is restored into a workspace on this machine only",
+                               hint="set libvirt_uri to qemu:///system for the restore")
+        copy_disk(source=disk_source, target=disk)
+    elif golden is not None:
         ctx.backend.create_overlay(path=disk, backing=golden.disk, backing_format="qcow2",
                                    size_gib=resources.disk_gib)
     else:
@@ -305,6 +312,30 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     anchor_trail(ctx=ctx, name=name, why="created")
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
+
+
+def create_from_disk(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, disk: Path,
+                     inspection: str, on_progress: ProgressCallback, cancel: CancelToken) -> WorkspaceRecord:
+    """A workspace booted from a copy of `disk` (never `disk` itself), cold, with no shares and
+    the network off; cloud-init sees a new instance id, so it gives the guest this workspace's
+    host key and client key as on any first boot."""
+    name = validate_workspace_name(name)
+    policy = NetworkPolicy(mode=NetworkMode.OFF, allowlist=())
+    with workspace_lock(paths=ctx.paths, name=name):
+        _refuse_existing(ctx=ctx, name=name)
+        report = _Reporter(on_progress)
+        report.step("image", f"kernel and image of template {template.name}")
+        image = ctx.images.ensure(template=template, on_progress=on_progress, cancel=cancel)
+        undo = _Undo()
+        try:
+            return _build(ctx=ctx, name=name, template=template, resources=resources, image=image, golden=None,
+                          outbox_mib=validate_limit_mib(ctx.settings.outbox_limit_mib, option="outbox_limit_mib"),
+                          policy=policy, share_specs=[], allow_system_folder=False, share_secrets=None,
+                          report=report, cancel=cancel, undo=undo, disk_source=disk, inspection=inspection)
+        except BaseException as exc:
+            report.step("undo", f"restore failed ({_short(exc)}); removing what it made")
+            undo.run()
+            raise
 
 
 def _cold_boot(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget, report: _Reporter,

@@ -94,6 +94,11 @@ class NetworkService:
 
     def _apply(self, *, name: str, policy: NetworkPolicy) -> PolicyUpdate:
         record = load_ready_record(ctx=self._ctx, name=name)
+        if record.inspection and policy.mode is not NetworkMode.OFF:
+            raise InvalidInput(f"{name!r} was restored from evidence ({record.inspection}) for inspection: "
+                               "its network stays off",
+                               hint=f"inspect it offline (agentbox ssh {name}), then agentbox destroy {name}; "
+                                    "a workspace that needs a network is a new one: agentbox create")
         files = self._files(name)
         live, cut = False, 0
         if self._running(record):

@@ -27,6 +27,7 @@ from agentbox.model.evidence import StoredEvidence
 from agentbox.model.network import AllowEntry, NetworkMode, NetworkPolicy
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.services.context import ServiceContext
+from agentbox.services.evidence_restore import RestoredEvidence, restore_evidence
 from agentbox.services.lookup import load_ready_record
 from agentbox.services.network import NetworkService
 from agentbox.services.sessions import SessionService
@@ -106,6 +107,12 @@ class PanicService:
 
     def evidence(self, *, name: str) -> tuple[Evidence, ...]:
         return self.evidence_store().list(name=name)
+
+    def restore_evidence(self, *, name: str, evidence_id: str, as_name: str, on_progress: ProgressCallback,
+                         cancel: CancelToken) -> RestoredEvidence:
+        """The evidence's disk booted in a new workspace `as_name`, network off for good."""
+        return restore_evidence(ctx=self._ctx, store=self.evidence_store(), name=name, evidence_id=evidence_id,
+                                as_name=as_name, on_progress=on_progress, cancel=cancel)
 
     def verify_evidence(self, *, name: str, evidence_id: str) -> StoredEvidence:
         return self.evidence_store().get(name=name, evidence_id=evidence_id, verify=True)

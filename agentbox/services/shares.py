@@ -115,6 +115,9 @@ class ShareService:
                    secrets: str | SecretChoice | None = None) -> AddedShare:
         """add() for callers that hold the workspace lock (create)."""
         name = record.name
+        if record.inspection:  # a guest that made someone press panic gets no host folder
+            raise InvalidInput(f"{name!r} holds restored evidence ({record.inspection}): no folder is shared into it",
+                               hint="copy what you need out through its outbox, or share into a new workspace")
         choice = secret_choice(secrets)
         path = self.check_source(source=source, allow_system_folder=allow_system_folder)
         scan = scan_folder(source=path)

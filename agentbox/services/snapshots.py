@@ -186,6 +186,10 @@ class SnapshotService:
         """The fallback: a fresh overlay on the (never written) base image, then a first boot."""
         ctx = self._ctx
         reason = record.clean_fallback or "the workspace has no clean snapshot"
+        if record.inspection:  # its disk is a copy of evidence: the base image is not its clean state
+            raise InvalidInput(f"{record.name!r} holds restored evidence ({record.inspection}) and {reason}: "
+                               "a reset would replace that disk with the base image",
+                               hint=f"agentbox destroy {record.name}, then restore the evidence again")
         on_progress(Progress(step="power off", detail=f"no RAM snapshot ({reason})", index=1, total=4))
         self._attachments.before_power_cycle(record=record)
         ctx.backend.destroy(name=record.domain)

@@ -80,6 +80,9 @@ class WorkspaceRecord:
     # The libvirt URI of the remote host the VM runs on ("" when it runs here): SSH into the
     # guest jumps through that host (model/remote_host.py).
     remote_uri: str = ""
+    # "WORKSPACE/EVIDENCE_ID" for a workspace restored from a panic's evidence for
+    # inspection: its network stays off (services/network.py refuses anything else).
+    inspection: str = ""
 
     @property
     def jump(self) -> JumpHost | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentbox.cli.main import main
+from agentbox.errors import NotFound
 from agentbox.model.evidence import EvidenceIntegrity
 from agentbox.model.network import NetworkMode
 
@@ -103,6 +104,27 @@ def test_panic_cuts_a_running_download_keeps_evidence_and_leaves_the_workspace_c
     events = [r.event for r in services.audit.records(name=name)]
     assert events.index("panic") < events.index("panic.evidence") < len(events) - events[::-1].index("reset") - 1
     assert services.audit.verify(name=name).intact
+
+    inspect = f"{name}-look"  # the evidence booted again, for inspection
+    try:
+        assert main(["evidence", name, "--restore", evidence.id[:10], "--as", inspect]) == 0
+        code, out, err = run_in(vm_env, inspect, "cat", "/home/agent/canary")
+        assert (code, out.strip()) == (0, "DISK-CANARY-4711"), err  # its disk, logged into with its own keys
+        code, out, _ = run_in(vm_env, inspect, "sh", "-c",
+                              f"curl -sS -m 10 http://{EGRESS_TEST_HOST}:{stream_port}/ 2>&1; "
+                              f"curl -sS -m 5 --noproxy '*' http://10.0.2.2:{stream_port}/ 2>&1 && echo DIRECT-OK")
+        assert "line 0" not in out and "DIRECT-OK" not in out, out  # no way out, through the proxy or around it
+        assert main(["net", inspect, "open"]) != 0  # and it cannot be switched on
+        assert services.network.policy(name=inspect).mode is NetworkMode.OFF
+        events = [r.event for r in services.audit.records(name=inspect)]
+        assert "evidence.restored" in events
+    finally:
+        try:
+            services.workspaces.destroy(name=inspect, on_progress=quiet)
+        except NotFound:
+            pass  # the restore failed and left nothing
+    assert services.panic.verify_evidence(name=name, evidence_id=evidence.id).integrity is EvidenceIntegrity.MATCHES
+    assert "evidence.restored" in [r.event for r in services.audit.records(name=name)]
     services.panic.remove_evidence(name=name, evidence_id=evidence.id)
     assert not memory.exists() and not disk.exists()
 
