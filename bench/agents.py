@@ -38,7 +38,7 @@ from agentbox.model.progress import CancelToken
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.stores.api_keys import NO_KEYRING_ENV, ApiKeyStore
 from agentbox.stores.gateway_tokens import GatewayTokenFile
-from bench._env import bench_services
+from _env import bench_services
 from tests.fake_provider import ANSWER, fake_provider
 
 ROUNDS = 50
