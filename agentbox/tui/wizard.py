@@ -380,7 +380,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             self.dismiss(chosen)
             return
         provider, rest = missing[0], missing[1:]
-        template = self._templates.get(chosen.request.template)
+        template = self._templates.get(chosen.request.template or "")
         agents = [a.name for a in template.agents if provider in a.providers] if template else []
         self.app.push_screen(
             KeyScreen(services=self._services, provider=provider, agent=", ".join(agents) or chosen.request.name),
