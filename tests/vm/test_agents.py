@@ -173,4 +173,4 @@ def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_wit
         tmux("kill-session", "-t", SESSION, check=False)
     assert vm_env.services().sessions.current(name=GUEST) is None
     code, out, _ = login_shell(vm_env, "ls -A ~")
-    assert code == 0 and ".claude" not in out, out  # the session's reset wiped the agent's state
+    assert code == 0 and ".claude" not in out.split(), out  # the session's reset wiped the agent's state
