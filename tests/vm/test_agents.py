@@ -159,7 +159,8 @@ def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_wit
                                      "$(readlink $p/cwd)\"; done 2>&1; true")
         assert code == 0 and ".claude" in out.split() and "/mnt/shares/project" in out, \
             f"{out}{err}\nthe agent's terminal:\n{tmux.screen()}"
-        for _ in range(4):  # Ctrl-C until it quits (it may ask for a second one)
+        for _ in range(4):  # Esc (its folder-trust question: "No, exit"), then Ctrl-C until it quits
+            tmux("send-keys", "-t", SESSION, "Escape")
             tmux("send-keys", "-t", SESSION, "C-c")
             try:
                 wait_screen(tmux, lambda s: "EXITED:" in s, what="agentbox agent to return", timeout_s=20)
