@@ -67,6 +67,7 @@ class Services:
     crash_log: CrashLog
     gateway: GatewayAccess  # phantom tokens and the session's API use (the credential gateway's)
     budgets: BudgetService  # per-session host budgets: egress bytes, disk writes, CPU time
+    keys: ApiKeyStore  # the host's API keys, the same store `agentbox key set` writes (the wizard's key step)
     clock: Callable[[], datetime]
 
 
@@ -194,7 +195,8 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     crash_log=CrashLog(path=ctx.paths.error_log, clock=ctx.clock), clock=ctx.clock,
                     supervisor=supervisor, recordings=RecordingService(ctx=ctx),
                     panic=PanicService(ctx=ctx, network=network, sessions=sessions, snapshots=snapshots),
-                    gateway=GatewayAccess(ctx=ctx), budgets=budgets)
+                    gateway=GatewayAccess(ctx=ctx), budgets=budgets,
+                    keys=ApiKeyStore(config_dir=ctx.paths.config_dir))
 
 
 def build_keys(*, paths: AppPaths | None = None) -> ApiKeyStore:

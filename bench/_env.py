@@ -19,7 +19,7 @@ from agentbox.services.context import ServiceContext
 
 @contextmanager
 def bench_services(*, template: str, egress_hosts: dict[str, str] | None = None,
-                   backend: str = "libvirt") -> Iterator[tuple[Services, ServiceContext]]:
+                   backend: str = "libvirt", settings: str = "") -> Iterator[tuple[Services, ServiceContext]]:
     """Services on qemu:///system with the template's image ready (pulled untimed), and the
     context behind them (benchmarks look at what the facade hides: paths, the backend)."""
     run = uuid.uuid4().hex[:6]
@@ -30,7 +30,8 @@ def bench_services(*, template: str, egress_hosts: dict[str, str] | None = None,
     hosts = "".join(f"  {name}: {address}\n" for name, address in (egress_hosts or {}).items())
     paths.settings_file.write_text(f"backend: {backend}\nstorage_dir: {storage}\n"
                                    f"image_dir: {SYSTEM_STORAGE_DIR / 'images'}\n"
-                                   f"domain_prefix: abbench-{run}-\n" + (f"egress_hosts:\n{hosts}" if hosts else ""))
+                                   f"domain_prefix: abbench-{run}-\n" + (f"egress_hosts:\n{hosts}" if hosts else "")
+                                   + settings)
     os.environ[ROOT_ENV] = str(root)  # for commands run through the CLI's main()
     ctx = build_context(paths=paths)
     services = build_services(ctx=ctx)

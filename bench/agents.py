@@ -1,22 +1,26 @@
-"""Agents in one run: the credential gateway's added latency per request.
+"""Agents: the time from create to an agent's first answer, and the credential gateway's
+added latency per request.
 
-A request to the local fake provider (tests/fake_provider.py: HTTPS on 127.0.0.1 with a
-test CA) straight over TLS, against the same request through the real gateway process
+First answer: `create --template agents --no-warm` (the cached agents layer: Claude Code,
+Codex and Aider; a cold boot, as a first create without a golden state is) on qemu:///system,
+then Aider, the agent whose own client the vm tests drive (tests/vm/test_agents.py), asked one
+message through the gateway to the local fake provider; timed from the create's start to its
+answer, with the create's part shown. The image pull is untimed. Needs root and libvirtd.
+
+Latency: a request to the local fake provider (tests/fake_provider.py: HTTPS on 127.0.0.1
+with a test CA) straight over TLS, against the same request through the real gateway process
 (`python -m agentbox.gateway`, as the supervisor starts it) on its Unix socket, which swaps
 the phantom token for the key and forwards over TLS. Both sides keep their connection open
 (as the providers' SDKs do); median of 50 each, interleaved. The SSH forward into a guest is
 not part of this figure (bench/egress.py measures that path).
 
-TODO: the other half of the issue's figure, the time from `agentbox create --template
-claude-code` to the agent answering its first request through the gateway, needs the agent
-image (the `agents` helper's templates); add it here once `agentbox agent` exists.
-
-Usage: PYTHONPATH=. .venv/bin/python bench/agents.py
+Usage: PYTHONPATH=. .venv/bin/python bench/agents.py [--latency-only]
 Every server is the benchmark's own, on the host's 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -30,13 +34,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.fake_provider
 
+from agentbox.model.progress import CancelToken
+from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.stores.api_keys import NO_KEYRING_ENV, ApiKeyStore
 from agentbox.stores.gateway_tokens import GatewayTokenFile
-from tests.fake_provider import fake_provider
+from _env import bench_services
+from tests.fake_provider import ANSWER, fake_provider
 
 ROUNDS = 50
 KEY = "sk-ant-bench-key"
 BODY = json.dumps({"model": "claude-bench", "max_tokens": 8, "messages": []})
+AIDER = ("cd /tmp && timeout 900 aider --model openai/gpt-4o-mini --no-stream --no-git --yes-always --no-pretty "
+         "--no-show-model-warnings --no-check-update --no-analytics --message 'say hello' </dev/null")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -75,7 +84,33 @@ def _one(conn: http.client.HTTPConnection, key_header: str) -> float:
     return elapsed
 
 
-def main() -> None:
+def first_answer() -> None:
+    os.environ[NO_KEYRING_ENV] = "1"  # the supervisor's gateway inherits it: the bench's key file
+    with tempfile.TemporaryDirectory(prefix="ab-bench-agent-", dir="/tmp") as tmp, \
+            fake_provider(key=KEY, ca_path=Path(tmp) / "ca.pem") as fake, \
+            bench_services(template="agents",
+                           egress_hosts={"api.anthropic.com": "127.0.0.1", "api.openai.com": "127.0.0.1"},
+                           settings=f"gateway_ca_bundle: {fake.ca_path}\ngateway_upstream_port: {fake.port}\n"
+                           ) as (services, ctx):
+        ApiKeyStore(config_dir=ctx.paths.config_dir).set(provider="openai", key=KEY)
+        started = time.monotonic()
+        create_workspace(ctx=ctx, request=CreateRequest(name="agent", template="agents", warm=False),
+                         on_progress=lambda _: None, cancel=CancelToken())
+        created = time.monotonic()
+        out = bytearray()
+        result = services.workspaces.exec(name="agent", argv=["bash", "-lc", AIDER], stdout=out.extend,
+                                          stderr=out.extend)
+        answered = time.monotonic()
+        if result.exit_code != 0 or ANSWER not in out.decode(errors="replace"):
+            raise SystemExit(f"aider did not answer (exit {result.exit_code}):\n{out.decode(errors='replace')}")
+        if not any(seen.path.endswith("/chat/completions") for seen in fake.seen):
+            raise SystemExit("the fake provider saw no chat request")
+    print(f"create --template agents (cold) to Aider's first answer through the gateway: {answered - started:.1f} s")
+    print(f"  create                     {created - started:7.1f} s")
+    print(f"  aider, one message         {answered - created:7.1f} s  (start-up under this machine's accel)")
+
+
+def latency() -> None:
     with tempfile.TemporaryDirectory(prefix="ab-bench-gw-", dir="/tmp") as tmp:
         root = Path(tmp)
         os.environ[NO_KEYRING_ENV] = "1"
@@ -116,7 +151,15 @@ def main() -> None:
     print(f"  direct TLS                 {p * 1000:7.2f} ms")
     print(f"  through the gateway        {g * 1000:7.2f} ms  (+{(g - p) * 1000:.2f} ms per request)")
     print(f"  gateway / direct = {g / p:.2f}")
-    print("create --template claude-code to the agent's first answer: TODO (needs the agent image)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-only", action="store_true", help="skip the create (no root or libvirt needed)")
+    args = parser.parse_args()
+    latency()
+    if not args.latency_only:
+        first_answer()
 
 
 if __name__ == "__main__":

@@ -236,8 +236,7 @@ class DashboardScreen(Screen[None]):
         taken = frozenset(row.name for row in self._rows or ())
 
         def chosen(new: NewWorkspace | None) -> None:
-            # new.providers: the keys an agent template needs; asking for a missing one
-            # belongs here, before the create (the credential gateway's key step).
+            # The wizard has asked for the agent's missing API keys already.
             if new is not None:
                 self._selected = new.request.name
                 self._run(operations.create(services=self._services, request=new.request, allow=new.allow))

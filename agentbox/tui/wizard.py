@@ -1,8 +1,10 @@
 """The New workspace wizard: first what to run (an agent, each with its one-line description,
 or a plain VM), then name (checked as you type), template, resources, folders to share
-(picked in a directory tree), network mode and allowlist.
+(picked in a directory tree), network mode and allowlist; then, for an agent whose provider
+has no API key stored yet, the key (masked, stored on the host; skippable: key_screen.py).
 
-It only collects a `NewWorkspace`; the dashboard runs the create with a progress screen.
+It collects a `NewWorkspace` (storing only keys); the dashboard runs the create with a
+progress screen.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agentbox.model.shares import SecretChoice
 from agentbox.model.template import Template
 from agentbox.services.create import CreateRequest
 from agentbox.services.share_paths import default_tag
+from agentbox.tui.key_screen import KeyScreen
 from agentbox.tui.messages import TemplatesLoaded
 from agentbox.tui.operations import error_info
 from agentbox.tui.secrets_screen import SecretsScreen
@@ -47,8 +50,8 @@ NETWORK_CHOICES = [("as the template says", FROM_TEMPLATE)] + [
 class NewWorkspace:
     request: CreateRequest
     allow: tuple[str, ...] = ()  # allowlist entries to add once it exists
-    # The providers whose keys the chosen template's agents need (anthropic, openai): the
-    # dashboard asks for a missing key here, before the create (the credential gateway's step).
+    # The providers whose keys the chosen template's agents need (anthropic, openai); the
+    # wizard has already asked for any that had no key stored (stored or skipped).
     providers: tuple[str, ...] = ()
 
 
@@ -334,7 +337,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         if request.shares:
             self._scan_folders(self._services, chosen)  # likely secrets first, as the shares screen does
         else:
-            self.dismiss(chosen)
+            self._ask_keys(chosen)
 
     @work(thread=True, exclusive=True, group="wizard-scan")
     def _scan_folders(self, services: Services, chosen: NewWorkspace) -> None:
@@ -352,11 +355,33 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
 
     def _scanned(self, chosen: NewWorkspace, scan: SecretScan) -> None:
         if not scan.findings and scan.complete:
-            self.dismiss(chosen)
+            self._ask_keys(chosen)
             return
 
         def decided(secrets: SecretChoice | None) -> None:
             if secrets is not None:
-                self.dismiss(replace(chosen, request=replace(chosen.request, share_secrets=secrets.value)))
+                self._ask_keys(replace(chosen, request=replace(chosen.request, share_secrets=secrets.value)))
 
         self.app.push_screen(SecretsScreen(source="the folders to share", scan=scan), decided)
+
+    # -- the agent's API keys ------------------------------------------------------------
+
+    def _ask_keys(self, chosen: NewWorkspace) -> None:
+        """Ask for each needed provider's key that is not stored yet, one after the other,
+        then hand the request on (a skipped key does not stop the create)."""
+        try:
+            stored = {key.provider for key in self._services.keys.list()}
+        except AgentboxError:
+            stored = set()  # an unreadable key index: ask, and storing says what is wrong
+        self._ask_next_key(chosen, [p for p in chosen.providers if p not in stored])
+
+    def _ask_next_key(self, chosen: NewWorkspace, missing: list[str]) -> None:
+        if not missing:
+            self.dismiss(chosen)
+            return
+        provider, rest = missing[0], missing[1:]
+        template = self._templates.get(chosen.request.template or "")
+        agents = [a.name for a in template.agents if provider in a.providers] if template else []
+        self.app.push_screen(
+            KeyScreen(services=self._services, provider=provider, agent=", ".join(agents) or chosen.request.name),
+            lambda _stored: self._ask_next_key(chosen, rest))

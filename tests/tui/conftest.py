@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from tests.services.conftest import answer_ro_proofs
 from agentbox.services.context import ServiceContext
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.services.egress_runner import EgressHealth
+from agentbox.stores.api_keys import ApiKeyStore
 from agentbox.stores.records import WorkspaceFiles, WorkspaceRecord
 from agentbox.host import bind_mounts
 from agentbox.tui.app import AgentboxApp
@@ -325,6 +326,8 @@ def world(tmp_path: Path, base_image: tuple[Path, str], home: Path) -> Iterator[
                          fragments_dir=fragments_dir(), owner="test-owner", egress=egress, clock=clock)
     # The real wiring over the fake collaborators.
     services = build_services(ctx=ctx)
+    # API keys in a 0600 file under the test's own config dir, never the desktop keyring.
+    services = replace(services, keys=ApiKeyStore(config_dir=paths.config_dir, use_keyring=False))
     yield TuiWorld(services=services, ctx=ctx, backend=backend, guest=guest, terminal=RecordingTerminal(),
                    egress=egress,
                    clock=clock, home=home)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 from textual.widgets import Input, Select
 
 from agentbox.model.progress import CancelToken, ignore_progress
 from agentbox.services.create import CreateRequest, create_workspace
 from agentbox.tui.actions import BY_ACTION
+from agentbox.tui.key_screen import KeyScreen
 from agentbox.tui.wizard import PLAIN_VM, NewWorkspaceScreen, run_choices
 
 from .conftest import TuiWorld, screen_text, settle
@@ -35,6 +37,7 @@ def make_agent_workspace(world: TuiWorld, name: str = "bot") -> None:
 
 def test_the_wizard_asks_first_what_to_run_and_an_agent_picks_its_template(world: TuiWorld) -> None:
     add_agent_template(world)
+    world.services.keys.set(provider="anthropic", key="sk-ant-already-stored")  # no key step here
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
         await pilot.press("n")
@@ -65,8 +68,8 @@ def test_the_wizard_asks_first_what_to_run_and_an_agent_picks_its_template(world
 
 
 def test_the_wizard_result_names_the_keys_the_agent_needs(world: TuiWorld) -> None:
-    # The hook for the key step: the dashboard gets the providers with the request.
     add_agent_template(world)
+    world.services.keys.set(provider="anthropic", key="sk-ant-already-stored")  # no key step here
     results = []
 
     async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +83,78 @@ def test_the_wizard_result_names_the_keys_the_agent_needs(world: TuiWorld) -> No
 
     world.run(scenario)
     assert [(r.request.template, r.providers) for r in results] == [("coder", ("anthropic",))]
+
+
+KEY = "sk-ant-wizard-0123456789abcdef"
+
+
+def files_containing(root: Path, text: str) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and text.encode() in p.read_bytes())
+
+
+def test_a_missing_key_is_asked_for_masked_and_stored_on_the_host_only(world: TuiWorld, tmp_path: Path) -> None:
+    add_agent_template(world)
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_wizard(pilot, run="coder")
+        await pilot.press(*"bot", "enter")
+        await settle(pilot)
+        prompt = pilot.app.screen
+        assert isinstance(prompt, KeyScreen)  # anthropic has no key yet: asked before the create
+        text = screen_text(pilot)
+        assert "coder needs an API key for anthropic" in text
+        assert "The key stays on this computer" in text and "per-session token" in text  # (wrapped)
+        field = prompt.query_one("#api-key", Input)
+        assert field.has_focus and field.password
+        await pilot.press("enter")  # nothing typed yet
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, KeyScreen) and "paste the key first" in screen_text(pilot)
+        await pilot.press(*KEY)
+        await pilot.pause()
+        assert KEY not in screen_text(pilot) and KEY[:6] not in screen_text(pilot)  # masked
+        await pilot.press("enter")
+        await settle(pilot)
+        assert world.ctx.records.load(name="bot") is not None  # then the create ran
+        assert KEY not in screen_text(pilot)
+
+    world.run(scenario)
+    assert world.services.keys.get(provider="anthropic") == KEY  # the store `agentbox key set` uses
+    [stored] = world.services.keys.list()
+    assert (stored.provider, stored.store) == ("anthropic", "file")
+    # Only the key file has it: not the audit log, the error log, the workspace or its disks.
+    assert files_containing(tmp_path, KEY) == ["root/config/api-keys.json"]
+    assert (world.ctx.paths.config_dir / "api-keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_key_step_can_be_skipped_and_the_workspace_is_made_anyway(world: TuiWorld) -> None:
+    add_agent_template(world)
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_wizard(pilot, run="coder")
+        await pilot.press(*"bot", "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, KeyScreen)
+        await pilot.press(*"half-typed", "escape")  # skip: what was typed is dropped
+        await settle(pilot)
+        assert world.ctx.records.load(name="bot") is not None
+
+    world.run(scenario)
+    assert world.services.keys.list() == ()
+
+
+def test_a_stored_key_is_not_asked_for_again(world: TuiWorld) -> None:
+    add_agent_template(world)
+    world.services.keys.set(provider="anthropic", key=KEY)
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_wizard(pilot, run="coder")
+        await pilot.press(*"bot", "enter")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, KeyScreen)
+        assert world.ctx.records.load(name="bot") is not None
+
+    world.run(scenario)
 
 
 def test_choosing_a_plain_vm_after_an_agent_goes_back_to_a_template_without_one(world: TuiWorld) -> None:

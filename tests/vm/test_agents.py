@@ -1,7 +1,8 @@
 """The agent templates for real: the `agents` image (Claude Code and Codex from npm, Aider
 from PyPI, installed at build time as a layer on debian-12, cached in the shared image dir
 under its recipe hash, so a rerun on this machine reuses it), one guest made from it, each
-agent run as the guest user, and an agent terminal opened in tmux.
+agent run as the guest user, Aider's own client answered by the local fake provider through
+the credential gateway (the real key only on the host), and an agent terminal opened in tmux.
 
 The first run builds the image: many minutes (Node, npm and Aider's Python dependencies);
 later runs find it cached.
@@ -10,6 +11,7 @@ later runs find it cached.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import sys
@@ -23,13 +25,18 @@ from agentbox.config.paths import ROOT_ENV
 from agentbox.errors import Busy
 from agentbox.images.record import ImageInfo
 from agentbox.model.progress import CancelToken
+from tests.fake_provider import ANSWER, FakeProvider
 from tests.tui.test_tmux import SESSION, Tmux
 
 from .conftest import VmEnv, _log, quiet, run_in
+from .gateway_env import provider_for_guests
 
 GUEST = "agents"
 VERSIONS = {"claude": "2.1.112", "codex": "0.171.0", "aider": "0.86.2"}  # the pins in vm_templates/agents.yaml
 AGENT_WAIT_S = 600.0  # an agent's first screen under TCG on a shared machine
+SECRET_PART = secrets.token_hex(12)
+REAL_KEY = f"sk-agents-vmtest-{SECRET_PART}"
+KEY_PATTERN = f"sk-agents-vmtest-[{SECRET_PART[0]}]{SECRET_PART[1:]}"  # the grep's argv stays clean
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,15 @@ def image(vm_env: VmEnv) -> ImageInfo:
 
 
 @pytest.fixture(scope="module")
-def workspace(vm_env: VmEnv, image: ImageInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def provider(vm_env: VmEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvider]:
+    """The fake provider, for the workspace's gateway: set up before the create."""
+    with provider_for_guests(vm_env, root=tmp_path_factory.mktemp("provider"), key=REAL_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def workspace(vm_env: VmEnv, image: ImageInfo, provider: FakeProvider,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     project = tmp_path_factory.mktemp("project")
     (project / "README.md").write_text("the project the agent works on\n")
     project.chmod(0o755)
@@ -99,6 +114,28 @@ def test_the_guest_user_cannot_change_the_installed_agents(vm_env: VmEnv, worksp
     assert (code, out.strip()) == (0, "checked"), out + err
 
 
+def test_aiders_own_client_gets_its_answer_through_the_gateway_and_never_sees_the_key(
+        vm_env: VmEnv, workspace: str, provider: FakeProvider) -> None:
+    # Aider (litellm's OpenAI client) as a user runs it, one message, no TTY; its base URL and
+    # phantom token come from the login shell (/etc/profile.d/agentbox-gateway.sh).
+    seen = len(provider.seen)
+    code, out, err = login_shell(vm_env, (
+        "cd /tmp && timeout 900 aider --model openai/gpt-4o-mini --no-stream --no-git --yes-always "
+        "--no-pretty --no-show-model-warnings --no-check-update --no-analytics --message 'say hello' </dev/null"))
+    assert code == 0, out + err
+    assert ANSWER in out, out + err
+    asked = [s for s in provider.seen[seen:] if s.path.endswith("/chat/completions")]
+    assert asked, [s.path for s in provider.seen[seen:]]
+    assert asked[-1].header("authorization") == f"Bearer {REAL_KEY}"  # the gateway put the real key in
+    assert REAL_KEY not in out + err
+    code, out, err = run_in(vm_env, GUEST, "sudo", "grep", "-rlE", KEY_PATTERN, "/home", "/etc", "/root", "/tmp")
+    assert code == 1, f"grep found the key (or failed): {out} {err}"  # aider's history files too
+    calls = [r.details for r in vm_env.services().audit.records(name=GUEST) if r.event == "gateway.request"]
+    assert any(c.get("provider") == "openai" and c.get("status") == 200 and c.get("model") == "gpt-4o-mini"
+               for c in calls), calls
+    assert REAL_KEY not in vm_env.paths.audit_log(GUEST).read_text()
+
+
 def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_with_a_reset(
         vm_env: VmEnv, workspace: str, tmp_path: Path) -> None:
     binary = shutil.which("tmux")
@@ -122,7 +159,8 @@ def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_wit
                                      "$(readlink $p/cwd)\"; done 2>&1; true")
         assert code == 0 and ".claude" in out.split() and "/mnt/shares/project" in out, \
             f"{out}{err}\nthe agent's terminal:\n{tmux.screen()}"
-        for _ in range(4):  # Ctrl-C until it quits (it may ask for a second one)
+        for _ in range(4):  # Esc (its folder-trust question: "No, exit"), then Ctrl-C until it quits
+            tmux("send-keys", "-t", SESSION, "Escape")
             tmux("send-keys", "-t", SESSION, "C-c")
             try:
                 wait_screen(tmux, lambda s: "EXITED:" in s, what="agentbox agent to return", timeout_s=20)
@@ -136,4 +174,4 @@ def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_wit
         tmux("kill-session", "-t", SESSION, check=False)
     assert vm_env.services().sessions.current(name=GUEST) is None
     code, out, _ = login_shell(vm_env, "ls -A ~")
-    assert code == 0 and ".claude" not in out, out  # the session's reset wiped the agent's state
+    assert code == 0 and ".claude" not in out.split(), out  # the session's reset wiped the agent's state

@@ -22,10 +22,10 @@ from agentbox.audit import read_records
 from agentbox.model.progress import CancelToken
 from agentbox.host.supervision_files import SupervisorFiles
 from agentbox.services.gateway_access import GUEST_PROFILE, GatewayAccess
-from agentbox.stores.api_keys import NO_KEYRING_ENV, ApiKeyStore
 from agentbox.stores.gateway_tokens import GatewayTokenFile
-from tests.fake_provider import ANSWER, FakeProvider, fake_provider
-from tests.vm.conftest import EGRESS_TEST_HOST, VmEnv, quiet, run_in
+from tests.fake_provider import ANSWER, FakeProvider
+from tests.vm.conftest import VmEnv, quiet, run_in
+from tests.vm.gateway_env import provider_for_guests
 
 NAME = "gw"
 SECRET_PART = secrets.token_hex(12)
@@ -41,24 +41,12 @@ _REQUEST = (  # as an agent's client does it: base URL and key from the login sh
 
 @pytest.fixture(scope="module")
 def gateway_ws(vm_env: VmEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FakeProvider]]:
-    root = tmp_path_factory.mktemp("gateway")
-    with pytest.MonkeyPatch.context() as mp, fake_provider(key=REAL_KEY, ca_path=root / "ca.pem") as fake:
-        mp.setenv(NO_KEYRING_ENV, "1")  # the supervisor (and its gateway) inherit it
-        settings = vm_env.paths.settings_file
-        original = settings.read_text()
-        settings.write_text(original.replace(
-            f"egress_hosts:\n  {EGRESS_TEST_HOST}: 127.0.0.1\n",
-            f"egress_hosts:\n  {EGRESS_TEST_HOST}: 127.0.0.1\n  api.anthropic.com: 127.0.0.1\n")
-            + f"gateway_ca_bundle: {fake.ca_path}\ngateway_upstream_port: {fake.port}\n")
-        ApiKeyStore(config_dir=vm_env.paths.config_dir).set(provider="anthropic", key=REAL_KEY)
+    with provider_for_guests(vm_env, root=tmp_path_factory.mktemp("gateway"), key=REAL_KEY) as fake:
         try:
             vm_env.create(NAME, network="allowlist")
             yield NAME, fake
         finally:
-            try:
-                vm_env.services().workspaces.destroy(name=NAME, on_progress=quiet)
-            finally:
-                settings.write_text(original)
+            vm_env.services().workspaces.destroy(name=NAME, on_progress=quiet)
 
 
 def _ask(env: VmEnv, name: str, *, token: str | None = None, url: str | None = None) -> tuple[int, str]:
