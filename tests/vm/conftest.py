@@ -160,8 +160,12 @@ def shared_workspace(vm_env: VmEnv) -> str:
 def clean_workspace(vm_env: VmEnv, shared_workspace: str) -> str:
     """The shared workspace, reset to its clean snapshot by the product's own reset, with an
     empty outbox: the outbox survives resets by design, so one test's results would otherwise
-    be in the next one's."""
+    be in the next one's. So does the network policy: each test starts from off and an empty
+    allowlist."""
     services = vm_env.services()
     services.snapshots.reset(name=shared_workspace, on_progress=_log, cancel=CancelToken())
     services.outbox.clear(name=shared_workspace)
+    services.network.set_mode(name=shared_workspace, mode="off")
+    for entry in services.network.policy(name=shared_workspace).render():
+        services.network.deny(name=shared_workspace, entry=entry)
     return shared_workspace

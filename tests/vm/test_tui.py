@@ -102,13 +102,13 @@ def test_a_network_switch_and_an_approval_from_the_tui(vm_env: VmEnv, clean_work
 
     async def scenario(pilot: Pilot[Any]) -> None:
         await select(pilot, name)
-        await pilot.press("w")  # the mode picker: 1 off, 2 allowlist, 3 open
+        await pilot.press("w")  # the mode picker: 1 off, 2 allowlist, 3 learn, 4 open
         await settle(pilot)
         await pilot.press("2")
         await settle(pilot)
         assert network.policy(name=name).mode is NetworkMode.ALLOWLIST
         assert network.show(name=name).egress == "only the allowlist, through the egress proxy"  # the live proxy
-        assert re.search(rf"{name} +● running +\S+ +☰ allowlist", screen_text(pilot))
+        assert re.search(rf"{name} +● running +- +\S+ +☰ allowlist", screen_text(pilot))
         assert str(pilot.app.screen.query_one("#status").content) == (
             f"{name}: network allowlist (applies now, for the next connection)")
 

@@ -68,8 +68,9 @@ def test_stop_then_start_keeps_data(vm_env: VmEnv, clean_workspace: str) -> None
     workspaces = vm_env.services().workspaces
     stopped = workspaces.stop(name=clean_workspace, force=False, on_progress=quiet, cancel=CancelToken())
     assert stopped.state is WorkspaceState.STOPPED
-    last = json.loads(vm_env.paths.audit_log(clean_workspace).read_text().splitlines()[-1])
-    assert (last["event"], last["details"]["how"]) == ("stopped", "graceful")  # the guest honoured ACPI
+    records = [json.loads(line) for line in vm_env.paths.audit_log(clean_workspace).read_text().splitlines()]
+    last = [r for r in records if r["event"] == "stopped"][-1]  # the trail's head is noted after it
+    assert last["details"]["how"] == "graceful"  # the guest honoured ACPI
     started = workspaces.start(name=clean_workspace, on_progress=quiet, cancel=CancelToken())
     assert started.state is WorkspaceState.RUNNING
     assert run_in(vm_env, clean_workspace, "cat", f"/home/{GUEST_USER}/canary")[1] == "kept\n"
