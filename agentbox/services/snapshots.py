@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -269,9 +270,12 @@ class SnapshotService:
                                    hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
             if running:
                 self._sync(record)
-            with self._attachments.around_snapshot(record=record, running=running):
-                snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
-                                                   description=f"agentbox checkpoint {label} of {name}")
+            try:
+                with self._attachments.around_snapshot(record=record, running=running):
+                    snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
+                                                       description=f"agentbox checkpoint {label} of {name}")
+            except GuestError as exc:
+                raise self._paused_by_its_disk(record=record) or exc from None
             try:
                 ctx.audit(name=name).append(event="checkpoint", details={"label": label,
                                                                          "with_memory": snap.with_memory})
@@ -285,6 +289,20 @@ class SnapshotService:
                 raise AgentboxError(f"checkpoint {label} of {name} was not kept: {exc.message}",
                                     hint=exc.hint) from None
             return _as_checkpoint(snap)
+
+    def _paused_by_its_disk(self, *, record: WorkspaceRecord) -> BackendError | None:
+        """The error to show when the guest stopped answering because QEMU paused it: QEMU
+        pauses a guest whose disk write fails (werror=enospc), and the cause to name is the
+        storage dir's free space, not the SSH timeout that followed."""
+        info = self._ctx.backend.get(name=record.domain)
+        if info is None or info.state is not DomainState.PAUSED:
+            return None
+        storage = record.storage.directory
+        free_mib = os.statvfs(storage).f_bavail * os.statvfs(storage).f_frsize // 2**20
+        return BackendError(
+            f"{record.name} was paused by QEMU: its disk could not be written (No space left on device? "
+            f"{free_mib} MiB free in {storage})",
+            hint=f"free some space on the file system of {storage}, then agentbox reset {record.name}")
 
     def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:
         record = load_ready_record(ctx=self._ctx, name=name)

@@ -9,7 +9,7 @@ import pytest
 
 from agentbox.backends.base import DomainState
 from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
-from agentbox.errors import BackendError, Busy, InvalidInput, NotFound
+from agentbox.errors import BackendError, Busy, GuestError, InvalidInput, NotFound
 from agentbox.model.progress import CancelToken
 from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import SEED_BYTES, is_refresh
@@ -218,3 +218,20 @@ def test_a_failed_checkpoint_says_why_even_when_the_forward_does_not_come_back(w
         SnapshotService(ctx=world.ctx).checkpoint(name="ws", label="before")
     assert world.egress.ensured[-1] == "ws"  # it was tried all the same
     assert [s.name for s in world.backend.list_snapshots(name="agentbox-ws")] == ["clean-1"]
+
+
+def test_a_guest_paused_by_its_full_disk_during_a_checkpoint_is_named_as_such(world: World) -> None:
+    make(world)
+
+    def full_disk(argv, _stdout):  # type: ignore[no-untyped-def]
+        if list(argv[:3]) == ["sudo", "-n", "sh"]:  # unmounting the outbox: QEMU pauses the guest meanwhile
+            world.backend.pause(name=DOMAIN)
+            raise GuestError("SSH to 127.0.0.1:2222 failed: Timeout opening channel.")
+        return None
+
+    world.guest.reply = full_disk
+    with pytest.raises(BackendError, match="paused by QEMU: its disk could not be written") as err:
+        SnapshotService(ctx=world.ctx).checkpoint(name="ws", label="before")
+    assert "No space left on device" in err.value.message and "MiB free in" in err.value.message
+    assert "agentbox reset ws" in (err.value.hint or "")
+    assert SnapshotService(ctx=world.ctx).checkpoints(name="ws") == ()
