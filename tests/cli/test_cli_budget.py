@@ -8,27 +8,17 @@ import json
 import pytest
 
 from agentbox import bootstrap
-from agentbox.cli.main import main
 from agentbox.model.progress import CancelToken
-from agentbox.services.create import CreateRequest
+from tests.cli.fake_cli import run_main, with_workspace
 from tests.services.conftest import World, world  # noqa: F401 - the Fake world, as a fixture here
 
 
 @pytest.fixture()
 def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> World:  # noqa: F811
-    services = bootstrap.build_services(ctx=world.ctx)
-    monkeypatch.setattr(bootstrap, "build_services", lambda **_: services)
-    services.create.create(request=CreateRequest(name="ws"), on_progress=lambda _: None, cancel=CancelToken())
-    return world
+    return with_workspace(world, monkeypatch)
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main
 
 
 def test_budget_sets_shows_and_a_session_reports_its_use(cli: World, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,28 +9,20 @@ import pytest
 import yaml
 
 from agentbox import bootstrap
-from agentbox.cli.main import main
 from agentbox.egress.policy import Decision
 from agentbox.egress.records import ConnectionRecord, Outcome
 from agentbox.audit import DECISION_EVENT, decision_trail
 from agentbox.egress.wire import record_to_json
-from agentbox.model.progress import CancelToken
-from agentbox.services.create import CreateRequest
+from tests.cli.fake_cli import run_main, with_workspace
 from tests.services.conftest import World, world  # noqa: F401 - the Fake world, as a fixture here
 
 
 @pytest.fixture()
 def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> World:  # noqa: F811
-    services = bootstrap.build_services(ctx=world.ctx)
-    monkeypatch.setattr(bootstrap, "build_services", lambda **_: services)
-    services.create.create(request=CreateRequest(name="ws"), on_progress=lambda _: None, cancel=CancelToken())
-    return world
+    return with_workspace(world, monkeypatch)
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main
 
 
 def write_log(at: World, uses: list[tuple[str, int, bool]]) -> None:

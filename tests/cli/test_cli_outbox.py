@@ -9,10 +9,9 @@ import json
 import pytest
 
 from agentbox import bootstrap
-from agentbox.cli.main import main
 from agentbox.host import outbox_disk
-from agentbox.model.progress import CancelToken
 from agentbox.services.create import CreateRequest
+from tests.cli.fake_cli import run_main, with_workspace
 from tests.services.conftest import World, world  # noqa: F401 - the Fake world, as a fixture here
 
 pytestmark = pytest.mark.skipif(bool(outbox_disk.unavailable_reason()), reason=outbox_disk.unavailable_reason())
@@ -20,17 +19,10 @@ pytestmark = pytest.mark.skipif(bool(outbox_disk.unavailable_reason()), reason=o
 
 @pytest.fixture()
 def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> World:  # noqa: F811
-    services = bootstrap.build_services(ctx=world.ctx)
-    monkeypatch.setattr(bootstrap, "build_services", lambda **_: services)
-    services.create.create(request=CreateRequest(name="ws", outbox_mib=32), on_progress=lambda _: None,
-                           cancel=CancelToken())
-    return world
+    return with_workspace(world, monkeypatch, request=CreateRequest(name="ws", outbox_mib=32))
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main
 
 
 def test_outbox_shows_used_and_limit(cli: World, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from agentbox import bootstrap
 from agentbox.cli.main import main
-from agentbox.model.progress import CancelToken
-from agentbox.services.create import CreateRequest
+from tests.cli.fake_cli import run_main, with_workspace
 from tests.services.conftest import World, world  # noqa: F401 - the Fake world, as a fixture here
 
 
 @pytest.fixture()
 def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> World:  # noqa: F811
-    services = bootstrap.build_services(ctx=world.ctx)
-    monkeypatch.setattr(bootstrap, "build_services", lambda **_: services)
-    services.create.create(request=CreateRequest(name="ws"), on_progress=lambda _: None, cancel=CancelToken())
-    return world
+    return with_workspace(world, monkeypatch)
 
 
 @pytest.fixture()
@@ -32,10 +27,7 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_main
 
 
 def test_share_add_with_secrets_and_no_choice_fails_closed_with_a_hint(cli: World, project: Path,
