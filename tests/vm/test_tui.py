@@ -122,7 +122,7 @@ def test_a_network_switch_and_an_approval_from_the_tui(vm_env: VmEnv, clean_work
         await wait_for(pilot, lambda: "denied" in str(pilot.app.screen.query_one("#status").content),
                        what="the TUI says the answer went through")
 
-        await pilot.press("w", "3")  # open, then straight back to off
+        await pilot.press("w", "4")  # open, then straight back to off
         await settle(pilot)
         assert network.policy(name=name).mode is NetworkMode.OPEN
         await pilot.press("w", "1")
