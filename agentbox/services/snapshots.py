@@ -274,8 +274,8 @@ class SnapshotService:
                 with self._attachments.around_snapshot(record=record, running=running):
                     snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
                                                        description=f"agentbox checkpoint {label} of {name}")
-            except GuestError as exc:
-                raise self._paused_by_its_disk(record=record) or exc from None
+            except (GuestError, BackendError) as exc:
+                raise self._for_lack_of_space(record=record, cause=exc) or exc from None
             try:
                 ctx.audit(name=name).append(event="checkpoint", details={"label": label,
                                                                          "with_memory": snap.with_memory})
@@ -290,19 +290,24 @@ class SnapshotService:
                                     hint=exc.hint) from None
             return _as_checkpoint(snap)
 
-    def _paused_by_its_disk(self, *, record: WorkspaceRecord) -> BackendError | None:
-        """The error to show when the guest stopped answering because QEMU paused it: QEMU
-        pauses a guest whose disk write fails (werror=enospc), and the cause to name is the
-        storage dir's free space, not the SSH timeout that followed."""
-        info = self._ctx.backend.get(name=record.domain)
-        if info is None or info.state is not DomainState.PAUSED:
-            return None
+    def _for_lack_of_space(self, *, record: WorkspaceRecord, cause: AgentboxError) -> BackendError | None:
+        """The error to show when a checkpoint failed for want of space in the storage dir,
+        which QEMU does not say in so many words: it pauses a guest whose disk write fails
+        (werror=enospc, and then SSH times out), and a RAM snapshot that cannot grow the qcow2
+        comes back as an I/O error. None when neither is the case."""
         storage = record.storage.directory
-        free_mib = os.statvfs(storage).f_bavail * os.statvfs(storage).f_frsize // 2**20
-        return BackendError(
-            f"{record.name} was paused by QEMU: its disk could not be written (No space left on device? "
-            f"{free_mib} MiB free in {storage})",
-            hint=f"free some space on the file system of {storage}, then agentbox reset {record.name}")
+        stats = os.statvfs(storage)
+        free_mib = stats.f_bavail * stats.f_frsize // 2**20
+        info = self._ctx.backend.get(name=record.domain)
+        hint = f"free some space on the file system of {storage}, then agentbox reset {record.name}"
+        if info is not None and info.state is DomainState.PAUSED:
+            return BackendError(f"{record.name} was paused by QEMU: its disk could not be written "
+                                f"(No space left on device? {free_mib} MiB free in {storage})", hint=hint)
+        if free_mib < record.resources.memory_mib:
+            return BackendError(f"{cause.message}: the storage dir is full (No space left on device: "
+                                f"{free_mib} MiB free in {storage}, and the guest's RAM alone is "
+                                f"{record.resources.memory_mib} MiB)", hint=hint)
+        return None
 
     def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:
         record = load_ready_record(ctx=self._ctx, name=name)
