@@ -15,8 +15,9 @@ CONSOLE_TAIL_LINES = 15
 
 
 def wait_for_guest(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarget,
-                   on_progress: ProgressCallback, cancel: CancelToken) -> None:
-    """Wait for SSH with the pinned key; stop early (with the console tail) if the VM dies."""
+                   on_progress: ProgressCallback, cancel: CancelToken, timeout_s: float | None = None) -> None:
+    """Wait for SSH with the pinned key (up to `timeout_s`, else the boot timeout); stop
+    early (with the console tail) if the VM dies."""
 
     def check_alive() -> None:
         info = ctx.backend.get(name=record.domain)
@@ -26,7 +27,8 @@ def wait_for_guest(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshT
                              hint=console_hint(record=record))
 
     try:
-        ctx.guest.wait_until_ready(target=target, timeout_s=ctx.settings.boot_timeout_s, cancel=cancel,
+        limit = ctx.settings.boot_timeout_s if timeout_s is None else min(timeout_s, ctx.settings.boot_timeout_s)
+        ctx.guest.wait_until_ready(target=target, timeout_s=limit, cancel=cancel,
                                    on_progress=on_progress, check_alive=check_alive)
     except GuestError as exc:
         if exc.hint is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,12 @@ from agentbox.services.ssh_access import ssh_target
 CLEAN_PREFIX = "clean-"
 CHECKPOINT_PREFIX = "checkpoint-"
 RESERVED_LABEL = "clean"
+# A reverted guest's sshd answers at once (it was running when the snapshot was taken): wait
+# this long before taking it as hung, not the cold boot's timeout; then revert once more.
+REVERTED_ANSWER_S = 240.0
+REVERT_ATTEMPTS = 2
+
+log = logging.getLogger(__name__)
 
 RestoreHook = Callable[[WorkspaceRecord], None]
 # Ends the workspace's session `session_id` with a receipt and a reset; None if that session
@@ -164,21 +171,35 @@ class SnapshotService:
         if ctx.backend.get(name=record.domain) is None:
             raise NotFound(f"the VM of workspace {record.name!r} is missing",
                            hint=f"agentbox destroy {record.name} removes what is left of it")
-        self._attachments.before_power_cycle(record=record)
-        ctx.backend.destroy(name=record.domain)
-        on_progress(Progress(step="revert", detail=f"back to {target}", index=2, total=4))
-        ctx.backend.revert_snapshot(name=record.domain, snapshot=snapshot)
-        info = ctx.backend.get(name=record.domain)
-        running = info is not None and info.state is DomainState.RUNNING
-        skew = None
-        if running:
+        for attempt in range(REVERT_ATTEMPTS):
+            self._attachments.before_power_cycle(record=record)
+            ctx.backend.destroy(name=record.domain)
+            again = " (again: the reverted guest did not answer SSH)" if attempt else ""
+            on_progress(Progress(step="revert", detail=f"back to {target}{again}", index=2, total=4))
+            ctx.backend.revert_snapshot(name=record.domain, snapshot=snapshot)
+            info = ctx.backend.get(name=record.domain)
+            running = info is not None and info.state is DomainState.RUNNING
+            skew = None
+            if not running:
+                self._attachments.after_power_off(record=record)
+                break
             on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG",
                                  index=3, total=4))
             mounts = self._attachments.after_revert(record=record)
-            skew = self._refresh(record=record, cancel=cancel, then=mounts)
+            try:
+                skew = self._refresh(record=record, cancel=cancel, then=mounts)
+            except HostKeyMismatch:
+                raise
+            except GuestError as exc:
+                # A reverted guest answers within seconds; one that does not has hung on resume
+                # (seen once under TCG on a loaded host). Its snapshot is intact: revert again
+                # rather than wait out the boot timeout; a second silence is the user's error.
+                if cancel.cancelled or attempt + 1 == REVERT_ATTEMPTS:
+                    raise
+                log.warning("%s: the reverted guest did not answer (%s); reverting again", record.name, exc.message)
+                continue
             self._run_hooks(record=record, on_progress=on_progress, shares_attached=True)
-        else:
-            self._attachments.after_power_off(record=record)
+            break
         return RestoreOutcome(name=record.name, target=target, path=RestorePath.SNAPSHOT, reason="",
                               duration_s=time.monotonic() - started, running=running, clock_skew_s=skew)
 
@@ -235,7 +256,8 @@ class SnapshotService:
         except HostKeyMismatch:
             raise
         except GuestError:
-            wait_for_guest(ctx=ctx, record=record, target=target, on_progress=lambda _: None, cancel=cancel)
+            wait_for_guest(ctx=ctx, record=record, target=target, on_progress=lambda _: None, cancel=cancel,
+                           timeout_s=REVERTED_ANSWER_S)
             code = run()
         received = time.time()
         if code != 0:

@@ -235,3 +235,38 @@ def test_a_guest_paused_by_its_full_disk_during_a_checkpoint_is_named_as_such(wo
     assert "No space left on device" in err.value.message and "MiB free in" in err.value.message
     assert "agentbox reset ws" in (err.value.hint or "")
     assert SnapshotService(ctx=world.ctx).checkpoints(name="ws") == ()
+
+
+def test_a_reverted_guest_that_hangs_is_reverted_once_more_not_waited_out(world: World) -> None:
+    make(world)
+    silent = {"left": 1}
+
+    def hang_once(argv, _stdout):  # type: ignore[no-untyped-def]
+        if is_refresh(argv) and silent["left"]:
+            silent["left"] -= 1
+            raise GuestError("SSH to 127.0.0.1:2222 failed: Error reading SSH protocol banner")
+        return None
+
+    world.guest.reply, world.guest.answers = hang_once, False  # the first revert's guest never answers
+    world.backend.calls.clear()
+    outcome = SnapshotService(ctx=world.ctx).reset(name="ws", on_progress=world.progress.append,
+                                                   cancel=CancelToken())
+    assert outcome.running and outcome.path is RestorePath.SNAPSHOT
+    assert [m for m, _ in world.backend.calls].count("revert_snapshot") == 2
+    assert any("again: the reverted guest did not answer SSH" in p.detail for p in world.progress)
+
+
+def test_a_reverted_guest_silent_twice_is_an_error_with_the_console_hint(world: World) -> None:
+    make(world)
+
+    def hang(argv, _stdout):  # type: ignore[no-untyped-def]
+        if is_refresh(argv):
+            raise GuestError("SSH to 127.0.0.1:2222 failed: Error reading SSH protocol banner")
+        return None
+
+    world.guest.reply, world.guest.answers = hang, False
+    world.backend.calls.clear()
+    with pytest.raises(GuestError, match="did not answer SSH") as err:
+        SnapshotService(ctx=world.ctx).reset(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert "console" in (err.value.hint or "")
+    assert [m for m, _ in world.backend.calls].count("revert_snapshot") == 2
