@@ -18,6 +18,22 @@ from tests.fake_provider import ANSWER
 from tests.gateway.conftest import REAL_KEY, Harness
 
 
+def draining(response: http.client.HTTPResponse) -> tuple[threading.Event, threading.Thread]:
+    """A reader (not started) of the rest of a streamed answer; the event is set when the
+    stream ends, cleanly or cut (an incomplete chunked read is how a cut shows)."""
+    cut = threading.Event()
+
+    def read_rest() -> None:
+        try:
+            while response.read1(65536):
+                pass
+        except (OSError, Exception):  # noqa: BLE001 - an incomplete chunked read is how the cut shows
+            pass
+        cut.set()
+
+    return cut, threading.Thread(target=read_rest, daemon=True)
+
+
 def test_the_provider_gets_the_real_key_and_the_guest_never_sees_it(harness: Harness) -> None:
     answer = harness.post()
     assert answer.status == 200, answer.body
@@ -129,17 +145,7 @@ def test_off_mode_refuses_at_once_and_cuts_a_stream(harness: Harness) -> None:
     first = response.read1(65536)
     assert b"first half" in first or first
     harness.set_mode("off")
-    cut = threading.Event()
-
-    def read_rest() -> None:
-        try:
-            while response.read1(65536):
-                pass
-        except (OSError, Exception):  # noqa: BLE001 - an incomplete chunked read is how the cut shows
-            pass
-        cut.set()
-
-    reader = threading.Thread(target=read_rest, daemon=True)
+    cut, reader = draining(response)
     reader.start()
     assert cut.wait(30), "the stream was not cut when the network went off"
     conn.close()
@@ -226,17 +232,8 @@ def test_the_bytes_budget_cuts_a_stream_where_it_runs_out(harness: Harness) -> N
     conn.request("POST", "/anthropic/v1/messages", body=json.dumps({"model": "m", "stream": True}),
                  headers={"x-api-key": harness.token.token, "content-type": "application/json"})
     response = conn.getresponse()
-    cut = threading.Event()
-
-    def read_rest() -> None:
-        try:
-            while response.read1(65536):
-                pass
-        except (OSError, Exception):  # noqa: BLE001 - an incomplete chunked read is how the cut shows
-            pass
-        cut.set()
-
-    threading.Thread(target=read_rest, daemon=True).start()
+    cut, reader = draining(response)
+    reader.start()
     assert cut.wait(30), "the stream went on past the budget"  # the provider still holds its second half
     conn.close()
     harness.fake.release.set()
