@@ -5,6 +5,7 @@ Regenerate the golden files after an intended change with AGENTBOX_UPDATE_GOLDEN
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from agentbox.provision.cloudinit import (
     render_user_data,
 )
 from agentbox.provision.keys import KeyPair
+from agentbox.services.shares import GUEST_SHARES
 
 REPO = Path(__file__).resolve().parents[2]
 FRAGMENTS = REPO / "cloud-init"
@@ -264,3 +266,15 @@ def test_a_fragment_with_packages_is_refused_at_its_line(fragments_dir: Path) ->
         _build(CloudInitSpec(fragments=("tools",)), fragments_dir)
     assert f"{fragments_dir / 'tools.yaml'}:2: packages:" in info.value.message
     assert "image" in (info.value.hint or "") and "packages" in (info.value.hint or "")
+
+
+def test_claude_code_starts_at_its_prompt_in_any_share_and_in_the_home() -> None:
+    # Its onboarding would call Anthropic directly and its folder-trust question would come
+    # back after every reset: the agents fragment answers both for the guest user.
+    data = _build(CloudInitSpec(fragments=("agents",)))
+    entry = next(f for f in data["write_files"] if f["path"] == f"/home/{GUEST_USER}/.claude.json")
+    config = json.loads(entry["content"])
+    assert config["hasCompletedOnboarding"] is True
+    trusted = {folder for folder, project in config["projects"].items() if project["hasTrustDialogAccepted"]}
+    assert trusted == {GUEST_SHARES, f"/home/{GUEST_USER}"}
+    assert (entry["owner"], entry["permissions"]) == (f"{GUEST_USER}:{GUEST_USER}", "0600")
