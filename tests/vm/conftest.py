@@ -151,8 +151,11 @@ def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmEnv]:
 
 @pytest.fixture(scope="session")
 def shared_workspace(vm_env: VmEnv) -> str:
-    """The one guest the session boots; tests get it through `clean_workspace`."""
-    vm_env.create(SHARED)
+    """The one guest the session boots; tests get it through `clean_workspace`. A warm clone
+    of the debian-12 golden state, as users get with `create --warm`: the reset, share,
+    network, receipt and session tests all run on a clone (the cold path has guests of its
+    own: test_agents, test_layers, test_failed_create)."""
+    vm_env.create(SHARED, warm=True)
     return SHARED
 
 

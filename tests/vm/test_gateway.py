@@ -43,7 +43,7 @@ _REQUEST = (  # as an agent's client does it: base URL and key from the login sh
 def gateway_ws(vm_env: VmEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FakeProvider]]:
     with provider_for_guests(vm_env, root=tmp_path_factory.mktemp("gateway"), key=REAL_KEY) as fake:
         try:
-            vm_env.create(NAME, network="allowlist")
+            vm_env.create(NAME, network="allowlist", warm=True)  # the shared guest's golden state
             yield NAME, fake
         finally:
             vm_env.services().workspaces.destroy(name=NAME, on_progress=quiet)
