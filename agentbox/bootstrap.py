@@ -16,7 +16,7 @@ from agentbox.config.settings import DEFAULT_URI, Settings, load_settings
 from agentbox.errors import AgentboxError
 from agentbox.model.remote_host import jump_host_of
 from agentbox.model.workspace import BackendKind
-from agentbox.stores.records import RecordStore
+from agentbox.stores.records import SLOT_B, RecordStore, other_slot
 from agentbox.config.templates import TemplateCatalogue, builtin_templates_dir, fragments_dir
 from agentbox.images.store import ImageStore
 from agentbox.services.agents import AgentService
@@ -39,6 +39,7 @@ from agentbox.stores.recordings import RecordingStore
 from agentbox.services.shares import ShareService
 from agentbox.services.sessions import SessionService
 from agentbox.services.snapshots import SnapshotService
+from agentbox.services.standby import StandbyService
 from agentbox.services.supervisor import WorkspaceSupervisor
 from agentbox.services.panic import PanicService
 from agentbox.services.recordings import RecordingService
@@ -68,6 +69,7 @@ class Services:
     gateway: GatewayAccess  # phantom tokens and the session's API use (the credential gateway's)
     budgets: BudgetService  # per-session host budgets: egress bytes, disk writes, CPU time
     keys: ApiKeyStore  # the host's API keys, the same store `agentbox key set` writes (the wizard's key step)
+    standby: StandbyService  # a paused clean copy per workspace, for resets by swap
     clock: Callable[[], datetime]
 
 
@@ -131,7 +133,7 @@ def libvirt_hosts(*, paths: AppPaths, settings: Settings,
     def uri_of(domain: str) -> str | None:
         if not domain.startswith(settings.domain_prefix):
             return None
-        return uri_of_record(domain[len(settings.domain_prefix):])
+        return uri_of_record(domain[len(settings.domain_prefix):].removesuffix(SLOT_B))
 
     def uris_in_use() -> frozenset[str]:
         return frozenset(uri for name in records.names() if (uri := uri_of_record(name)) is not None)
@@ -151,10 +153,10 @@ def recorded_backends(*, paths: AppPaths, settings: Settings) -> tuple[
         if not domain.startswith(settings.domain_prefix):
             return None
         try:
-            record = records.load(name=domain[len(settings.domain_prefix):])
+            record = records.load(name=domain[len(settings.domain_prefix):].removesuffix(SLOT_B))
         except AgentboxError:
             return None  # a damaged record: the default backend answers (and `destroy` cleans up)
-        if record is None or record.domain != domain:
+        if record is None or domain not in (record.domain, other_slot(record.domain)):
             return None
         try:
             return BackendKind(record.backend)
@@ -196,7 +198,9 @@ def build_services(*, ctx: ServiceContext | None = None) -> Services:
                     supervisor=supervisor, recordings=RecordingService(ctx=ctx),
                     panic=PanicService(ctx=ctx, network=network, sessions=sessions, snapshots=snapshots),
                     gateway=GatewayAccess(ctx=ctx), budgets=budgets,
-                    keys=ApiKeyStore(config_dir=ctx.paths.config_dir))
+                    keys=ApiKeyStore(config_dir=ctx.paths.config_dir),
+                    standby=StandbyService(ctx=ctx, reset_locked=lambda record, progress, cancel:
+                                           snapshots.reset_locked(record=record, on_progress=progress, cancel=cancel)))
 
 
 def build_keys(*, paths: AppPaths | None = None) -> ApiKeyStore:

@@ -43,6 +43,9 @@ class Capabilities:
     # A running guest's CPU time and disk writes can be read (`usage`), for the per-session
     # budgets; False: those budgets cannot be enforced there and say so.
     usage_stats: bool = False
+    # A paused copy of a workspace's clean state can stand by in a second domain and take
+    # over its SSH port at a reset (services/standby.py). False: resets revert in place.
+    standby: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,23 @@ class Backend(Protocol):
         """Save the running domain's RAM and device state to `path` (a new file); the domain
         is stopped afterwards. Needs capability memory_restore; fails with a live virtiofs share."""
 
-    def restore_memory(self, *, name: str, path: Path) -> None:
+    def restore_memory(self, *, name: str, path: Path, paused: bool = False) -> None:
         """Start the defined, stopped domain `name` from the RAM saved at `path`, though it was
         saved from another domain: same devices and memory, other name, disks and SSH port.
-        Rewrites the file's header in place: the caller serialises restores from one file."""
+        With `paused`, its vCPUs do not run until `resume`. Rewrites the file's header in
+        place: the caller serialises restores from one file."""
+
+    def export_disk(self, *, source: Path, target: Path, base: Path, base_format: str) -> None:
+        """A new qcow2 at `target` with what the stopped domain's disk `source` holds now (not
+        its snapshots), as an overlay on `base`, the image `source` itself sits on."""
+
+    def move_ssh_port(self, *, name: str, old_port: int, new_port: int) -> None:
+        """With capability standby: the guest SSH forward of domain `name` (running or paused)
+        moves from 127.0.0.1:old_port to new_port, live and for its next boot."""
+
+    def drop_ssh_port(self, *, name: str, port: int) -> None:
+        """With capability standby: the live domain stops listening on 127.0.0.1:port (it is
+        about to be destroyed; its definition is left as it is)."""
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         """A new qcow2 disk at `path` whose reads fall through to `backing` (never written)."""

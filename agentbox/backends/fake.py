@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -259,7 +259,7 @@ class FakeBackend:
             path.write_text(f"fake saved RAM: {spec.vcpus} vCPU, {spec.memory_mib} MiB, {len(spec.disks)} disks\n")
             domain.power_cycle(DomainState.STOPPED)
 
-    def restore_memory(self, *, name: str, path: Path) -> None:
+    def restore_memory(self, *, name: str, path: Path, paused: bool = False) -> None:
         self._enter("restore_memory", name)
         with self._lock:
             domain = self._ours(name, action="restore")
@@ -270,7 +270,42 @@ class FakeBackend:
             shape = f"fake saved RAM: {spec.vcpus} vCPU, {spec.memory_mib} MiB, {len(spec.disks)} disks\n"
             if not path.is_file() or path.read_text() != shape:
                 raise BackendError(f"restore domain {name!r}: {path} is no save image of a domain of its shape")
-            domain.power_cycle(DomainState.RUNNING)
+            domain.power_cycle(DomainState.PAUSED if paused else DomainState.RUNNING)
+
+    def move_ssh_port(self, *, name: str, old_port: int, new_port: int) -> None:
+        self._enter("move_ssh_port", name)
+        with self._lock:
+            domain = self._ours(name, action="move the SSH port of")
+            if not self._capabilities.standby:
+                raise BackendError(f"move the SSH port of {name!r}: this backend cannot")
+            if any(d.state in _ACTIVE and d.spec is not None and d.spec.ssh_port == new_port and d is not domain
+                   for d in self._domains.values()):
+                raise BackendError(f"hostfwd_add: could not set up host forwarding rule 'tcp:127.0.0.1:{new_port}'")
+            assert domain.spec is not None and domain.spec.ssh_port == old_port, (domain.spec, old_port)
+            domain.spec = replace(domain.spec, ssh_port=new_port)
+
+    def drop_ssh_port(self, *, name: str, port: int) -> None:
+        self._enter("drop_ssh_port", name)
+        with self._lock:
+            domain = self._ours(name, action="drop the SSH port of")
+            assert domain.spec is not None and domain.spec.ssh_port == port, (domain.spec, port)
+            domain.spec = replace(domain.spec, ssh_port=0)  # listens nowhere until destroyed
+
+    def ssh_port_of(self, *, name: str) -> int:
+        """Tests: where the domain's guest SSH listens (0: nowhere)."""
+        with self._lock:
+            spec = self._ours(name, action="read").spec
+            assert spec is not None
+            return spec.ssh_port
+
+    def export_disk(self, *, source: Path, target: Path, base: Path, base_format: str) -> None:
+        self._enter("export_disk", str(target))
+        if target.exists():
+            raise AlreadyExists(f"disk {target} already exists")
+        if not source.is_file() or not base.is_file():
+            raise ImageError(f"export {source}: it or its base {base} does not exist")
+        target.write_text(f"fake qcow2 export of {source} over {base} ({base_format})\n")
+        os.chmod(target, 0o600)
 
     def create_overlay(self, *, path: Path, backing: Path, backing_format: str, size_gib: int) -> None:
         self._enter("create_overlay", str(path))

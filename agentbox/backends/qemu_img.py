@@ -37,6 +37,21 @@ def create_overlay(*, path: Path, backing: Path, backing_format: str, size_gib: 
         raise
 
 
+def export_disk(*, source: Path, target: Path, base: Path, base_format: str) -> None:
+    """`source`'s current state (not its internal snapshots) as a new qcow2 overlay on `base`:
+    only what differs from `base` is copied. `source` must not be in use."""
+    if target.exists():
+        raise AlreadyExists(f"disk {target} already exists")
+    argv = ["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", "-F", base_format,
+            "-B", str(base.resolve()), str(source), str(target)]
+    try:
+        run(argv)
+        os.chmod(target, 0o600)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
 def delete_volume(*, path: Path) -> None:
     try:
         path.unlink(missing_ok=True)

@@ -133,14 +133,23 @@ class BackendRouter(Generic[K]):
         self._for(path.parent.name).create_overlay(path=path, backing=backing, backing_format=backing_format,
                                                    size_gib=size_gib)
 
+    def export_disk(self, *, source: Path, target: Path, base: Path, base_format: str) -> None:
+        self._for(target.parent.name).export_disk(source=source, target=target, base=base, base_format=base_format)
+
     def delete_volume(self, *, path: Path) -> None:
         self._for(path.parent.name).delete_volume(path=path)
 
     def save_memory(self, *, name: str, path: Path) -> None:
         self._for(name).save_memory(name=name, path=path)
 
-    def restore_memory(self, *, name: str, path: Path) -> None:
-        self._for(name).restore_memory(name=name, path=path)
+    def restore_memory(self, *, name: str, path: Path, paused: bool = False) -> None:
+        self._for(name).restore_memory(name=name, path=path, paused=paused)
+
+    def move_ssh_port(self, *, name: str, old_port: int, new_port: int) -> None:
+        self._for(name).move_ssh_port(name=name, old_port=old_port, new_port=new_port)
+
+    def drop_ssh_port(self, *, name: str, port: int) -> None:
+        self._for(name).drop_ssh_port(name=name, port=port)
 
     def pause(self, *, name: str) -> None:
         self._for(name).pause(name=name)

@@ -27,7 +27,7 @@ def _services() -> bootstrap.Services:
     return bootstrap.build_services()
 
 
-def budget_overrides(args: argparse.Namespace) -> dict[str, int | None]:
+def budget_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """`create --egress-budget 100M --disk-write-budget 2G --cpu-budget 1h` (bad sizes: exit 2)."""
     return {"egress_bytes": _maybe(parse_size, args.egress_budget, "--egress-budget"),
             "disk_write_bytes": _maybe(parse_size, args.disk_write_budget, "--disk-write-budget"),
@@ -45,7 +45,7 @@ def create(args: argparse.Namespace) -> int:
                               memory_mib=args.memory, disk_gib=args.disk, network=args.network,
                               shares=tuple(args.share), allow_system_folder=args.allow_system_folder,
                               outbox_mib=args.outbox_mib, share_secrets=args.secrets, warm=args.warm,
-                              **budget_overrides(args)),
+                              standby=args.standby, **budget_overrides(args)),
         on_progress=ProgressPrinter(), cancel=CancelToken())
     workspace = services.workspaces.get(name=record.name)
     if args.json:

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: the settings' warm_create)")
     warm.add_argument("--no-warm", dest="warm", action="store_const", const=False,
                       help="cold boot and provision, even where warm clones are on")
+    standby = create.add_mutually_exclusive_group()
+    standby.add_argument("--standby", dest="standby", action="store_const", const=True, default=None,
+                         help="keep a paused clean copy ready, so resets are a swap to it (one more guest's RAM; "
+                         "default: the template's policy)")
+    standby.add_argument("--no-standby", dest="standby", action="store_const", const=False,
+                         help="no standby copy, even where the template asks for one")
     create.add_argument("--json", action="store_true", help="print the workspace as JSON when done")
     create.set_defaults(handler=commands.create)
 

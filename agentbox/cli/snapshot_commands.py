@@ -1,4 +1,4 @@
-"""reset, reclean, checkpoint, checkpoints, restore: the workspace's saved states."""
+"""reset, reclean, standby, checkpoint, checkpoints, restore: the workspace's saved states."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from agentbox import bootstrap
 from agentbox.cli.output import confirmed, print_json, print_table
 from agentbox.cli.progress import ProgressPrinter
 from agentbox.model.progress import CancelToken
+from agentbox.model.workspace import StandbyState
 from agentbox.services.snapshots import RestoreOutcome, RestorePath
 
 
@@ -22,6 +23,13 @@ def add_snapshot_parsers(sub: argparse._SubParsersAction) -> None:  # type: igno
     reclean.add_argument("name")
     reclean.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     reclean.set_defaults(handler=reclean_workspace)
+
+    standby = sub.add_parser("standby", help="keep a paused clean copy ready so resets are a swap to it "
+                             "(on|off; without either: show it)")
+    standby.add_argument("name")
+    standby.add_argument("switch", nargs="?", choices=("on", "off"),
+                         help="on: costs one more guest's RAM, and resets a running workspace once now")
+    standby.set_defaults(handler=standby_workspace)
 
     checkpoint = sub.add_parser("checkpoint", help="save a named checkpoint (or --delete one)")
     checkpoint.add_argument("name")
@@ -42,8 +50,11 @@ def add_snapshot_parsers(sub: argparse._SubParsersAction) -> None:  # type: igno
 
 
 def describe_outcome(outcome: RestoreOutcome) -> str:
-    how = ("reverted to the saved disk and RAM" if outcome.path is RestorePath.SNAPSHOT
-           else f"recreated the disk and cold booted ({outcome.reason})")
+    how = {RestorePath.SNAPSHOT: "reverted to the saved disk and RAM",
+           RestorePath.STANDBY: "swapped to the clean copy standing by",
+           RestorePath.COLD_BOOT: "recreated the disk and cold booted"}[outcome.path]
+    if outcome.reason:
+        how += f" ({outcome.reason})"
     state = "running" if outcome.running else "stopped, as it was when saved"
     return f"{outcome.name} is back to {outcome.target} in {outcome.duration_s:.1f} s: {how}; {state}"
 
@@ -59,6 +70,19 @@ def reset_workspace(args: argparse.Namespace) -> int:
     outcome = bootstrap.build_services().snapshots.reset(name=args.name, on_progress=ProgressPrinter(),
                                                          cancel=CancelToken())
     _print_outcome(outcome, as_json=args.json)
+    return 0
+
+
+def standby_workspace(args: argparse.Namespace) -> int:
+    services = bootstrap.build_services()
+    if args.switch is not None:
+        services.standby.set(name=args.name, on=args.switch == "on", on_progress=ProgressPrinter(),
+                             cancel=CancelToken())
+    state = services.workspaces.get(name=args.name).standby
+    print({StandbyState.OFF: f"standby of {args.name} is off: resets revert in place",
+           StandbyState.READY: f"standby of {args.name} is on: a paused clean copy is ready for the next reset",
+           StandbyState.WAITING: f"standby of {args.name} is on: its copy is made at the next reset (or start)",
+           }[state])
     return 0
 
 

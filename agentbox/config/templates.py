@@ -45,7 +45,7 @@ _RESOURCES = frozenset({"vcpus", "memory_mib", "disk_gib"})
 _CLOUD_INIT = frozenset({"fragments", "packages", "runcmd", "write_files"})  # packages: refused, see below
 _PACKAGES_AT_BUILD = ("packages are installed when the image is built, on the host: the guest has no way out "
                       "while cloud-init runs")
-_POLICY = frozenset({"network", "allowlist", "reset_after_session"})
+_POLICY = frozenset({"network", "allowlist", "reset_after_session", "standby"})
 _Pinned = TypeVar("_Pinned", NpmPackage, PipPackage)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
@@ -278,6 +278,7 @@ def _policy(fields: Fields) -> PolicyDefaults:
         network=mode,
         allowlist=allowlist,
         reset_after_session=fields.boolean("reset_after_session", default=True),
+        standby=fields.boolean("standby", default=False),
     )
 
 

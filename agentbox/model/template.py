@@ -89,6 +89,7 @@ class PolicyDefaults:
     network: NetworkMode = NetworkMode.OFF
     allowlist: tuple[str, ...] = ()
     reset_after_session: bool = True
+    standby: bool = False  # a paused clean copy stands by for resets (services/standby.py)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,14 @@ class WorkspaceState(StrEnum):
     BROKEN = "broken"  # half-created or half-destroyed: `destroy` removes it
 
 
+class StandbyState(StrEnum):
+    """A paused clean copy for fast resets (services/standby.py)."""
+
+    OFF = "off"
+    READY = "ready"  # the next reset is a swap to it
+    WAITING = "waiting"  # on, but the copy is made at the next reset (or start)
+
+
 class BackendKind(StrEnum):
     """Which hypervisor driver runs a workspace; a workspace stays on the one that made it."""
 
@@ -45,3 +53,4 @@ class Workspace:
     problem: str = ""  # why it is broken, when it is
     backend: BackendKind = BackendKind.LIBVIRT
     host: str = ""  # the remote libvirt host it runs on ("HOST" or "HOST:PORT"); "" for this machine
+    standby: StandbyState = StandbyState.OFF

@@ -52,6 +52,11 @@ class Attachments:
         stays through it (until `after_boot`); its forward reconnects to the new guest."""
         self._ctx.egress.hold_through_power_cycle(files=self._files(record))
 
+    def before_swap(self, *, record: WorkspaceRecord) -> None:
+        """A reset swaps to the standby copy: as `before_power_cycle`, and the forward stays
+        down until `after_boot` (the old guest answers on the same port until it is gone)."""
+        self._ctx.egress.hold_through_power_cycle(files=self._files(record), forward_down=True)
+
     def after_revert(self, *, record: WorkspaceRecord) -> str:
         """Plug the shares back into the reverted VM; returns the guest's mount script, for
         the caller's own SSH round trip (the reset's refresh), then `after_boot` with

@@ -38,6 +38,7 @@ from agentbox.services.share_paths import default_tag, parse_share_spec, validat
 from agentbox.services.share_checks import gate_secrets, secret_choice
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
+from agentbox.services.standby import Standby
 from agentbox.host.secret_scan import scan_folder
 from agentbox.host.storage import copy_disk, remove_storage
 from agentbox.services.ssh_access import ssh_target
@@ -68,6 +69,7 @@ class CreateRequest:
     egress_bytes: int | None = None
     disk_write_bytes: int | None = None
     cpu_seconds: int | None = None
+    standby: bool | None = None  # keep a paused clean copy for resets by swap; default: the template's
 
 
 def _host_budget(*, ctx: ServiceContext, template: Template, request: CreateRequest) -> HostBudget:
@@ -146,7 +148,8 @@ def create_workspace(*, ctx: ServiceContext, request: CreateRequest,
             return _build(ctx=ctx, name=name, template=template, resources=resources, image=image, golden=golden,
                           outbox_mib=outbox_mib, policy=policy, share_specs=share_specs,
                           allow_system_folder=request.allow_system_folder, share_secrets=request.share_secrets,
-                          report=report, cancel=cancel, undo=undo)
+                          report=report, cancel=cancel, undo=undo,
+                          standby=template.policy.standby if request.standby is None else request.standby)
         except BaseException as exc:
             report.step("undo", f"create failed ({_short(exc)}); removing what it made")
             undo.run()
@@ -193,7 +196,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
            golden: GoldenState | None, outbox_mib: int, policy: NetworkPolicy,
            share_specs: list[tuple[str, str | None]], allow_system_folder: bool, share_secrets: str | None,
            report: _Reporter, cancel: CancelToken, undo: _Undo, disk_source: Path | None = None,
-           inspection: str = "") -> WorkspaceRecord:
+           inspection: str = "", standby: bool = False) -> WorkspaceRecord:
     files = ctx.records.files(name=name)
     storage = ctx.workspace_storage(name=name)
     domain = ctx.domain_name(name=name)
@@ -211,6 +214,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         backend=ctx.settings.backend.value,
         remote_uri=ctx.settings.libvirt_uri if _is_remote(ctx) else "",
         phase=Phase.CREATING, reset_after_session=template.policy.reset_after_session, inspection=inspection,
+        standby=standby,
     )
     undo.push(lambda: ctx.records.remove(name=name))
     ctx.records.save(record=record)
@@ -258,9 +262,10 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     cancel.raise_if_cancelled()
     report.step("define", f"libvirt domain {domain}")
-    ctx.backend.define(spec=clone_spec(ctx=ctx, name=domain, workspace=name, template=template, resources=resources,
-                                       image=image, disk=disk, seed=seed_path, ssh_port=record.ssh_port,
-                                       console_log=record.storage.console_log, created=record.created))
+    ctx.backend.define(spec=clone_spec(ctx=ctx, name=domain, workspace=name, template=template.name,
+                                       resources=resources, image=image, disk=disk, seed=seed_path,
+                                       ssh_port=record.ssh_port, console_log=record.storage.console_log,
+                                       created=record.created))
     undo.push(lambda: ctx.backend.undefine(name=domain))
     undo.push(lambda: ctx.backend.destroy(name=domain))
     target = ssh_target(record=record, files=files)
@@ -287,6 +292,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
 
     report.step("clean", "saving the clean state")
     record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
+    record = _keep_clean_for_standby(ctx=ctx, record=record, report=report)
     # Only after the snapshot: a clean state must not hold a live forward (see attachments.py).
     report.step("network", f"supervisor, egress proxy and forward (network {policy.mode.value}); "
                 f"outbox ({record.outbox_limit_mib} MiB)")
@@ -310,8 +316,21 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
                                            "clean_fallback": record.clean_fallback,
                                            "network": policy.mode.value, "allowlist": list(policy.render())})
     anchor_trail(ctx=ctx, name=name, why="created")
+    record = Standby(ctx=ctx).prepare(record=record, on_progress=report.forward)
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
+
+
+def _keep_clean_for_standby(*, ctx: ServiceContext, record: WorkspaceRecord, report: _Reporter) -> WorkspaceRecord:
+    """Right after the clean snapshot, nothing plugged in yet: the state standby copies are
+    made of (services/standby.py); the copy itself is prepared once the workspace is ready."""
+    if not record.standby:
+        return record
+    standby = Standby(ctx=ctx)
+    if problem := standby.problem(record=record):
+        report.forward(Progress(step="standby", detail=f"no standby copy: {problem}"))
+        return replace(record, standby=False)
+    return standby.export(record=record, on_progress=report.forward)
 
 
 def create_from_disk(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, disk: Path,
@@ -397,7 +416,7 @@ def _free_port(*, ctx: ServiceContext) -> int:
         except AgentboxError:
             continue
         if record is not None:
-            taken.add(record.ssh_port)
+            taken |= {record.ssh_port, record.standby_port}
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))

@@ -45,9 +45,11 @@ class EgressRunner(Protocol):
     def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
         """Everything (the VM goes down), or only the forward until the next ensure_running."""
 
-    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles, forward_down: bool = False) -> None:
         """The VM is about to go down and come back (a reset): its supervisor must not end
-        meanwhile, until the next ensure_running. The forward reconnects by itself."""
+        meanwhile, until the next ensure_running. The forward reconnects by itself, or with
+        `forward_down` (a standby swap: the old guest still answers until it is destroyed)
+        stays down until then."""
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         """What runs now; reads files only, starts and stops nothing."""
@@ -103,8 +105,8 @@ class SupervisedEgress:
         sup.release_hold()
         (files.egress_dir / "forward.state").unlink(missing_ok=True)
 
-    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
-        SupervisorFiles(egress_dir=files.egress_dir).place_hold(reason="a reset", forward_down=False)
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles, forward_down: bool = False) -> None:
+        SupervisorFiles(egress_dir=files.egress_dir).place_hold(reason="a reset", forward_down=forward_down)
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         state = SupervisorFiles(egress_dir=files.egress_dir).read_state()

@@ -162,7 +162,7 @@ class GoldenStore:
                                      image_id=image.image_id, created=state.created, ssh_port=port,
                                      resources=resources, storage_dir=str(tmp),
                                      host_key_public=host_key.public_openssh, phase=Phase.CREATING)
-            ctx.backend.define(spec=clone_spec(ctx=ctx, name=domain, workspace=golden_id, template=template,
+            ctx.backend.define(spec=clone_spec(ctx=ctx, name=domain, workspace=golden_id, template=template.name,
                                                resources=resources, image=image, disk=state.disk, seed=seed_path,
                                                ssh_port=port, console_log=tmp / "console.log", created=state.created))
             defined = True
@@ -198,13 +198,13 @@ class GoldenStore:
             raise
 
 
-def clone_spec(*, ctx: ServiceContext, name: str, workspace: str, template: Template, resources: Resources,
+def clone_spec(*, ctx: ServiceContext, name: str, workspace: str, template: str, resources: Resources,
                image: ImageInfo, disk: Path, seed: Path, ssh_port: int, console_log: Path, created: str) -> DomainSpec:
     """The domain of a workspace (and of a golden guest): one shape, so a golden state's RAM
     restores into any clone of it."""
     return DomainSpec(
         name=name,
-        metadata=DomainMetadata(workspace=workspace, owner=ctx.owner, template=template.name, created=created),
+        metadata=DomainMetadata(workspace=workspace, owner=ctx.owner, template=template, created=created),
         vcpus=resources.vcpus, memory_mib=resources.memory_mib,
         disks=(DiskSpec(path=disk, format="qcow2", serial="agentbox-root"),
                DiskSpec(path=seed, format="raw", readonly=True, serial="agentbox-seed")),

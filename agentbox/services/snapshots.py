@@ -9,10 +9,8 @@ reset recreates the overlay disk and cold boots instead, and says so.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -22,11 +20,20 @@ from pathlib import Path
 from agentbox.backends.base import DomainState, SnapshotInfo
 from agentbox.errors import AgentboxError, BackendError, GuestError, HostKeyMismatch, InvalidInput, NotFound
 from agentbox.images.store import ImageInfo
-from agentbox.model.names import validate_label
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
-from agentbox.provision.guest_changes import MARK_CLEAN_ARGV
 from agentbox.provision.refresh import refresh_argv, refresh_input
 from agentbox.services.anchoring import anchor_trail
+from agentbox.services.checkpoints import (
+    CHECKPOINT_PREFIX,
+    RESERVED_LABEL,
+    Checkpoint,
+    Checkpoints,
+    checkpoint_label,
+    flush_guest,
+    has_checkpoints,
+    require_checkpoint,
+)
+from agentbox.services.standby import Standby
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
@@ -36,8 +43,6 @@ from agentbox.services.attachments import Attachments
 from agentbox.services.ssh_access import ssh_target
 
 CLEAN_PREFIX = "clean-"
-CHECKPOINT_PREFIX = "checkpoint-"
-RESERVED_LABEL = "clean"
 # A reverted guest's sshd answers at once (it was running when the snapshot was taken): wait
 # this long before taking it as hung, not the cold boot's timeout; then revert once more.
 REVERTED_ANSWER_S = 240.0
@@ -54,6 +59,7 @@ SessionResetter = Callable[[str, str, ProgressCallback, CancelToken], "RestoreOu
 class RestorePath(StrEnum):
     SNAPSHOT = "snapshot"  # destroy → revert (disk + RAM) → refresh
     COLD_BOOT = "cold-boot"  # new overlay → boot → cloud-init (no RAM snapshots here)
+    STANDBY = "standby"  # the paused clean copy takes over → refresh (services/standby.py)
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,6 @@ class RestoreOutcome:
     clock_skew_s: float | None = None  # guest minus host after the refresh
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    label: str
-    created: str
-    with_memory: bool
-
-
 class SnapshotService:
     def __init__(self, *, ctx: ServiceContext, restore_hooks: Sequence[RestoreHook] = (),
                  end_session: SessionResetter | None = None) -> None:
@@ -81,6 +80,8 @@ class SnapshotService:
         self._hooks = tuple(restore_hooks)
         self._attachments = Attachments(ctx=ctx)
         self._end_session = end_session
+        self._checkpoints = Checkpoints(ctx=ctx)
+        self._standby = Standby(ctx=ctx)
 
     # -- the clean snapshot ----------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class SnapshotService:
             return replace(record, clean_snapshot="", clean_fallback=reason)
         snapshot = _next_clean_name(existing=ctx.backend.list_snapshots(name=record.domain))
         on_progress(Progress(step="snapshot", detail=f"saving the clean state (disk and RAM) as {snapshot}"))
-        self._sync(record, mark_clean=True)
+        flush_guest(ctx=ctx, record=record, mark_clean=True)
         try:
             ctx.backend.create_snapshot(name=record.domain, snapshot=snapshot,
                                         description=f"agentbox clean state of {record.name}")
@@ -118,6 +119,8 @@ class SnapshotService:
                 updated = self.take_clean(record=record, on_progress=on_progress)
             if updated.clean_snapshot and record.clean_snapshot:
                 ctx.backend.delete_snapshot(name=record.domain, snapshot=record.clean_snapshot)
+            # A standby copy holds the old clean state: it goes, and the next reset exports the new one.
+            updated = replace(self._standby.discard(record=updated), standby_export=0)
             ctx.records.save(record=updated)
             ctx.audit(name=name).append(event="reclean", details={
                 "snapshot": updated.clean_snapshot, "replaced": record.clean_snapshot,
@@ -142,11 +145,20 @@ class SnapshotService:
                      cancel: CancelToken) -> RestoreOutcome:
         """reset() for callers that already hold the workspace lock (session end)."""
         started = time.monotonic()
-        if record.clean_snapshot:
+        standby = self._standby.wanted(record=record)
+        why = self._cannot_swap(record) if standby and record.clean_snapshot else ""
+        if standby and record.clean_snapshot and not why:
+            outcome = self._swap(record=record, started=started, on_progress=on_progress, cancel=cancel)
+        elif record.clean_snapshot:
             outcome = self._revert(record=record, snapshot=record.clean_snapshot, target=RESERVED_LABEL,
-                                   started=started, on_progress=on_progress, cancel=cancel)
+                                   started=started, on_progress=on_progress, cancel=cancel,
+                                   export=standby and not record.standby_export)
+            outcome = replace(outcome, reason=f"standby: {why}") if standby else outcome
         else:
             outcome = self._cold_boot(record=record, started=started, on_progress=on_progress, cancel=cancel)
+        record = self._ctx.records.load(name=record.name) or record  # a swap or an export changed it
+        if standby and outcome.running:
+            record = self._standby.prepare(record=record, on_progress=on_progress)
         self._ctx.records.save(record=replace(record, last_reset=self._ctx.clock().isoformat(timespec="seconds")))
         self._ctx.audit(name=record.name).append(event="reset", details=_details(outcome))
         anchor_trail(ctx=self._ctx, name=record.name, why="reset")
@@ -155,17 +167,55 @@ class SnapshotService:
     def restore(self, *, name: str, label: str, on_progress: ProgressCallback,
                 cancel: CancelToken) -> RestoreOutcome:
         ctx = self._ctx
-        label = _checkpoint_label(label)
+        label = checkpoint_label(label)
         with workspace_lock(paths=ctx.paths, name=name):
             record = load_ready_record(ctx=ctx, name=name)
-            self._require_checkpoint(record=record, label=label)
+            require_checkpoint(ctx=ctx, record=record, label=label)
             outcome = self._revert(record=record, snapshot=CHECKPOINT_PREFIX + label, target=label,
                                    started=time.monotonic(), on_progress=on_progress, cancel=cancel)
             ctx.audit(name=name).append(event="restore", details=_details(outcome))
             return outcome
 
+    def _cannot_swap(self, record: WorkspaceRecord) -> str:
+        """Why this reset reverts in place though standby is on ("": it swaps)."""
+        if has_checkpoints(ctx=self._ctx, record=record):
+            return "its checkpoints live on the running disk, so it was reverted in place"
+        if not self._standby.ready(record=record):
+            return "no copy was ready yet (one is prepared now)"
+        return ""
+
+    def _swap(self, *, record: WorkspaceRecord, started: float, on_progress: ProgressCallback,
+              cancel: CancelToken) -> RestoreOutcome:
+        """The paused clean copy takes over; the old domain goes once the workspace is back.
+        Whatever fails, the reset still happens: in place, on whichever domain now runs."""
+        on_progress(Progress(step="swap", detail="to the clean copy standing by", index=1, total=4))
+        self._attachments.before_swap(record=record)
+        try:
+            swapped = self._standby.swap(record=record)
+        except AgentboxError as exc:
+            outcome = self._revert(record=record, snapshot=record.clean_snapshot, target=RESERVED_LABEL,
+                                   started=started, on_progress=on_progress, cancel=cancel)
+            return replace(outcome, reason=f"standby: the swap failed ({exc.message}), so it was reverted in place")
+        on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG", index=3, total=4))
+        mounts = self._attachments.after_revert(record=swapped)
+        try:
+            skew = self._refresh(record=swapped, cancel=cancel, then=mounts)
+        except HostKeyMismatch:
+            raise
+        except GuestError as exc:
+            log.warning("%s: the standby copy did not answer (%s); reverting it in place", record.name, exc.message)
+            self._standby.retire(record=swapped)
+            outcome = self._revert(record=swapped, snapshot=swapped.clean_snapshot, target=RESERVED_LABEL,
+                                   started=started, on_progress=on_progress, cancel=cancel)
+            return replace(outcome, reason=f"standby: the copy did not answer ({exc.message}), so it was reverted")
+        self._run_hooks(record=swapped, on_progress=on_progress, shares_attached=True)
+        outcome = RestoreOutcome(name=record.name, target=RESERVED_LABEL, path=RestorePath.STANDBY, reason="",
+                                 duration_s=time.monotonic() - started, running=True, clock_skew_s=skew)
+        self._standby.retire(record=swapped)  # after the workspace is back: tearing down its RAM takes seconds
+        return outcome
+
     def _revert(self, *, record: WorkspaceRecord, snapshot: str, target: str, started: float,
-                on_progress: ProgressCallback, cancel: CancelToken) -> RestoreOutcome:
+                on_progress: ProgressCallback, cancel: CancelToken, export: bool = False) -> RestoreOutcome:
         ctx = self._ctx
         on_progress(Progress(step="power off", detail=f"stopping {record.name} at once", index=1, total=4))
         if ctx.backend.get(name=record.domain) is None:
@@ -183,6 +233,9 @@ class SnapshotService:
             if not running:
                 self._attachments.after_power_off(record=record)
                 break
+            if export:  # standby's copy of the clean state, before anything is plugged in
+                record = self._standby.export(record=record, on_progress=on_progress)
+                export = False
             on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG",
                                  index=3, total=4))
             mounts = self._attachments.after_revert(record=record)
@@ -278,91 +331,16 @@ class SnapshotService:
             hook(record)
         on_progress(Progress(step="ready", detail=f"{record.name} is back", index=4, total=4))
 
-    # -- named checkpoints -------------------------------------------------------------------
+    # -- named checkpoints (services/checkpoints.py) ------------------------------------------
 
     def checkpoint(self, *, name: str, label: str) -> Checkpoint:
-        ctx = self._ctx
-        label = _checkpoint_label(label)
-        with workspace_lock(paths=ctx.paths, name=name):
-            record = load_ready_record(ctx=ctx, name=name)
-            info = ctx.backend.get(name=record.domain)
-            running = info is not None and info.state is DomainState.RUNNING
-            if running and not ctx.backend.capabilities_of(name=record.domain).ram_snapshots:
-                raise InvalidInput("this backend cannot save a running guest's RAM",
-                                   hint=f"stop the workspace first (agentbox stop {name}) for a disk-only checkpoint")
-            if running:
-                self._sync(record)
-            try:
-                with self._attachments.around_snapshot(record=record, running=running):
-                    snap = ctx.backend.create_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label,
-                                                       description=f"agentbox checkpoint {label} of {name}")
-            except (GuestError, BackendError) as exc:
-                raise self._for_lack_of_space(record=record, cause=exc) or exc from None
-            try:
-                ctx.audit(name=name).append(event="checkpoint", details={"label": label,
-                                                                         "with_memory": snap.with_memory})
-                anchor_trail(ctx=ctx, name=name, why=f"checkpoint {label}")
-            except AgentboxError as exc:
-                # Not recorded, not kept: a checkpoint the audit trail does not vouch for must not stay.
-                ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
-                with contextlib.suppress(AgentboxError):
-                    ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label,
-                                                                                     "why": exc.message})
-                raise AgentboxError(f"checkpoint {label} of {name} was not kept: {exc.message}",
-                                    hint=exc.hint) from None
-            return _as_checkpoint(snap)
-
-    def _for_lack_of_space(self, *, record: WorkspaceRecord, cause: AgentboxError) -> BackendError | None:
-        """The error to show when a checkpoint failed for want of space in the storage dir,
-        which QEMU does not say in so many words: it pauses a guest whose disk write fails
-        (werror=enospc, and then SSH times out), and a RAM snapshot that cannot grow the qcow2
-        comes back as an I/O error. None when neither is the case."""
-        storage = record.storage.directory
-        stats = os.statvfs(storage)
-        free_mib = stats.f_bavail * stats.f_frsize // 2**20
-        info = self._ctx.backend.get(name=record.domain)
-        hint = f"free some space on the file system of {storage}, then agentbox reset {record.name}"
-        if info is not None and info.state is DomainState.PAUSED:
-            return BackendError(f"{record.name} was paused by QEMU: its disk could not be written "
-                                f"(No space left on device? {free_mib} MiB free in {storage})", hint=hint)
-        if free_mib < record.resources.memory_mib:
-            return BackendError(f"{cause.message}: the storage dir is full (No space left on device: "
-                                f"{free_mib} MiB free in {storage}, and the guest's RAM alone is "
-                                f"{record.resources.memory_mib} MiB)", hint=hint)
-        return None
+        return self._checkpoints.checkpoint(name=name, label=label)
 
     def checkpoints(self, *, name: str) -> tuple[Checkpoint, ...]:
-        record = load_ready_record(ctx=self._ctx, name=name)
-        return tuple(_as_checkpoint(s) for s in self._ctx.backend.list_snapshots(name=record.domain)
-                     if s.name.startswith(CHECKPOINT_PREFIX))
+        return self._checkpoints.checkpoints(name=name)
 
     def delete_checkpoint(self, *, name: str, label: str) -> None:
-        ctx = self._ctx
-        label = _checkpoint_label(label)
-        with workspace_lock(paths=ctx.paths, name=name):
-            record = load_ready_record(ctx=ctx, name=name)
-            self._require_checkpoint(record=record, label=label)
-            ctx.backend.delete_snapshot(name=record.domain, snapshot=CHECKPOINT_PREFIX + label)
-            ctx.audit(name=name).append(event="checkpoint.deleted", details={"label": label})
-
-    def _sync(self, record: WorkspaceRecord, *, mark_clean: bool = False) -> None:
-        """Flush the guest's page cache first. A RAM snapshot holds dirty pages that the
-        disk does not: after a revert, a forced power-off before they are written back
-        would leave files (cloud-init's SSH host keys, say) empty on the next cold boot.
-        `mark_clean` (the clean snapshot only): also leave the marker that session receipts
-        compare the guest's files against."""
-        target = ssh_target(record=record, files=self._ctx.records.files(name=record.name))
-        try:
-            self._ctx.guest.run_command(target=target, argv=list(MARK_CLEAN_ARGV) if mark_clean else ["sync"],
-                                        stdout=lambda _: None, stderr=lambda _: None, timeout_s=120)
-        except GuestError:
-            pass  # an unreachable guest still gets its snapshot; only the flush is lost
-
-    def _require_checkpoint(self, *, record: WorkspaceRecord, label: str) -> None:
-        names = {s.name for s in self._ctx.backend.list_snapshots(name=record.domain)}
-        if CHECKPOINT_PREFIX + label not in names:
-            raise NotFound(f"workspace {record.name!r} has no checkpoint {label!r}",
-                           hint=f"agentbox checkpoints {record.name} lists them")
+        self._checkpoints.delete_checkpoint(name=name, label=label)
 
 
 def _session_id(path: Path) -> str:
@@ -372,22 +350,10 @@ def _session_id(path: Path) -> str:
         return ""
 
 
-def _checkpoint_label(label: str) -> str:
-    if label == RESERVED_LABEL:
-        raise InvalidInput("'clean' is the workspace's clean state, not a checkpoint",
-                           hint="agentbox reset NAME returns to it; agentbox reclean NAME replaces it")
-    return validate_label(label, what="checkpoint label")
-
-
 def _next_clean_name(*, existing: Sequence[SnapshotInfo]) -> str:
     numbers = [int(s.name[len(CLEAN_PREFIX):]) for s in existing
                if s.name.startswith(CLEAN_PREFIX) and s.name[len(CLEAN_PREFIX):].isdigit()]
     return f"{CLEAN_PREFIX}{max(numbers, default=0) + 1}"
-
-
-def _as_checkpoint(snap: SnapshotInfo) -> Checkpoint:
-    return Checkpoint(label=snap.name.removeprefix(CHECKPOINT_PREFIX), created=snap.created,
-                      with_memory=snap.with_memory)
 
 
 def _details(outcome: RestoreOutcome) -> dict[str, object]:

@@ -94,13 +94,15 @@ class WorkspaceSupervisor:
         audit.append(event="supervisor.started", details={"pid": os.getpid()})
         session_end = _SessionEnding()
         down, next_domain_check, reason = 0, 0.0, "stopped"
+        domain = record.domain
         try:
             while not stop.is_set():
                 now = time.monotonic()
                 hold = sup.active_hold()
                 if now >= next_domain_check:
                     next_domain_check = now + DOMAIN_EVERY_S
-                    down = 0 if hold or self._domain_up(record.domain) else down + 1
+                    domain = self._recorded_domain(name=name, known=domain)  # a standby swap moves it
+                    down = 0 if hold or self._domain_up(domain) else down + 1
                     if down >= DOWN_CHECKS:
                         reason = "the VM stopped"
                         break
@@ -134,6 +136,13 @@ class WorkspaceSupervisor:
             sup.state.unlink(missing_ok=True)
             audit.append(event="supervisor.stopped", details={"reason": reason})
         return SupervisorExit(ran=True, reason=reason)
+
+    def _recorded_domain(self, *, name: str, known: str) -> str:
+        try:
+            record = self._ctx.records.load(name=name)
+        except AgentboxError:
+            return known
+        return record.domain if record is not None else known
 
     def _domain_up(self, domain: str) -> bool:
         try:

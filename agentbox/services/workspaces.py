@@ -16,7 +16,7 @@ from agentbox.model.names import validate_workspace_name
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.recording import RecordingKind
 from agentbox.model.redaction import redact_argv
-from agentbox.model.workspace import BackendKind, Workspace, WorkspaceState
+from agentbox.model.workspace import BackendKind, StandbyState, Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
@@ -30,7 +30,8 @@ from agentbox.stores.evidence import EvidenceStore
 from agentbox.stores.recordings import RecordingStore
 from agentbox.services.attachments import Attachments
 from agentbox.host.storage import remove_storage
-from agentbox.stores.records import Phase, WorkspaceRecord, WorkspaceStorage
+from agentbox.services.standby import Standby
+from agentbox.stores.records import Phase, WorkspaceRecord, WorkspaceStorage, other_slot
 from agentbox.services.ssh_access import ssh_argv, ssh_target
 from agentbox.stores.ssh_config import ManagedSshConfig, write_managed_ssh_config
 
@@ -54,27 +55,35 @@ class WorkspaceService:
     def __init__(self, *, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self._attachments = Attachments(ctx=ctx)
+        self._standby = Standby(ctx=ctx)
 
     # -- looking up -------------------------------------------------------------------
 
     def list(self) -> tuple[Workspace, ...]:
         ctx = self._ctx
-        domains = {info.metadata.workspace: info for info in ctx.backend.list_domains()}
+        domains: dict[str, list[DomainInfo]] = {}
+        for info in ctx.backend.list_domains():  # with standby, two per workspace
+            domains.setdefault(info.metadata.workspace, []).append(info)
         names = sorted(set(domains) | set(ctx.records.names()))
-        return tuple(self._describe(name=n, domain=domains.get(n)) for n in names)
+        return tuple(self._describe(name=n, domains=domains.get(n, [])) for n in names)
 
     def get(self, *, name: str) -> Workspace:
         validate_workspace_name(name)
-        domain = self._ctx.backend.get(name=self._ctx.domain_name(name=name))
-        if domain is None and name not in self._ctx.records.names():
+        ctx = self._ctx
+        try:
+            record = ctx.records.load(name=name)
+        except AgentboxError:
+            record = None
+        domain = ctx.backend.get(name=record.domain if record else ctx.domain_name(name=name))
+        if domain is None and name not in ctx.records.names():
             raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
-        return self._describe(name=name, domain=domain)
+        return self._describe(name=name, domains=[domain] if domain else [])
 
     def record(self, *, name: str) -> WorkspaceRecord | None:
         """What agentbox keeps about `name` (clean snapshot, last reset), None if nothing."""
         return self._ctx.records.load(name=name)
 
-    def _describe(self, *, name: str, domain: DomainInfo | None) -> Workspace:
+    def _describe(self, *, name: str, domains: builtins.list[DomainInfo]) -> Workspace:
         ctx = self._ctx
         try:
             record = ctx.records.load(name=name)
@@ -82,13 +91,16 @@ class WorkspaceService:
             record, problem = None, exc.message
         else:
             problem = ""
+        # The one that runs is the record's; without a record, the first slot's.
+        wanted = record.domain if record else ctx.domain_name(name=name)
+        domain = next((d for d in domains if d.name == wanted), None if record else next(iter(domains), None))
         state, problem = _state(name=name, record=record, domain=domain, busy=is_locked(paths=ctx.paths, name=name),
                                 problem=problem)
         if record is not None:
             return Workspace(name=name, state=state, template=record.template, created=record.created,
                              ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
                              image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend),
-                             host=_host(record))
+                             host=_host(record), standby=_standby_state(record))
         meta = domain.metadata if domain else None
         return Workspace(name=name, state=state, template=meta.template if meta else "?",
                          created=meta.created if meta else "", ssh_port=0, resources=Resources(),
@@ -127,6 +139,7 @@ class WorkspaceService:
                 self._attachments.repair(record=record)
             else:
                 self._attachments.after_boot(record=record)
+                self._standby.prepare(record=record, on_progress=on_progress)
         return self.get(name=name)
 
     def stop(self, *, name: str, force: bool, on_progress: ProgressCallback, cancel: CancelToken,
@@ -150,6 +163,7 @@ class WorkspaceService:
             if how == "forced":
                 ctx.backend.destroy(name=record.domain)
             self._attachments.after_power_off(record=record)
+            self._standby.discard(record=record)  # its RAM is the user's again; a start makes a new copy
             ctx.audit(name=name).append(event="stopped", details={"how": how})
             anchor_trail(ctx=ctx, name=name, why="stopped")
         return self.get(name=name)
@@ -178,14 +192,15 @@ class WorkspaceService:
             except AgentboxError:
                 pass  # a damaged record must not keep destroy from cleaning up
             domain = record.domain if record else ctx.domain_name(name=name)
-            info = ctx.backend.get(name=domain)
-            if info is None and name not in ctx.records.names():
+            # With standby there is a second domain, paused or left by a crash mid-swap.
+            found = [d for d in (domain, other_slot(domain)) if ctx.backend.get(name=d) is not None]
+            if not found and name not in ctx.records.names():
                 raise NotFound(f"no workspace named {name!r}", hint="agentbox list shows your workspaces")
             self._attachments.before_power_off(name=name)
-            if info is not None:
-                on_progress(Progress(step="domain", detail=f"removing VM {domain}", index=1, total=3))
-                ctx.backend.destroy(name=domain)
-                ctx.backend.undefine(name=domain)
+            for each in found:
+                on_progress(Progress(step="domain", detail=f"removing VM {each}", index=1, total=3))
+                ctx.backend.destroy(name=each)
+                ctx.backend.undefine(name=each)
             on_progress(Progress(step="disks", detail="removing disks and seed", index=2, total=3))
             storage = Path(record.storage_dir) if record else ctx.workspace_storage(name=name)
             if record is not None:
@@ -299,6 +314,12 @@ def _backend_kind(raw: str) -> BackendKind:
         return BackendKind(raw)
     except ValueError:
         return BackendKind.LIBVIRT  # a record from before the choice, or hand-edited
+
+
+def _standby_state(record: WorkspaceRecord) -> StandbyState:
+    if not record.standby:
+        return StandbyState.OFF
+    return StandbyState.READY if record.standby_snapshot else StandbyState.WAITING
 
 
 def _host(record: WorkspaceRecord) -> str:

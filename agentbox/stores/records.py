@@ -22,6 +22,20 @@ from agentbox.model.budget import HostBudget, OnExceeded
 from agentbox.model.template import Resources
 
 
+# A workspace with standby (services/standby.py) has two domains, NAME and NAME.b: the one
+# in the record runs, the other stands by; a reset swaps them. "." is in no workspace name.
+SLOT_B = ".b"
+
+
+def other_slot(domain: str) -> str:
+    """The standby domain of the workspace whose running domain is `domain`."""
+    return domain.removesuffix(SLOT_B) if domain.endswith(SLOT_B) else domain + SLOT_B
+
+
+def slot_of(domain: str) -> str:
+    return SLOT_B if domain.endswith(SLOT_B) else ""
+
+
 class Phase(StrEnum):
     CREATING = "creating"
     READY = "ready"
@@ -83,6 +97,15 @@ class WorkspaceRecord:
     # "WORKSPACE/EVIDENCE_ID" for a workspace restored from a panic's evidence for
     # inspection: its network stays off (services/network.py refuses anything else).
     inspection: str = ""
+    # Standby (services/standby.py): wanted at all; the clean snapshot of the paused copy in
+    # the other slot once it is ready ("": none, resets revert in place); the clean state's
+    # export (clean-N.qcow2 and .save) the copies are made from (0: none yet, or stale); and
+    # the export the running slot's disk sits on (0: the image or golden state, as created).
+    standby: bool = False
+    standby_snapshot: str = ""
+    standby_port: int = 0  # where the paused copy's SSH listens until it takes over ssh_port
+    standby_export: int = 0
+    disk_export: int = 0
 
     @property
     def jump(self) -> JumpHost | None:
@@ -90,7 +113,8 @@ class WorkspaceRecord:
 
     @property
     def storage(self) -> WorkspaceStorage:
-        return WorkspaceStorage(directory=Path(self.storage_dir))
+        """The files of the domain that runs now (with standby, one of two slots)."""
+        return WorkspaceStorage(directory=Path(self.storage_dir), slot=slot_of(self.domain))
 
 
 @dataclass(frozen=True)
@@ -98,10 +122,11 @@ class WorkspaceStorage:
     """Paths of one workspace's files in the storage dir (where QEMU's user can reach them)."""
 
     directory: Path
+    slot: str = ""  # SLOT_B for the second domain of a workspace with standby
 
     @property
     def disk(self) -> Path:
-        return self.directory / "disk.qcow2"
+        return self.directory / f"disk{self.slot}.qcow2"
 
     @property
     def seed(self) -> Path:
@@ -109,7 +134,16 @@ class WorkspaceStorage:
 
     @property
     def console_log(self) -> Path:
-        return self.directory / "console.log"
+        return self.directory / f"console{self.slot}.log"
+
+    def clean_disk(self, export: int) -> Path:
+        """Standby: export N of the clean state's disk (read-only once made); the slots'
+        overlays sit on it, and it on the disk's own base (the image, or an earlier export)."""
+        return self.directory / f"clean-{export}.qcow2"
+
+    def clean_memory(self, export: int) -> Path:
+        """Standby: export N of the clean state's RAM (a save image)."""
+        return self.directory / f"clean-{export}.save"
 
     @property
     def outbox(self) -> Path:

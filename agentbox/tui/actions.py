@@ -53,6 +53,8 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("shell", "o", "Shell", "Open a shell in the workspace (returns when it exits)", Needs.RUNNING),
     ActionSpec("reset", "r", "Reset", "Return the workspace to its clean state (asks first)", Needs.READY),
     ActionSpec("end_session", "e", "End session", "End the session; the workspace is reset", Needs.SESSION),
+    ActionSpec("standby", "y", "Standby", "Keep a paused clean copy ready so resets are a swap (on/off; one more "
+               "guest's RAM)", Needs.READY, button=False, footer=False),
     ActionSpec("network", "w", "Network", "Choose the network mode: off, allowlist, learn or open", Needs.READY),
     ActionSpec("allowlist", "l", "Allowlist", "Edit the destinations allowed in allowlist mode", Needs.READY,
                footer=False),

@@ -27,7 +27,7 @@ from agentbox.errors import AgentboxError, BackendUnavailable
 from agentbox.model.network import NetworkMode
 from agentbox.model.recording import RecordingKind
 from agentbox.model.progress import CancelToken
-from agentbox.model.workspace import WorkspaceState
+from agentbox.model.workspace import StandbyState, WorkspaceState
 from agentbox.tui import operations
 from agentbox.tui.actions import BY_ACTION, DASHBOARD_ACTIONS, applies
 from agentbox.tui.approval_screen import ApprovalDesk
@@ -265,6 +265,16 @@ class DashboardScreen(Screen[None]):
     def action_panic(self) -> None:
         if name := self._target("panic"):  # asks nothing: the point is not to wait
             self._run(operations.panic(services=self._services, name=name))
+
+    def action_standby(self) -> None:
+        if name := self._target("standby"):
+            on = self._services.workspaces.get(name=name).standby is StandbyState.OFF
+            body = (f"A paused clean copy of {name} stands by (one more guest's RAM); resets swap to it. "
+                    f"{name} is reset once now, to make it." if on else
+                    f"The copy standing by goes; resets of {name} revert in place again.")
+            self._confirm(title=f"Standby {'on' if on else 'off'} for {name}?", confirm="On" if on else "Off",
+                          body=body, then=lambda: self._run(operations.standby(services=self._services, name=name,
+                                                                                on=on)))
 
     def action_end_session(self) -> None:
         if name := self._target("end_session"):

@@ -223,6 +223,14 @@ def export_outbox(*, services: Services, name: str, dest: Path) -> Operation:
     return Operation(title=f"Exporting the outbox of {name}", workspace=name, run=run, cancellable=False)
 
 
+def standby(*, services: Services, name: str, on: bool) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        services.standby.set(name=name, on=on, on_progress=on_progress, cancel=cancel)
+        state = services.workspaces.get(name=name).standby
+        return f"standby of {name}: {state.value}"
+    return Operation(title=f"Standby {'on' if on else 'off'} for {name}", workspace=name, run=run, cancellable=False)
+
+
 def clear_outbox(*, services: Services, name: str) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         return f"outbox of {name} emptied ({services.outbox.clear(name=name)} item(s) removed)"
@@ -231,7 +239,10 @@ def clear_outbox(*, services: Services, name: str) -> Operation:
 
 def describe_restore(outcome: RestoreOutcome) -> str:
     target = "its clean state" if outcome.target == "clean" else f"checkpoint {outcome.target}"
-    how = "from the snapshot" if outcome.path is RestorePath.SNAPSHOT else f"by a cold boot ({outcome.reason})"
+    how = {RestorePath.SNAPSHOT: "from the snapshot", RestorePath.STANDBY: "by a swap to its standby copy",
+           RestorePath.COLD_BOOT: f"by a cold boot ({outcome.reason})"}[outcome.path]
+    if outcome.reason and outcome.path is not RestorePath.COLD_BOOT:
+        how += f" ({outcome.reason})"
     return f"{outcome.name} back to {target} in {_seconds(outcome.duration_s)}, {how}"
 
 

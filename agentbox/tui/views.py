@@ -18,7 +18,7 @@ from agentbox.egress.records import ConnectionRecord
 from agentbox.errors import AgentboxError
 from agentbox.model.budget import format_amount
 from agentbox.model.template import NetworkMode, Template
-from agentbox.model.workspace import Workspace, WorkspaceState
+from agentbox.model.workspace import StandbyState, Workspace, WorkspaceState
 from agentbox.services.budgets import BudgetStatus
 from agentbox.services.outbox import OutboxEntry
 from agentbox.services.outbox_limit import OutboxUsage
@@ -138,6 +138,8 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
         clean = f"{record.clean_snapshot} (disk and RAM): a reset takes seconds"
     else:
         clean = record.clean_fallback or "none: a reset recreates the disk and cold boots"
+    clean += {StandbyState.OFF: "", StandbyState.READY: "; standby copy ready: the next reset is a swap",
+              StandbyState.WAITING: "; standby on: its copy is made at the next reset"}[workspace.standby]
     session = _quietly(lambda: services.sessions.current(name=name), None)
     ready = workspace.state in (WorkspaceState.RUNNING, WorkspaceState.STOPPED, WorkspaceState.PAUSED)
     checkpoints = _quietly(lambda: tuple(c.label for c in services.snapshots.checkpoints(name=name)), ()) \

@@ -114,9 +114,9 @@ class StoredEgress(RecordingEgress):
         super().stop(files=files, forward_only=forward_only)
         self._save()
 
-    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles, forward_down: bool = False) -> None:
         self._steps.reached("egress hold")
-        super().hold_through_power_cycle(files=files)
+        super().hold_through_power_cycle(files=files, forward_down=forward_down)
 
     def _save(self) -> None:
         self._state.write_text(json.dumps(sorted(self.running)))

@@ -126,6 +126,7 @@ class RecordingEgress:
     running: set[str] = field(default_factory=set)  # workspace names with live helpers
     forward_stopped: list[str] = field(default_factory=list)
     held_for_reset: list[str] = field(default_factory=list)
+    forward_held_down: list[str] = field(default_factory=list)  # holds that keep the forward down (a swap)
     ensured: list[str] = field(default_factory=list)  # every ensure_running call, in order
     policies: list[NetworkPolicy] = field(default_factory=list)
     fail_start: bool = False
@@ -144,8 +145,10 @@ class RecordingEgress:
         else:
             self.running.discard(files.directory.name)
 
-    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles, forward_down: bool = False) -> None:
         self.held_for_reset.append(files.directory.name)
+        if forward_down:
+            self.forward_held_down.append(files.directory.name)
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:
         up = files.directory.name in self.running

@@ -191,7 +191,7 @@ class StandInEgress:
         if not forward_only:
             self.running.discard(files.directory.name)
 
-    def hold_through_power_cycle(self, *, files: WorkspaceFiles) -> None:
+    def hold_through_power_cycle(self, *, files: WorkspaceFiles, forward_down: bool = False) -> None:
         pass  # the reset's power cycle: nothing runs here to hold down
 
     def health(self, *, files: WorkspaceFiles) -> EgressHealth:

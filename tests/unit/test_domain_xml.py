@@ -17,6 +17,7 @@ import pytest
 
 from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
 from agentbox.backends.libvirt.domain_xml import (
+    with_ssh_port,
     METADATA_NS,
     QEMU_NS,
     build_domain_xml,
@@ -107,6 +108,17 @@ def test_shape_of_the_domain() -> None:
     assert root.find("./devices/serial/log").get("file") == str(SPEC.console_log)
     assert root.find("./features/acpi") is not None
     assert root.findtext("on_crash") == "destroy"
+
+
+def test_moving_the_ssh_port_changes_only_the_forward_and_keeps_restrict() -> None:
+    xml = build_domain_xml(spec=SPEC, accel=Accel.TCG)
+    moved = with_ssh_port(xml, port=40123)
+    args = [a.get("value") for a in ET.fromstring(moved).iter(f"{{{QEMU_NS}}}arg")]
+    assert "user,id=agentnet,restrict=on,hostfwd=tcp:127.0.0.1:40123-:22" in args
+    assert not any(f":{SPEC.ssh_port}-" in (a or "") for a in args)
+    assert ET.tostring(ET.fromstring(with_ssh_port(moved, port=SPEC.ssh_port))) == ET.tostring(ET.fromstring(xml))
+    with pytest.raises(BackendError, match="no agentbox user network"):
+        with_ssh_port("<domain><name>other</name></domain>", port=40123)
 
 
 def test_namespaces_serialise_with_their_prefixes() -> None:

@@ -28,7 +28,7 @@ from agentbox.backends.base import (
     FilesystemSpec,
     SnapshotInfo,
 )
-from agentbox.backends.libvirt import devices, evidence, save_image, snapshots
+from agentbox.backends.libvirt import devices, evidence, save_image, snapshots, ssh_port
 from agentbox.backends.libvirt.remote_storage import RemoteStorage
 from agentbox.backends.libvirt.domain_xml import build_domain_xml, parse_metadata
 from agentbox.backends.libvirt.errors import translate
@@ -112,7 +112,7 @@ class LibvirtBackend:
             ram_snapshots=True, hotplug=self._driver == "qemu", accel=self._accel, uri=self._uri,
             libvirt_version=self._lib_version(), evidence=self._driver == "qemu" and self._local,
             memory_restore=self._driver == "qemu" and self._local, virtiofs=self._local,
-            usage_stats=self._driver == "qemu",
+            usage_stats=self._driver == "qemu", standby=self._driver == "qemu" and self._local,
         )
 
     def _lib_version(self) -> int:
@@ -246,7 +246,7 @@ class LibvirtBackend:
             path.unlink(missing_ok=True)
             raise translate(err, action=f"save the RAM of domain {name!r}") from None
 
-    def restore_memory(self, *, name: str, path: Path) -> None:
+    def restore_memory(self, *, name: str, path: Path, paused: bool = False) -> None:
         domain = self._require(name, action="restore")
         if self._is_active(domain):
             raise BackendError(f"domain {name!r} is running", hint="destroy it first")
@@ -255,11 +255,18 @@ class LibvirtBackend:
             # so libvirt restores it as a save image of this very domain.
             xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
             save_image.write_domain_xml(path, xml=xml)
-            self._connection().restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+            self._connection().restoreFlags(
+                str(path), None, libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING)
         except libvirt.libvirtError as err:
             raise translate(err, action=f"restore saved RAM {path} into domain {name!r}") from None
         except OSError as exc:
             raise BackendError(f"cannot update the save image {path}: {exc.strerror}") from None
+
+    def move_ssh_port(self, *, name: str, old_port: int, new_port: int) -> None:
+        ssh_port.move(self._require(name, action="move the SSH port of"), old_port=old_port, new_port=new_port)
+
+    def drop_ssh_port(self, *, name: str, port: int) -> None:
+        ssh_port.drop(self._require(name, action="drop the SSH port of"), port=port)
 
     # --- hot-plugged devices ---------------------------------------------------------------
 
@@ -289,6 +296,11 @@ class LibvirtBackend:
             return
         # libvirt chowns the overlay for QEMU when the domain starts.
         qemu_img.create_overlay(path=path, backing=backing, backing_format=backing_format, size_gib=size_gib)
+
+    def export_disk(self, *, source: Path, target: Path, base: Path, base_format: str) -> None:
+        if self._remote is not None:
+            raise BackendError("a disk on a remote libvirt host cannot be exported here")
+        qemu_img.export_disk(source=source, target=target, base=base, base_format=base_format)
 
     def delete_volume(self, *, path: Path) -> None:
         if self._remote is not None:

@@ -169,10 +169,24 @@ def _rng(devices: ET.Element) -> None:
     _text(rng, "backend", "/dev/urandom", model="random")
 
 
-def _user_network(root: ET.Element, ssh_port: int) -> None:
+def _netdev(ssh_port: int) -> str:
     # restrict=on is the security boundary: the guest reaches nothing by itself; the host
     # reaches the guest's SSH through 127.0.0.1 only.
-    netdev = f"user,id={NETDEV_ID},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    return f"user,id={NETDEV_ID},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+
+
+def with_ssh_port(xml: str, *, port: int) -> str:
+    """A domain definition (ours) with its guest SSH forward on host port `port`."""
+    root = ET.fromstring(xml)
+    found = [arg for arg in root.iter(f"{{{QEMU_NS}}}arg") if arg.get("value", "").startswith(f"user,id={NETDEV_ID},")]
+    if len(found) != 1:
+        raise BackendError(f"domain {root.findtext('name')!r} has no agentbox user network to move")
+    found[0].set("value", _netdev(port))
+    return ET.tostring(root, encoding="unicode")
+
+
+def _user_network(root: ET.Element, ssh_port: int) -> None:
+    netdev = _netdev(ssh_port)
     device = f"virtio-net-pci,netdev={NETDEV_ID},bus=pci.0,addr={NIC_PCI_SLOT}"
     commandline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     for value in ("-netdev", netdev, "-device", device):

@@ -51,7 +51,9 @@ def create(domain: libvirt.virDomain, *, snapshot: str, description: str) -> Sna
 def revert(domain: libvirt.virDomain, *, snapshot: str) -> None:
     found = _require(domain, snapshot)
     try:
-        domain.revertToSnapshot(found, 0)
+        # A RAM snapshot comes back running even if it was taken paused (a standby copy's is).
+        with_memory = _info(found).with_memory
+        domain.revertToSnapshot(found, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING if with_memory else 0)
     except libvirt.libvirtError as err:
         raise translate(err, action=f"revert domain {domain.name()!r} to {snapshot!r}") from None
 

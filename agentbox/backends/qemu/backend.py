@@ -266,9 +266,19 @@ class QemuBackend:
         raise BackendError("the QEMU backend cannot save a guest's RAM to a file (no warm clones)",
                            hint="create with --no-warm, or use the libvirt backend")
 
-    def restore_memory(self, *, name: str, path: Path) -> None:
+    def restore_memory(self, *, name: str, path: Path, paused: bool = False) -> None:
         raise BackendError("the QEMU backend cannot restore a guest's RAM from a file (no warm clones)",
                            hint="create with --no-warm, or use the libvirt backend")
+
+    def export_disk(self, *, source: Path, target: Path, base: Path, base_format: str) -> None:
+        qemu_img.export_disk(source=source, target=target, base=base, base_format=base_format)
+
+    def move_ssh_port(self, *, name: str, old_port: int, new_port: int) -> None:
+        raise BackendError("the QEMU backend cannot move a running guest's SSH port (no standby)",
+                           hint="agentbox standby NAME off, or use the libvirt backend")
+
+    def drop_ssh_port(self, *, name: str, port: int) -> None:
+        self.move_ssh_port(name=name, old_port=port, new_port=0)
 
     def save_evidence(self, *, name: str, memory: Path, disk: Path) -> None:
         raise BackendError("the QEMU backend cannot keep a guest's RAM and disk as evidence",
