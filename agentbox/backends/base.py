@@ -194,7 +194,8 @@ class Backend(Protocol):
 
     def move_ssh_port(self, *, name: str, old_port: int, new_port: int) -> None:
         """With capability standby: the guest SSH forward of domain `name` (running or paused)
-        moves from 127.0.0.1:old_port to new_port, live and for its next boot."""
+        moves from 127.0.0.1:old_port to new_port, live, for its next boot and for a revert to
+        any of its snapshots."""
 
     def drop_ssh_port(self, *, name: str, port: int) -> None:
         """With capability standby: the live domain stops listening on 127.0.0.1:port (it is

@@ -42,6 +42,7 @@ class _Domain:
     metadata: DomainMetadata | None  # None: not made by agentbox at all
     spec: DomainSpec | None  # None for foreign domains
     snapshots: dict[str, SnapshotInfo] = field(default_factory=dict)
+    snapshot_ports: dict[str, int] = field(default_factory=dict)  # the SSH port each snapshot's definition has
     filesystems: dict[str, FilesystemSpec] = field(default_factory=dict)  # live only, by tag
     disks: dict[str, DiskSpec] = field(default_factory=dict)  # live only, by serial
     usage: DomainUsage = field(default_factory=lambda: DomainUsage(cpu_seconds=0.0, disk_write_bytes=0))
@@ -181,6 +182,8 @@ class FakeBackend:
                 raise BackendError(f"snapshot domain {name!r}: migration is disallowed by a non-migratable device")
             info = SnapshotInfo(name=snapshot, created=datetime.now(UTC).isoformat(timespec="seconds"),
                                 with_memory=running, description=description)
+            if domain.spec is not None:
+                domain.snapshot_ports[snapshot] = domain.spec.ssh_port
             domain.snapshots[snapshot] = info
             return info
 
@@ -191,6 +194,8 @@ class FakeBackend:
             if snapshot not in domain.snapshots:
                 raise NotFound(f"domain {name!r} has no snapshot {snapshot!r}")
             domain.power_cycle(DomainState.RUNNING if domain.snapshots[snapshot].with_memory else DomainState.STOPPED)
+            if domain.spec is not None and snapshot in domain.snapshot_ports:  # as libvirt: its saved definition
+                domain.spec = replace(domain.spec, ssh_port=domain.snapshot_ports[snapshot])
 
     def list_snapshots(self, *, name: str) -> tuple[SnapshotInfo, ...]:
         self._enter("list_snapshots", name)
@@ -283,6 +288,7 @@ class FakeBackend:
                 raise BackendError(f"hostfwd_add: could not set up host forwarding rule 'tcp:127.0.0.1:{new_port}'")
             assert domain.spec is not None and domain.spec.ssh_port == old_port, (domain.spec, old_port)
             domain.spec = replace(domain.spec, ssh_port=new_port)
+            domain.snapshot_ports = dict.fromkeys(domain.snapshot_ports, new_port)
 
     def drop_ssh_port(self, *, name: str, port: int) -> None:
         self._enter("drop_ssh_port", name)

@@ -110,12 +110,15 @@ def test_shares_are_plugged_into_the_copy_that_takes_over(able: World, tmp_path:
 
 
 def test_with_checkpoints_the_reset_reverts_in_place_and_the_copy_stays(able: World) -> None:
-    make(able, standby=True)
+    made = make(able, standby=True)
+    reset(able)  # the copy (defined on a spare port) now runs, on the workspace's port
     services = build_services(ctx=able.ctx)
     services.snapshots.checkpoint(name="ws", label="before")
     outcome = reset(able)
     assert outcome.path is RestorePath.SNAPSHOT and "checkpoints" in outcome.reason
-    assert record(able).domain == A and state(able, B) is DomainState.PAUSED
+    assert record(able).domain == B and state(able, A) is DomainState.PAUSED
+    # Reverted to the clean snapshot taken while it stood by: still on the workspace's port.
+    assert able.backend.ssh_port_of(name=B) == made.ssh_port
     assert [c.label for c in services.snapshots.checkpoints(name="ws")] == ["before"]
 
 

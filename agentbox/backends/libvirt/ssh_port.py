@@ -4,7 +4,8 @@ egress forward) keeps its 127.0.0.1:PORT.
 
 The forward is QEMU's user-net `hostfwd` (domain_xml.py puts it on the command line); a live
 one is changed only through QEMU's human monitor (`hostfwd_remove` / `hostfwd_add`: QMP has
-no command for it). The persistent definition is rewritten too, for the domain's next boot.
+no command for it). The persistent definition and the one saved in each snapshot are
+rewritten too, for the domain's next boot and its next revert.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def move(domain: libvirt.virDomain, *, old_port: int, new_port: int) -> None:
     try:
         inactive = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
         domain.connect().defineXML(with_ssh_port(inactive, port=new_port))
+        # A revert starts QEMU from the definition saved in the snapshot, not the current
+        # one: each snapshot's copy of it gets the port too (metadata only).
+        for snapshot in domain.listAllSnapshots(0):
+            saved = snapshot.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+            domain.snapshotCreateXML(with_ssh_port(saved, port=new_port), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
     except libvirt.libvirtError as err:
         raise translate(err, action=f"keep port {new_port} in the definition of {domain.name()!r}") from None
 
