@@ -119,6 +119,11 @@ def test_moving_the_ssh_port_changes_only_the_forward_and_keeps_restrict() -> No
     assert ET.tostring(ET.fromstring(with_ssh_port(moved, port=SPEC.ssh_port))) == ET.tostring(ET.fromstring(xml))
     with pytest.raises(BackendError, match="no agentbox user network"):
         with_ssh_port("<domain><name>other</name></domain>", port=40123)
+    # A snapshot of a running domain holds its definition twice (domain and inactiveDomain).
+    body = xml.split("?>")[-1]
+    inactive = body.replace("<domain ", "<inactiveDomain ", 1).replace("</domain>", "</inactiveDomain>")
+    snapshot = f"<domainsnapshot><name>clean-1</name>{body}{inactive}</domainsnapshot>"
+    assert with_ssh_port(snapshot, port=40123).count("hostfwd=tcp:127.0.0.1:40123-:22") == 2
 
 
 def test_namespaces_serialise_with_their_prefixes() -> None:

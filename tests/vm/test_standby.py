@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,21 +23,27 @@ from .test_network import servers  # noqa: F401  (the module's HTTP servers on 1
 FACTS = "cat /etc/machine-id; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s.%N"
 
 
-@pytest.fixture()
-def with_standby(vm_env: VmEnv, clean_workspace: str, tmp_path: Path) -> Iterator[str]:
-    """The shared guest with a share, an allowlist and standby on; all of it undone after."""
+@pytest.fixture(scope="module")
+def standby_guest(vm_env: VmEnv, shared_workspace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The shared guest with a share and standby on, for the module (each test's own reset,
+    through clean_workspace, is then a swap); both undone after."""
     services = vm_env.services()
-    project = tmp_path / "project"
-    project.mkdir()
+    project = tmp_path_factory.mktemp("project")
     (project / "notes.txt").write_text("shared before standby\n")
     project.chmod(0o755)
-    services.shares.add(name=clean_workspace, source=str(project), tag="project")
-    services.standby.set(name=clean_workspace, on=True, on_progress=_log, cancel=CancelToken())
+    services.snapshots.reset(name=shared_workspace, on_progress=quiet, cancel=CancelToken())
+    services.shares.add(name=shared_workspace, source=str(project), tag="project")
+    services.standby.set(name=shared_workspace, on=True, on_progress=_log, cancel=CancelToken())
     try:
-        yield clean_workspace
+        yield shared_workspace
     finally:
-        services.standby.set(name=clean_workspace, on=False, on_progress=quiet, cancel=CancelToken())
-        services.shares.remove(name=clean_workspace, tag="project")
+        services.standby.set(name=shared_workspace, on=False, on_progress=quiet, cancel=CancelToken())
+        services.shares.remove(name=shared_workspace, tag="project")
+
+
+@pytest.fixture()
+def with_standby(standby_guest: str, clean_workspace: str) -> str:
+    return clean_workspace
 
 
 def _facts(env: VmEnv, name: str) -> tuple[str, str, float]:

@@ -176,12 +176,14 @@ def _netdev(ssh_port: int) -> str:
 
 
 def with_ssh_port(xml: str, *, port: int) -> str:
-    """A domain definition (ours) with its guest SSH forward on host port `port`."""
+    """A domain definition (ours) with its guest SSH forward on host port `port`; or a
+    snapshot's, which holds the definition once more (`inactiveDomain`) if the domain ran."""
     root = ET.fromstring(xml)
     found = [arg for arg in root.iter(f"{{{QEMU_NS}}}arg") if arg.get("value", "").startswith(f"user,id={NETDEV_ID},")]
-    if len(found) != 1:
+    if not found:
         raise BackendError(f"domain {root.findtext('name')!r} has no agentbox user network to move")
-    found[0].set("value", _netdev(port))
+    for arg in found:
+        arg.set("value", _netdev(port))
     return ET.tostring(root, encoding="unicode")
 
 
