@@ -45,3 +45,6 @@ class Workspace:
     problem: str = ""  # why it is broken, when it is
     backend: BackendKind = BackendKind.LIBVIRT
     host: str = ""  # the remote libvirt host it runs on ("HOST" or "HOST:PORT"); "" for this machine
+    # The host budget that paused its guest (on_exceeded: pause), while paused by it:
+    # `agentbox budget NAME --resume` lets it run again.
+    paused_by: str = ""
