@@ -1,5 +1,6 @@
 """`agentbox budget NAME [--egress SIZE] [--disk-writes SIZE] [--cpu DURATION] [--on-exceeded
-end|pause]`: show a workspace's per-session host budgets and the session's use, or set them."""
+end|pause] [--resume]`: show a workspace's per-session host budgets and the session's use, or
+set them; `--resume` (after any change in the same command) lets a guest its budget paused run."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def add_budget_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore
     budget.add_argument("--cpu", metavar="DURATION", help="the guest's CPU time (600, 10m, 2h; 0: none)")
     budget.add_argument("--on-exceeded", choices=[mode.value for mode in OnExceeded],
                         help="end: receipt, then reset as the policy says; pause: pause the guest, keep the session")
+    budget.add_argument("--resume", action="store_true",
+                        help="resume a guest its budget paused (refused while a budget is still exceeded)")
     budget.add_argument("--json", action="store_true")
     budget.set_defaults(handler=budget_command)
 
@@ -34,16 +37,22 @@ def budget_command(args: argparse.Namespace) -> int:
                            on_exceeded=on_exceeded)
         if not args.json:
             print(f"budgets of {args.name}: {_limits(new)} (an open session has them now)")
+    if args.resume:
+        resumed = services.resume(name=args.name)
+        if not args.json:
+            print(f"{args.name} resumed: its {resumed.paused_by} budget had paused it; the session goes on")
     status = services.status(name=args.name)
     if args.json:
         print_json(asdict(status))
         return 0
-    if not changes:
+    if not changes and not args.resume:
         print(f"budgets of {args.name}: {_limits(status.budget)}")
+    if status.paused_by:
+        print(f"  paused by its {status.paused_by} budget: agentbox budget {args.name} --resume")
     if status.session:
         for line in status.lines:
             print(f"  session {status.session}: {line.describe()}")
-    elif not changes:
+    elif not changes and not args.resume:
         print("  no session open: a session's use is counted from `agentbox session start`")
     if status.unmeasured:
         print(f"  note: {status.unmeasured}")

@@ -6,7 +6,6 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
 from agentbox.model.recording import RecordingKind
 from agentbox.model.template import BuildRecipe
-from agentbox.model.budget import parse_seconds, parse_size
+from agentbox.model.budget import CREATE_OPTIONS, parse_budget
+from agentbox.model.workspace import Workspace
 from agentbox.services.create import CreateRequest
 from agentbox.services.doctor import CheckStatus
 
@@ -29,13 +29,11 @@ def _services() -> bootstrap.Services:
 
 def budget_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """`create --egress-budget 100M --disk-write-budget 2G --cpu-budget 1h` (bad sizes: exit 2)."""
-    return {"egress_bytes": _maybe(parse_size, args.egress_budget, "--egress-budget"),
-            "disk_write_bytes": _maybe(parse_size, args.disk_write_budget, "--disk-write-budget"),
-            "cpu_seconds": _maybe(parse_seconds, args.cpu_budget, "--cpu-budget")}
-
-
-def _maybe(parse: Callable[..., int], text: str | None, what: str) -> int | None:
-    return None if text is None else parse(text=text, what=what)
+    overrides: dict[str, int | None] = {}
+    for budget, option in CREATE_OPTIONS:
+        text = getattr(args, option.removeprefix("--").replace("-", "_"))
+        overrides[budget] = None if text is None else parse_budget(budget=budget, text=text, what=option)
+    return overrides
 
 
 def create(args: argparse.Namespace) -> int:
@@ -65,10 +63,19 @@ def list_workspaces(args: argparse.Namespace) -> int:
         print("no workspaces yet: agentbox create NAME")
         return 0
     print_table(("NAME", "STATE", "TEMPLATE", "BACKEND", "HOST", "CREATED", "SSH"),
-                [(w.name, w.state.value + (f" ({w.problem})" if w.problem else ""), w.template, w.backend.value,
+                [(w.name, _state_text(w), w.template, w.backend.value,
                   w.host or "local", w.created, f"127.0.0.1:{w.ssh_port}" if w.ssh_port else "-")
                  for w in workspaces])
     return 0
+
+
+def _state_text(workspace: Workspace) -> str:
+    if workspace.problem:
+        return f"{workspace.state.value} ({workspace.problem})"
+    if workspace.paused_by:
+        return f"{workspace.state.value} by its {workspace.paused_by} budget " \
+               f"(agentbox budget {workspace.name} --resume)"
+    return workspace.state.value
 
 
 def start(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ The limit and the session come from the session file (services/sessions.py write
 session start; `agentbox budget` rewrites it): no session file, no budget. Bytes count both
 ways, per session: a new session id starts at 0. Reaching the limit trips the budget once:
 the proxy cuts every live connection there and then and refuses new ones until the session
-changes. The count goes to `egress-usage.json` (at most once a second, and at once when it
-trips), where the supervisor and the status views read it.
+changes or the limit is raised above the count. The count goes to `egress-usage.json` (at
+most once a second, and at once when it trips), where the supervisor and the status views
+read it.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class EgressBudget:
         if session != self._session:
             self.used, self.exceeded = 0, False  # each session has its own budget
         self._session, self._limit = session, limit
+        if self.exceeded and (not limit or self.used < limit):
+            self.exceeded = False  # a raised limit (`agentbox budget NAME --egress 2G --resume`): it goes on
         if self.exceeded is False and limit and self.used >= limit:
             self.exceeded = True  # a lowered limit (agentbox budget)
             self.on_exceeded(self._why())

@@ -125,6 +125,31 @@ def parse_seconds(*, text: str | int, what: str) -> int:
     return value
 
 
+# `create`'s options for the host budgets; the wizard's fields parse with the same names, so
+# a bad value reads the same in both.
+CREATE_OPTIONS = (("egress_bytes", "--egress-budget"), ("disk_write_bytes", "--disk-write-budget"),
+                  ("cpu_seconds", "--cpu-budget"))
+
+
+def parse_budget(*, budget: str, text: str | int, what: str) -> int:
+    """A limit for `budget` (egress_bytes, disk_write_bytes: a size; cpu_seconds: a duration)."""
+    if budget == "cpu_seconds":
+        return parse_seconds(text=text, what=what)
+    return parse_size(text=text, what=what)
+
+
+def input_text(budget: str, value: int) -> str:
+    """A limit as people type it, exactly (3600 → 1h, 100000000 → 100M); "" for no limit."""
+    if not value:
+        return ""
+    units = (("h", 3600), ("m", 60)) if budget == "cpu_seconds" else \
+        (("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
+    for unit, size in units:
+        if value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
+
+
 def format_amount(budget: str, value: float) -> str:
     if budget == "cpu_seconds":
         return f"{value:.1f} s"

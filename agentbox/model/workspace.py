@@ -54,3 +54,6 @@ class Workspace:
     backend: BackendKind = BackendKind.LIBVIRT
     host: str = ""  # the remote libvirt host it runs on ("HOST" or "HOST:PORT"); "" for this machine
     standby: StandbyState = StandbyState.OFF
+    # The host budget that paused its guest (on_exceeded: pause), while paused by it:
+    # `agentbox budget NAME --resume` lets it run again.
+    paused_by: str = ""

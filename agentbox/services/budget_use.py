@@ -4,13 +4,15 @@ Reads only (status views, the supervisor's poll, the receipt): nothing is starte
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agentbox.backends.base import DomainUsage
 from agentbox.egress.budget import EGRESS_USAGE_FILE, read_egress_use
 from agentbox.errors import AgentboxError
-from agentbox.model.budget import BudgetLine, HostBudget, HostUse, OnExceeded
+from agentbox.model.budget import BudgetLine, Exceeded, HostBudget, HostUse, OnExceeded
 from agentbox.services.context import ServiceContext
 from agentbox.stores.records import WorkspaceRecord
 
@@ -18,6 +20,43 @@ if TYPE_CHECKING:
     from agentbox.services.sessions import Session
 
 BUDGETS = ("egress_bytes", "disk_write_bytes", "cpu_seconds")
+SET_FLAGS = {"egress_bytes": "--egress", "disk_write_bytes": "--disk-writes", "cpu_seconds": "--cpu"}
+
+
+def paused_by(*, ctx: ServiceContext, name: str) -> str:
+    """The budget that paused the guest of `name`'s session ("" if none did): a read of the
+    session file (services/sessions.py writes it) for `list` and `start`."""
+    try:
+        raw = json.loads(ctx.records.files(name=name).session.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""  # no session (or an unreadable file, which the session commands report)
+    tripped = raw.get("tripped", "") if isinstance(raw, dict) else ""
+    return tripped if isinstance(tripped, str) else ""
+
+
+def resume_hint(*, name: str, budget: str) -> str:
+    """What to do about a guest its budget paused."""
+    return (f"agentbox budget {name} --resume (while it is still exceeded, raise it in the same command, "
+            f"e.g. agentbox budget {name} {SET_FLAGS.get(budget, '--cpu')} {_more(budget, 0, 0)} --resume), "
+            f"or end the session: agentbox session end {name}")
+
+
+def raise_hint(*, name: str, exceeded: Exceeded) -> str:
+    """How to raise a budget that is still exceeded, with a value above the use."""
+    flag = SET_FLAGS.get(exceeded.budget, "--cpu")
+    return (f"raise it first: agentbox budget {name} {flag} "
+            f"{_more(exceeded.budget, exceeded.used, exceeded.limit)} --resume; "
+            f"or end the session: agentbox session end {name}")
+
+
+def _more(budget: str, used: float, limit: int) -> str:
+    """A round value past both the use and the limit (twice the larger), as the CLI takes it."""
+    if not (used or limit):
+        return "2h" if budget == "cpu_seconds" else "2G"
+    target = 2 * max(used, limit)
+    if budget == "cpu_seconds":
+        return f"{math.ceil(target / 60)}m"
+    return f"{math.ceil(target / 10**6)}M"
 
 
 def domain_usage(*, ctx: ServiceContext, record: WorkspaceRecord) -> DomainUsage | None:

@@ -19,6 +19,7 @@ from agentbox.model.redaction import redact_argv
 from agentbox.model.workspace import BackendKind, StandbyState, Workspace, WorkspaceState
 from agentbox.model.template import Resources
 from agentbox.services.anchoring import anchor_trail
+from agentbox.services.budget_use import paused_by, resume_hint
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_for_guest
 from agentbox.host.locks import is_locked, workspace_lock
@@ -97,10 +98,11 @@ class WorkspaceService:
         state, problem = _state(name=name, record=record, domain=domain, busy=is_locked(paths=ctx.paths, name=name),
                                 problem=problem)
         if record is not None:
+            budget = paused_by(ctx=ctx, name=name) if state is WorkspaceState.PAUSED else ""
             return Workspace(name=name, state=state, template=record.template, created=record.created,
                              ssh_port=record.ssh_port, resources=record.resources, domain=record.domain,
                              image_id=record.image_id, problem=problem, backend=_backend_kind(record.backend),
-                             host=_host(record), standby=_standby_state(record))
+                             host=_host(record), standby=_standby_state(record), paused_by=budget)
         meta = domain.metadata if domain else None
         return Workspace(name=name, state=state, template=meta.template if meta else "?",
                          created=meta.created if meta else "", ssh_port=0, resources=Resources(),
@@ -122,6 +124,9 @@ class WorkspaceService:
             files = ctx.records.files(name=name)
             info = ctx.backend.get(name=record.domain)
             running = info is not None and info.state is DomainState.RUNNING
+            if info is not None and info.state is DomainState.PAUSED and (budget := paused_by(ctx=ctx, name=name)):
+                raise InvalidInput(f"workspace {name!r} is paused by its {budget} budget (the session goes on)",
+                                   hint=resume_hint(name=name, budget=budget))
             if running and ctx.egress.health(files=files).supervised:
                 raise InvalidInput(f"workspace {name!r} is already running", hint=f"agentbox ssh {name}")
             if not running:

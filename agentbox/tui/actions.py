@@ -23,6 +23,7 @@ class Needs(Enum):
     SESSION = "session"  # a workspace in a session
     REPAIR = "repair"  # a running workspace whose supervisor is gone (a killed process, a host restart)
     AGENT = "agent"  # a running workspace whose template has an agent
+    BUDGET_PAUSED = "budget_paused"  # a workspace whose guest its session's budget paused
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("start", "s", "Start", "Start the workspace and wait for SSH", Needs.STOPPED),
     ActionSpec("repair", "p", "Repair", "Bring back the supervisor and egress of a running workspace",
                Needs.REPAIR),
+    ActionSpec("resume", "u", "Resume", "Resume a guest its budget paused (refused while a budget is still "
+               "exceeded: raise it with agentbox budget NAME first)", Needs.BUDGET_PAUSED),
     ActionSpec("stop", "x", "Stop", "Shut the workspace down", Needs.RUNNING),
     ActionSpec("agent", "t", "Agent", "Open a terminal with the workspace's agent in the project folder; "
                "leaving it ends the session", Needs.AGENT),
@@ -66,6 +69,8 @@ DASHBOARD_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("copy_ssh", "c", "Copy SSH", "Copy the SSH command to the clipboard", Needs.RUNNING, footer=False),
     ActionSpec("checkpoints", "k", "Checkpoints", "Save, restore and delete checkpoints", Needs.READY,
                footer=False),
+    ActionSpec("evidence", "v", "Evidence", "What panics kept (RAM and disk): restore one as a new workspace, "
+               "remove one", Needs.ANY, footer=False),
     ActionSpec("audit", "a", "Audit", "The workspace's audit log, live", Needs.ANY, footer=False),
     ActionSpec("destroy", "d", "Destroy", "Remove the workspace (type its name to confirm)", Needs.ANY,
                footer=False),
@@ -95,3 +100,5 @@ def applies(spec: ActionSpec, details: WorkspaceDetails | None) -> bool:
             return details.state is WorkspaceState.RUNNING and details.needs_repair
         case Needs.AGENT:
             return details.state is WorkspaceState.RUNNING and bool(details.agents)
+        case Needs.BUDGET_PAUSED:
+            return details.state is WorkspaceState.PAUSED and bool(details.paused_by)

@@ -36,6 +36,7 @@ from agentbox.tui.checkpoints_screen import CheckpointsScreen
 from agentbox.tui.commands import PaletteCommand, ScreenCommands
 from agentbox.tui.dialogs import ConfirmScreen, ErrorScreen, TypeNameScreen
 from agentbox.tui.doctor_screen import DoctorScreen
+from agentbox.tui.evidence_screen import EvidenceScreen
 from agentbox.services.agents import AgentTerminal
 from agentbox.tui.messages import (ActionFailed, AgentTerminalReady, ApprovalAnswered, ApprovalRequested,
                                    DashboardLoaded, LoadFailed, QuickActionDone, SshCommandReady)
@@ -251,6 +252,10 @@ class DashboardScreen(Screen[None]):
         if name := self._target("repair"):
             self._run(operations.repair(services=self._services, name=name))
 
+    def action_resume(self) -> None:
+        if name := self._target("resume"):
+            self._run(operations.resume(services=self._services, name=name))
+
     def action_stop(self) -> None:
         if name := self._target("stop"):
             self._run(operations.stop(services=self._services, name=name))
@@ -314,6 +319,12 @@ class DashboardScreen(Screen[None]):
     def action_checkpoints(self) -> None:
         if name := self._target("checkpoints"):
             self.app.push_screen(CheckpointsScreen(services=self._services, name=name), lambda _: self.reload())
+
+    def action_evidence(self) -> None:
+        if name := self._target("evidence"):
+            taken = frozenset(row.name for row in self._rows or ())
+            self.app.push_screen(EvidenceScreen(services=self._services, name=name, taken=taken),
+                                 lambda _: self.reload())
 
     def action_network(self) -> None:
         if (name := self._target("network")) and self._details is not None:

@@ -8,6 +8,7 @@ from textual.message import Message
 
 from agentbox.audit import AuditRecord
 from agentbox.egress.records import ConnectionRecord
+from agentbox.model.evidence import Evidence
 from agentbox.model.progress import Progress
 from agentbox.model.shares import MechanismChoice
 from agentbox.model.template import Template
@@ -83,6 +84,13 @@ class CheckpointsLoaded(Message):
     def __init__(self, checkpoints: Sequence[Checkpoint] | None, error: ErrorInfo | None = None) -> None:
         super().__init__()
         self.checkpoints = tuple(checkpoints or ())
+        self.error = error
+
+
+class EvidenceLoaded(Message):
+    def __init__(self, evidence: Sequence[Evidence] | None, error: ErrorInfo | None = None) -> None:
+        super().__init__()
+        self.evidence = tuple(evidence or ())
         self.error = error
 
 

@@ -105,6 +105,14 @@ def repair(*, services: Services, name: str) -> Operation:
     return Operation(title=f"Repairing {name}", workspace=name, run=run)
 
 
+def resume(*, services: Services, name: str) -> Operation:
+    """A guest its budget paused (services/budgets.py refuses while a budget is still exceeded)."""
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        resumed = services.budgets.resume(name=name)
+        return f"{name} resumed (its {resumed.paused_by} budget had paused it); the session goes on"
+    return Operation(title=f"Resuming {name}", workspace=name, run=run, cancellable=False)
+
+
 def stop(*, services: Services, name: str) -> Operation:
     def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
         started = time.monotonic()
@@ -180,6 +188,23 @@ def delete_checkpoint(*, services: Services, name: str, label: str) -> Operation
         services.snapshots.delete_checkpoint(name=name, label=label)
         return f"checkpoint {label} of {name} deleted"
     return Operation(title=f"Deleting checkpoint {label}", workspace=name, run=run, cancellable=False)
+
+
+def restore_evidence(*, services: Services, name: str, evidence_id: str, as_name: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        restored = services.panic.restore_evidence(name=name, evidence_id=evidence_id, as_name=as_name,
+                                                   on_progress=on_progress, cancel=cancel)
+        return (f"evidence {evidence_id} of {name} restored into {restored.workspace}: network off for good, "
+                f"no shares (o for a shell in it; d destroys it when done); the RAM was not restored (an ELF "
+                f"core for crash or gdb); evidence integrity after: {restored.integrity_after.value}")
+    return Operation(title=f"Restoring evidence {evidence_id} as {as_name}", workspace=as_name, run=run)
+
+
+def remove_evidence(*, services: Services, name: str, evidence_id: str) -> Operation:
+    def run(on_progress: ProgressCallback, cancel: CancelToken) -> str:
+        services.panic.remove_evidence(name=name, evidence_id=evidence_id)
+        return f"evidence {evidence_id} of {name} removed"
+    return Operation(title=f"Removing evidence {evidence_id}", workspace=name, run=run, cancellable=False)
 
 
 def set_network(*, services: Services, name: str, mode: NetworkMode) -> PolicyUpdate:

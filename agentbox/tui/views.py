@@ -19,6 +19,7 @@ from agentbox.errors import AgentboxError
 from agentbox.model.budget import format_amount
 from agentbox.model.template import NetworkMode, Template
 from agentbox.model.workspace import StandbyState, Workspace, WorkspaceState
+from agentbox.services.budget_use import SET_FLAGS
 from agentbox.services.budgets import BudgetStatus
 from agentbox.services.outbox import OutboxEntry
 from agentbox.services.outbox_limit import OutboxUsage
@@ -71,6 +72,12 @@ class WorkspaceDetails:
     needs_repair: bool = False  # running without its supervisor: no egress until repaired
     agents: tuple[str, ...] = ()  # the template's agents: the agent terminal (t) starts the first
     budgets: tuple[str, ...] = ()  # the session's use of each host budget against its limit
+    paused_by: str = ""  # the budget that paused the guest (resume: u)
+
+    @property
+    def resume_hint(self) -> str:
+        flag = SET_FLAGS.get(self.paused_by, "--cpu")
+        return f"agentbox budget {self.name} {flag} … --resume raises it and resumes"
 
     @property
     def ready(self) -> bool:
@@ -168,6 +175,7 @@ def load_details(*, services: Services, workspace: Workspace, recent: RecentEven
         outbox=outbox_text(_quietly(lambda: services.outbox.list(name=name), ())) if ready else "",
         agents=agents,
         budgets=_quietly(lambda: budget_texts(services.budgets.status(name=name)), ()) if ready else (),
+        paused_by=workspace.paused_by,
     )
 
 

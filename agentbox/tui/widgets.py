@@ -61,6 +61,9 @@ def details_renderable(details: WorkspaceDetails) -> Table:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row(Text(details.name, style="bold"), state_text(details.state))
+    if details.paused_by:
+        grid.add_row("Paused", Text(f"by its {details.paused_by} budget (the session goes on); u resumes it once "
+                                    f"no budget is exceeded: {details.resume_hint}", style="yellow"))
     if details.problem:
         grid.add_row("Problem", Text(details.problem, style="red"))
         grid.add_row("", "destroy (d) removes what is left of it")

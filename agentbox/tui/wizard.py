@@ -1,5 +1,6 @@
 """The New workspace wizard: first what to run (an agent, each with its one-line description,
-or a plain VM), then name (checked as you type), template, resources, folders to share
+or a plain VM), then name (checked as you type), template, resources, per-session budgets
+(budget_fields.py), folders to share
 (picked in a directory tree), network mode and allowlist; then, for an agent whose provider
 has no API key stored yet, the key (masked, stored on the host; skippable: key_screen.py).
 
@@ -30,6 +31,7 @@ from agentbox.model.shares import SecretChoice
 from agentbox.model.template import Template
 from agentbox.services.create import CreateRequest
 from agentbox.services.share_paths import default_tag
+from agentbox.tui.budget_fields import BudgetFields
 from agentbox.tui.key_screen import KeyScreen
 from agentbox.tui.messages import TemplatesLoaded
 from agentbox.tui.operations import error_info
@@ -117,6 +119,9 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
                     box.border_title = title
                     yield box
             yield Static("", id="resources-problem", classes="problem", markup=False)
+            yield Label("Budgets per session (optional; empty: no limit)", classes="field-label")
+            yield BudgetFields(id="budgets")
+            yield Static("", id="budgets-problem", classes="problem", markup=False)
             yield Label("Folders to share, read-only (optional)", classes="field-label")
             yield FolderPicker(root=Path.home(), placeholder="/path/to/a/project", id="wizard-folder")
             yield Button("Share this folder (Enter in the path)", id="add-folder", compact=True)
@@ -196,6 +201,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             r = template.resources
             for field, value in (("cpus", r.vcpus), ("memory", r.memory_mib), ("disk", r.disk_gib)):
                 self.query_one(f"#{field}", Input).value = str(value)
+            self.query_one(BudgetFields).fill(template.host_budget)
         self._network_about()
         self._update_create()
 
@@ -208,6 +214,8 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             feedback = self.query_one("#name-problem", Static)
             feedback.update(self._name_feedback(event.value))
             feedback.set_class(not self._name_problem(event.value), "ok")  # green when good, red when not
+        elif (event.input.id or "").startswith("budget-"):
+            self.query_one("#budgets-problem", Static).update("")
         else:
             self.query_one("#resources-problem", Static).update("")
         self._update_create()
@@ -244,6 +252,7 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
             path = check_share_folder(services=self._services, source=source)
         except AgentboxError as exc:
             problem.update(f"✗ {exc.message}" + (f"\nWhat to do: {exc.hint}" if exc.hint else ""))
+            problem.scroll_visible()  # below the path, maybe out of sight in a short terminal
             return
         tag = default_tag(path)
         if tag in {default_tag(Path(f)) for f in self._folders()}:
@@ -320,8 +329,16 @@ class NewWorkspaceScreen(ModalScreen[NewWorkspace | None]):
         except ValueError:
             self.query_one("#resources-problem", Static).update("✗ CPUs, memory and disk must be whole numbers")
             return
+        try:
+            egress, disk_writes, cpu = self.query_one(BudgetFields).limits()
+        except AgentboxError as exc:  # the CLI's own words (`create --egress-budget lots`)
+            problem = self.query_one("#budgets-problem", Static)
+            problem.update(f"✗ {exc.message}" + (f"\nWhat to do: {exc.hint}" if exc.hint else ""))
+            problem.scroll_visible()
+            return
         request = CreateRequest(name=name, template=template.name, vcpus=numbers[0], memory_mib=numbers[1],
-                                disk_gib=numbers[2], network=self._network(), shares=tuple(self._folders()))
+                                disk_gib=numbers[2], network=self._network(), shares=tuple(self._folders()),
+                                egress_bytes=egress, disk_write_bytes=disk_writes, cpu_seconds=cpu)
         try:
             self._services.create.resources(template=template, request=request)  # the service's own limits
         except AgentboxError as exc:

@@ -73,3 +73,32 @@ def test_create_takes_budgets_and_refuses_a_bad_one_before_making_anything(
     assert code == 0, err
     budget = cli.ctx.records.load(name="ws2").host_budget
     assert (budget.egress_bytes, budget.disk_write_bytes, budget.cpu_seconds) == (50_000_000, 0, 3600)
+
+
+def test_a_guest_its_budget_paused_is_shown_and_resumed_after_raising_it(
+        cli: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["budget", "ws", "--cpu", "60", "--on-exceeded", "pause"], capsys)[0] == 0
+    services = bootstrap.build_services()
+    services.sessions.start(name="ws", max_minutes=None, on_progress=lambda _: None, cancel=CancelToken())
+    cli.backend.add_usage("agentbox-ws", cpu_seconds=90.0)
+    reached = services.budgets.check("ws")
+    assert reached is not None
+    services.budgets.enforce("ws", *reached)  # what the supervisor does: the guest is paused
+
+    code, out, _ = run(["list"], capsys)
+    assert code == 0 and "paused by its cpu_seconds budget (agentbox budget ws --resume)" in out
+    code, _, err = run(["start", "ws"], capsys)
+    assert code == 2 and "'ws' is paused by its cpu_seconds budget" in err and "agentbox budget ws --resume" in err
+    code, out, err = run(["budget", "ws", "--resume"], capsys)
+    assert code == 2 and "cpu_seconds budget that paused 'ws' is still exceeded" in err and "90.0 s of 60.0 s" in err
+    assert "hint: raise it first: agentbox budget ws --cpu 3m --resume" in err
+    assert cli.backend.get(name="agentbox-ws").state.value == "paused"
+
+    code, out, err = run(["budget", "ws", "--cpu", "2h", "--resume"], capsys)
+    assert code == 0, err
+    assert "ws resumed: its cpu_seconds budget had paused it" in out and "cpu_seconds: 90.0 s of 7200.0 s" in out
+    assert cli.backend.get(name="agentbox-ws").state.value == "running"
+    code, out, _ = run(["list"], capsys)
+    assert "running" in out and "paused" not in out
+    code, _, err = run(["budget", "ws", "--resume"], capsys)
+    assert code == 2 and "'ws' is not paused by a budget" in err

@@ -91,3 +91,17 @@ def test_a_restarted_proxy_keeps_the_sessions_count(tmp_path: Path) -> None:
     first.add(1500)
     again = EgressBudget(session_file=session_file, usage_file=usage_file)
     assert again.refusal() is not None and again.used == 1500
+
+
+def test_a_raised_limit_lets_the_same_session_go_on(tmp_path: Path) -> None:
+    session_file, usage_file = tmp_path / "session.json", tmp_path / "egress-usage.json"
+    _session(session_file, "s1", 1000)
+    budget = EgressBudget(session_file=session_file, usage_file=usage_file)
+    budget.add(1500)
+    assert budget.refusal() is not None
+    _session(session_file, "s1", 100_000)  # `agentbox budget w --egress 100k --resume`
+    assert budget.refusal() is None and budget.used == 1500  # the session's count goes on
+    budget.add(100_000)
+    assert budget.refusal() is not None
+    use = read_egress_use(path=usage_file)
+    assert use is not None and use.exceeded and use.bytes == 101_500

@@ -180,3 +180,77 @@ def test_an_end_that_finds_the_workspace_busy_is_retried_and_audited_once(world:
     budgets.enforce("ws", *reached)
     assert sessions.current(name="ws") is None
     assert [d["session"] for d in audit(world, "budget.exceeded")] == [session_id]
+
+
+def paused_by_cpu(world: World) -> tuple[SessionService, BudgetService, str]:
+    """A session whose CPU budget (60 s) paused the guest at 100 s used."""
+    sessions, budgets, session_id = start(world)
+    budgets.set(name="ws", on_exceeded=OnExceeded.PAUSE)
+    world.backend.add_usage(DOMAIN, cpu_seconds=100.0)
+    reached = budgets.check("ws")
+    assert reached is not None
+    budgets.enforce("ws", *reached)
+    return sessions, budgets, session_id
+
+
+def test_resume_is_refused_while_the_budget_that_paused_it_is_still_exceeded(world: World) -> None:
+    sessions, budgets, session_id = paused_by_cpu(world)
+    with pytest.raises(InvalidInput) as info:
+        budgets.resume(name="ws")
+    message = info.value.message
+    assert "the cpu_seconds budget that paused 'ws' is still exceeded" in message
+    assert "100.0 s of 60.0 s" in message
+    assert info.value.hint and "agentbox budget ws --cpu 4m --resume" in info.value.hint
+    assert world.backend.get(name=DOMAIN).state is DomainState.PAUSED
+    assert sessions.current(name="ws").tripped == "cpu_seconds"
+    assert audit(world, "budget.resumed") == []
+
+
+def test_a_raised_budget_lets_resume_run_the_guest_and_the_session_goes_on(world: World) -> None:
+    sessions, budgets, session_id = paused_by_cpu(world)
+    budgets.set(name="ws", cpu_seconds=7200)
+    assert world.backend.get(name=DOMAIN).state is DomainState.PAUSED  # raising alone does not resume
+    assert budgets.status(name="ws").paused_by == "cpu_seconds"
+    resumed = budgets.resume(name="ws")
+    assert (resumed.session, resumed.paused_by) == (session_id, "cpu_seconds")
+    assert world.backend.get(name=DOMAIN).state is DomainState.RUNNING
+    current = sessions.current(name="ws")
+    assert current is not None and current.id == session_id and current.tripped == ""
+    assert audit(world, "budget.resumed") == [{"session": session_id, "budget": "cpu_seconds"}]
+    # The raised budget is enforced again in the same session, and audited again.
+    world.backend.add_usage(DOMAIN, cpu_seconds=7200.0)
+    reached = budgets.check("ws")
+    assert reached is not None and reached[1].limit == 7200
+    budgets.enforce("ws", *reached)
+    assert world.backend.get(name=DOMAIN).state is DomainState.PAUSED
+    assert [d["limit"] for d in audit(world, "budget.exceeded")] == [60, 7200]
+
+
+def test_resume_names_another_budget_still_exceeded(world: World) -> None:
+    _sessions, budgets, _ = paused_by_cpu(world)
+    world.backend.add_usage(DOMAIN, disk_write_bytes=60_000_000)  # past its 50 MB while paused (a flush)
+    budgets.set(name="ws", cpu_seconds=7200)
+    with pytest.raises(InvalidInput, match=r"disk_write_bytes budget of 'ws' \(its cpu_seconds budget paused it\) "
+                                           r"is still exceeded") as info:
+        budgets.resume(name="ws")
+    assert info.value.hint and "--disk-writes 120M --resume" in info.value.hint
+
+
+def test_resume_refuses_a_workspace_no_budget_paused(world: World) -> None:
+    _sessions, budgets, _ = start(world)
+    with pytest.raises(InvalidInput, match="'ws' is not paused by a budget"):
+        budgets.resume(name="ws")
+    assert world.backend.get(name=DOMAIN).state is DomainState.RUNNING
+
+
+def test_list_and_start_say_it_was_paused_by_its_budget(world: World) -> None:
+    paused_by_cpu(world)
+    workspaces = WorkspaceService(ctx=world.ctx)
+    starts = world.backend.calls.count(("start", DOMAIN))
+    [listed] = workspaces.list()
+    assert (listed.state.value, listed.paused_by) == ("paused", "cpu_seconds")
+    with pytest.raises(InvalidInput, match="'ws' is paused by its cpu_seconds budget") as info:
+        workspaces.start(name="ws", on_progress=world.progress.append, cancel=CancelToken())
+    assert info.value.hint and "agentbox budget ws --resume" in info.value.hint
+    assert world.backend.calls.count(("start", DOMAIN)) == starts
+    assert world.backend.get(name=DOMAIN).state is DomainState.PAUSED

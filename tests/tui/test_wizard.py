@@ -262,3 +262,36 @@ def test_a_folder_with_secrets_asks_before_create_and_leaves_them_out(world: Tui
         assert status.share.excluded == (".env",) and status.share.mechanism.value == "copy-disk"
 
     world.run(scenario)
+
+
+def test_budgets_come_from_the_template_and_land_in_the_created_workspace(world: TuiWorld) -> None:
+    template = world.ctx.paths.user_templates_dir / "tiny.yaml"
+    template.write_text(template.read_text() + "budget:\n  egress_bytes: 100M\n  cpu_seconds: 3600\n")
+
+    async def scenario(pilot) -> None:  # type: ignore[no-untyped-def]
+        wizard = await open_wizard(pilot)
+        fields = {budget: wizard.query_one(f"#budget-{budget}", Input)
+                  for budget in ("egress_bytes", "disk_write_bytes", "cpu_seconds")}
+        assert {budget: box.value for budget, box in fields.items()} == {
+            "egress_bytes": "100M", "disk_write_bytes": "", "cpu_seconds": "1h"}  # the template's
+        await pilot.press(*"capped")
+        fields["disk_write_bytes"].value = "lots"
+        await pilot.press("enter")
+        await settle(pilot)
+        problem = str(wizard.query_one("#budgets-problem").content)
+        assert pilot.app.screen is wizard and world.ctx.records.names() == ()
+        assert "✗ --disk-write-budget 'lots' is not a size" in problem  # what `create` says
+        assert "What to do: a number of bytes with an optional unit: 500M, 2G" in problem
+        fields["disk_write_bytes"].value = "2G"
+        await pilot.pause()
+        assert str(wizard.query_one("#budgets-problem").content) == ""  # typing clears it
+        fields["egress_bytes"].value = "50M"
+        wizard.query_one("#name", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        record = world.ctx.records.load(name="capped")
+        assert record is not None
+        budget = record.host_budget
+        assert (budget.egress_bytes, budget.disk_write_bytes, budget.cpu_seconds) == (50_000_000, 2_000_000_000, 3600)
+
+    world.run(scenario)

@@ -10,7 +10,8 @@ import pytest
 from agentbox.config.templates import load_template
 from agentbox.errors import ConfigError, InvalidInput
 from agentbox.model.api_use import ApiBudget
-from agentbox.model.budget import HostBudget, HostUse, OnExceeded, first_exceeded, parse_seconds, parse_size
+from agentbox.model.budget import (HostBudget, HostUse, OnExceeded, first_exceeded, input_text, parse_budget,
+                                   parse_seconds, parse_size)
 
 
 @pytest.mark.parametrize(("text", "value"), [("100M", 100_000_000), ("1.5GiB", 3 << 29), ("2048", 2048),
@@ -60,3 +61,11 @@ def test_a_bad_template_budget_names_its_line(tmp_path: Path, line: str, message
     with pytest.raises(ConfigError, match=message) as info:
         load_template(path=path)
     assert "t.yaml:4" in info.value.message
+
+
+@pytest.mark.parametrize(("budget", "value", "text"), [
+    ("egress_bytes", 100_000_000, "100M"), ("egress_bytes", 1 << 30, "1Gi"), ("egress_bytes", 1234, "1234"),
+    ("disk_write_bytes", 0, ""), ("cpu_seconds", 3600, "1h"), ("cpu_seconds", 90, "90"), ("cpu_seconds", 600, "10m")])
+def test_a_limit_as_the_wizard_fills_it_in_parses_back_to_itself(budget: str, value: int, text: str) -> None:
+    assert input_text(budget, value) == text
+    assert parse_budget(budget=budget, text=text or "0", what="--x") == value
