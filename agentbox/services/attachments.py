@@ -57,6 +57,11 @@ class Attachments:
         down until `after_boot` (the old guest answers on the same port until it is gone)."""
         self._ctx.egress.hold_through_power_cycle(files=self._files(record), forward_down=True)
 
+    def after_swap(self, *, record: WorkspaceRecord) -> None:
+        """The copy has the port and runs, the old guest is paused without it: the forward may
+        connect now, while the reset's refresh round trip runs (until `after_boot`, as any reset)."""
+        self._ctx.egress.hold_through_power_cycle(files=self._files(record), forward_down=False)
+
     def after_revert(self, *, record: WorkspaceRecord) -> str:
         """Plug the shares back into the reverted VM; returns the guest's mount script, for
         the caller's own SSH round trip (the reset's refresh), then `after_boot` with

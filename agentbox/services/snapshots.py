@@ -196,6 +196,7 @@ class SnapshotService:
             outcome = self._revert(record=record, snapshot=record.clean_snapshot, target=RESERVED_LABEL,
                                    started=started, on_progress=on_progress, cancel=cancel)
             return replace(outcome, reason=f"standby: the swap failed ({exc.message}), so it was reverted in place")
+        self._attachments.after_swap(record=swapped)
         on_progress(Progress(step="refresh", detail="setting the guest clock and reseeding its RNG", index=3, total=4))
         mounts = self._attachments.after_revert(record=swapped)
         try:
