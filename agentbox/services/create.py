@@ -9,12 +9,11 @@ outright leaves a record in phase `creating`, which `list` shows as broken.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agentbox.errors import AgentboxError, AlreadyExists, BackendError, GuestError, HostKeyMismatch, InvalidInput
+from agentbox.errors import AlreadyExists, BackendError, GuestError, HostKeyMismatch, InvalidInput
 from agentbox.images.store import ImageInfo
 from agentbox.model.budget import HostBudget
 from agentbox.model.names import validate_workspace_name
@@ -38,6 +37,7 @@ from agentbox.services.share_paths import default_tag, parse_share_spec, validat
 from agentbox.services.share_checks import gate_secrets, secret_choice
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import SnapshotService
+from agentbox.services.ssh_ports import free_ssh_port
 from agentbox.services.standby import Standby
 from agentbox.host.secret_scan import scan_folder
 from agentbox.host.storage import copy_disk, remove_storage
@@ -203,7 +203,7 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     host_key = keys.generate_ed25519(comment=f"agentbox-{name}-host")
     record = WorkspaceRecord(
         name=name, domain=domain, template=template.name, image_id=image.image_id,
-        created=ctx.clock().isoformat(timespec="seconds"), ssh_port=_free_port(ctx=ctx),
+        created=ctx.clock().isoformat(timespec="seconds"), ssh_port=free_ssh_port(ctx=ctx),
         resources=resources, storage_dir=str(storage), host_key_public=host_key.public_openssh,
         outbox_limit_mib=outbox_mib, budget_requests=template.budget.requests,
         budget_bytes=template.budget.bytes, budget_tokens=template.budget.tokens,
@@ -405,25 +405,6 @@ def _refuse_existing(*, ctx: ServiceContext, name: str) -> None:
     if name in ctx.records.names() or ctx.backend.get(name=ctx.domain_name(name=name)) is not None:
         raise AlreadyExists(f"a workspace named {name!r} already exists",
                             hint=f"pick another name, or remove it first: agentbox destroy {name}")
-
-
-def _free_port(*, ctx: ServiceContext) -> int:
-    """A free loopback port not recorded by any other workspace (stopped ones hold none)."""
-    taken = set()
-    for other in ctx.records.names():
-        try:
-            record = ctx.records.load(name=other)
-        except AgentboxError:
-            continue
-        if record is not None:
-            taken |= {record.ssh_port, record.standby_port}
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in taken:
-            return port
-    raise AgentboxError("could not find a free port on 127.0.0.1 for SSH")
 
 
 def _short(exc: BaseException) -> str:

@@ -30,7 +30,6 @@ itself never fails for standby's sake (the failure is logged and audited).
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,6 +43,7 @@ from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.services.context import ServiceContext
 from agentbox.services.golden import GoldenStore, clone_spec
 from agentbox.services.lookup import load_ready_record
+from agentbox.services.ssh_ports import free_ssh_port
 from agentbox.stores.records import WorkspaceRecord, WorkspaceStorage, other_slot, slot_of
 
 STANDBY_SNAPSHOT = "clean-1"  # the copy's own clean state, in its fresh overlay
@@ -140,7 +140,7 @@ class Standby:
         started = time.monotonic()
         try:
             image = self._image(record=record)
-            port = _spare_port(ctx=ctx)
+            port = free_ssh_port(ctx=ctx)
             ctx.backend.create_overlay(path=storage.disk, backing=record.storage.clean_disk(record.standby_export),
                                        backing_format="qcow2", size_gib=record.resources.disk_gib)
             ctx.backend.define(spec=clone_spec(
@@ -271,23 +271,3 @@ class StandbyService:
 def _export_number(path: Path) -> int:
     stem = path.name.split(".", 1)[0].removeprefix("clean-")
     return int(stem) if stem.isdigit() else 0
-
-
-def _spare_port(*, ctx: ServiceContext) -> int:
-    """A free loopback port no workspace records (as its SSH port or its copy's)."""
-    taken: set[int] = set()
-    for name in ctx.records.names():
-        try:
-            other = ctx.records.load(name=name)
-        except AgentboxError:
-            continue
-        if other is not None:
-            taken |= {other.ssh_port, other.standby_port}
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
-            return port
-    raise AgentboxError("could not find a free port on 127.0.0.1 for the standby copy")
-
