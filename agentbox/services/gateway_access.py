@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 
 from agentbox.errors import GuestError
+from agentbox.model.guest import GUEST_USER
 from agentbox.model.progress import CancelToken
 from agentbox.model.providers import PROVIDERS
 from agentbox.services.context import ServiceContext
@@ -35,11 +36,39 @@ def guest_profile(token: GatewayToken) -> str:
     return "\n".join(lines) + "\n"
 
 
-def profile_install_script(token: GatewayToken) -> str:
-    """A root shell command that replaces the profile atomically, mode 0644."""
+# Claude Code asks, before its prompt, whether to use an ANTHROPIC_API_KEY it has not seen
+# ("Detected a custom API key in your environment"), and remembers the answer in the user's
+# ~/.claude.json by the key's last 20 characters. The phantom token is new every session, so
+# each one is approved there as it is installed (where an agents template wrote that file).
+# Python: cloud-init needs it, so every guest has it. A failure only brings the question back.
+_APPROVE_FOR_CLAUDE = """
+import json, os, sys
+path, suffix = sys.argv[1], sys.argv[2]
+with open(path, encoding="utf-8") as file:
+    config = json.load(file)
+answers = config.setdefault("customApiKeyResponses", {})
+answers.setdefault("rejected", [])
+if suffix not in answers.setdefault("approved", []):
+    answers["approved"].append(suffix)
+owner = os.stat(path)
+with open(path + ".agentbox", "w", encoding="utf-8") as file:
+    json.dump(config, file)
+os.chown(path + ".agentbox", owner.st_uid, owner.st_gid)
+os.chmod(path + ".agentbox", 0o600)
+os.replace(path + ".agentbox", path)
+"""
+CLAUDE_SUFFIX = 20
+
+
+def profile_install_script(token: GatewayToken, *, home: str = f"/home/{GUEST_USER}") -> str:
+    """A root shell command that replaces the profile atomically, mode 0644, and approves the
+    token for Claude Code where it is installed."""
     tmp = GUEST_PROFILE + ".tmp"
+    config = shlex.quote(f"{home}/.claude.json")
+    approve = (f"{{ ! [ -f {config} ] || python3 -c {shlex.quote(_APPROVE_FOR_CLAUDE)} {config} "
+               f"{shlex.quote(token.token[-CLAUDE_SUFFIX:])} || true; }}")
     return (f"umask 022 && printf '%s' {shlex.quote(guest_profile(token))} > {tmp} && chmod 0644 {tmp}"
-            f" && mv -f {tmp} {GUEST_PROFILE}")
+            f" && mv -f {tmp} {GUEST_PROFILE} && {approve}")
 
 
 class GatewayAccess:

@@ -94,3 +94,28 @@ def test_the_guest_profile_holds_only_the_token_and_base_urls(tmp_path: Path) ->
     assert shlex.split(script)  # one well-formed shell command
     stored = json.loads((tmp_path / "t.json").read_text())
     assert stored["token"] == token.token and (tmp_path / "t.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_each_new_token_is_approved_for_claude_code_where_its_config_is(tmp_path: Path) -> None:
+    # Claude Code would otherwise ask "Detected a custom API key ... use it?" before its prompt,
+    # every session (the token is new each time); in a guest without it nothing is written.
+    tokens = GatewayTokenFile(path=tmp_path / "t.json")
+    home = tmp_path / "home"
+    home.mkdir()
+    config = home / ".claude.json"
+    config.write_text(json.dumps({"hasCompletedOnboarding": True}))
+    config.chmod(0o600)
+    profile = tmp_path / "profile.sh"
+    for _ in range(2):
+        token = tokens.mint(workspace="ws", session="s")
+        script = profile_install_script(token, home=str(home)).replace(GUEST_PROFILE, str(profile))
+        subprocess.run(["sh", "-c", script], check=True)
+        doc = json.loads(config.read_text())
+        assert token.token[-20:] in doc["customApiKeyResponses"]["approved"]
+    assert len(doc["customApiKeyResponses"]["approved"]) == 2 and doc["hasCompletedOnboarding"] is True
+    assert config.stat().st_mode & 0o777 == 0o600 and token.token not in config.read_text()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    subprocess.run(["sh", "-c", profile_install_script(token, home=str(bare)).replace(GUEST_PROFILE, str(profile))],
+                   check=True)
+    assert list(bare.iterdir()) == []
