@@ -11,6 +11,7 @@ later runs find it cached.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -37,6 +38,7 @@ AGENT_WAIT_S = 600.0  # an agent's first screen under TCG on a shared machine
 SECRET_PART = secrets.token_hex(12)
 REAL_KEY = f"sk-agents-vmtest-{SECRET_PART}"
 KEY_PATTERN = f"sk-agents-vmtest-[{SECRET_PART[0]}]{SECRET_PART[1:]}"  # the grep's argv stays clean
+AGENTBOX_PROGRESS = re.compile(r"\[\d+/\d+\] (power off|swap): ")  # the session's reset has begun
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +163,13 @@ def test_the_agent_terminal_opens_in_the_project_folder_and_its_session_ends_wit
                                      "$(readlink $p/cwd)\"; done 2>&1; true")
         assert code == 0 and ".claude" in out.split() and "/mnt/shares/project" in out, \
             f"{out}{err}\nthe agent's terminal:\n{tmux.screen()}"
-        for _ in range(6):  # Ctrl-C twice quits it ("Press Ctrl-C again to exit"); one key per send
+        for _ in range(4):  # Ctrl-C twice quits it ("Press Ctrl-C again to exit"); one key per send
             tmux("send-keys", "-t", SESSION, "C-c")
             time.sleep(0.3)
             tmux("send-keys", "-t", SESSION, "C-c")
-            try:
-                wait_screen(tmux, lambda s: "EXITED:" in s, what="agentbox agent to return", timeout_s=30)
+            try:  # until agentbox's own progress shows: from then on a Ctrl-C would interrupt it
+                wait_screen(tmux, lambda s: "EXITED:" in s or AGENTBOX_PROGRESS.search(s) is not None,
+                            what="the agent to quit", timeout_s=60)
                 break
             except AssertionError:
                 continue
