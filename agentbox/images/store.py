@@ -384,8 +384,10 @@ class ImageStore:
 
 
 def _without_packages(template: Template) -> Template:
+    """The base a layer is built on: the recipe's own image (named for it, not for the
+    layer's template, which `image list` would otherwise show as the base's)."""
     assert isinstance(template.image, BuildRecipe)
-    return replace(template, image=BuildRecipe(recipe=template.image.recipe))
+    return replace(template, name=template.image.recipe, image=BuildRecipe(recipe=template.image.recipe))
 
 
 def _safe_name(name: str) -> str:

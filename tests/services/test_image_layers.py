@@ -89,6 +89,7 @@ def test_templates_with_the_same_packages_share_one_layer_on_one_base(world: Wor
     assert layer.image_id.startswith("debian-12-layer-") and base.image_id.startswith("debian-12-")
     assert (layer.base, layer.packages, layer.source) == (base.image_id, ("git", "jq"), f"layer:{base.image_id}")
     assert (base.base, base.packages) == (None, ())
+    assert base.template == "debian-12"  # the base a layer built first is the recipe's, not tools-a's
     assert layer.kernel is not None and layer.kernel.read_bytes() == b"kernel layer"
     listed = {info.image_id: info for info in ImageService(ctx=world.ctx).list_images()}
     assert listed == {base.image_id: base, layer.image_id: layer}

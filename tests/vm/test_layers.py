@@ -80,7 +80,8 @@ def layer(vm_env: VmEnv) -> ImageInfo:
 
 
 def _base(vm_env: VmEnv) -> ImageInfo:
-    [base] = [i for i in vm_env.services().images.list_images() if i.template == "debian-12" and i.base is None]
+    # By what it is: a base built first for a layer was labelled with the layer's template.
+    [base] = [i for i in vm_env.services().images.list_images() if i.source == "build:debian-12" and i.base is None]
     return base
 
 
