@@ -115,7 +115,7 @@ class GoldenStore:
                                on_progress=on_progress, cancel=cancel)
 
     def remove(self, *, golden_id: str) -> None:
-        users = [name for name, record in _records(self._ctx) if record.golden_id == golden_id]
+        users = [record.name for record in self._ctx.records.readable() if record.golden_id == golden_id]
         if users:
             raise InvalidInput(f"golden state {golden_id} is the base disk of workspace(s) {', '.join(users)}",
                                hint="destroy those workspaces first (agentbox destroy NAME)")
@@ -227,16 +227,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
-
-
-def _records(ctx: ServiceContext) -> Iterator[tuple[str, WorkspaceRecord]]:
-    for name in ctx.records.names():
-        try:
-            record = ctx.records.load(name=name)
-        except AgentboxError:
-            continue
-        if record is not None:
-            yield name, record
 
 
 def _dump(state: GoldenState) -> bytes:

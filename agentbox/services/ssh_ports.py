@@ -11,14 +11,7 @@ from agentbox.services.context import ServiceContext
 def free_ssh_port(*, ctx: ServiceContext) -> int:
     """A free loopback port that no workspace records, as its SSH port or its standby copy's
     (a stopped workspace listens nowhere but keeps its port for its next start)."""
-    taken: set[int] = set()
-    for name in ctx.records.names():
-        try:
-            record = ctx.records.load(name=name)
-        except AgentboxError:
-            continue
-        if record is not None:
-            taken |= {record.ssh_port, record.standby_port}
+    taken = {port for record in ctx.records.readable() for port in (record.ssh_port, record.standby_port)}
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))

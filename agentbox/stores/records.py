@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -253,6 +254,17 @@ class RecordStore:
         files = self.files(name=record.name)
         files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomically(path=files.record, data=(json.dumps(asdict(record), indent=2) + "\n").encode())
+
+    def readable(self) -> Iterator[WorkspaceRecord]:
+        """Every workspace's record that can be read (a damaged or missing one is skipped:
+        what asks, e.g. for ports or golden states in use, must not fail on one)."""
+        for name in self.names():
+            try:
+                record = self.load(name=name)
+            except ConfigError:
+                continue
+            if record is not None:
+                yield record
 
     def names(self) -> tuple[str, ...]:
         """Names with a workspace directory, complete or not."""

@@ -96,12 +96,7 @@ def test_the_proxys_egress_count_is_the_sessions_only_while_it_names_the_session
 
 
 def test_pause_freezes_the_guest_and_keeps_the_session(world: World) -> None:
-    sessions, budgets, session_id = start(world)
-    budgets.set(name="ws", on_exceeded=OnExceeded.PAUSE)
-    world.backend.add_usage(DOMAIN, cpu_seconds=100.0)
-    reached = budgets.check("ws")
-    assert reached is not None
-    budgets.enforce("ws", *reached)
+    sessions, budgets, session_id = paused_by_cpu(world)
     assert world.backend.get(name=DOMAIN).state is DomainState.PAUSED
     current = sessions.current(name="ws")
     assert current is not None and current.id == session_id and current.tripped == "cpu_seconds"
