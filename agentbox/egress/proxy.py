@@ -35,7 +35,10 @@ from agentbox.model.network import AllowEntry, EntryKind, IPAddress, NetworkPoli
 log = logging.getLogger(__name__)
 
 RULE_POLICY = "approval:policy"  # a hold ended by a policy change: judge again under it
-_MAX_RESPONSE_HEAD = 64 * 1024
+_MAX_RESPONSE_HEAD = 64 * 1024  # read_head's cap on a response head in all
+# The origin's reader also buffers the download: it pauses reading at twice its limit, and
+# 2 × 64 KiB between two sockets cost throughput. A longer line than the head's cap still fails.
+_UPSTREAM_READ_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ async def system_resolver(*, host: str, port: int) -> tuple[IPAddress, ...]:
 
 
 async def direct_connector(*, address: IPAddress, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(str(address), port, limit=_MAX_RESPONSE_HEAD)
+    return await asyncio.open_connection(str(address), port, limit=_UPSTREAM_READ_LIMIT)
 
 
 class _Refused(Exception):

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024
+# A writer's buffer may hold this much before drain() waits: with asyncio's 64 KiB default,
+# a bulk download stalled on every chunk (the proxy is one Python thread between two sockets).
+WRITE_BUFFER_HIGH = 1024 * 1024
 Count = Callable[[int], None]
 
 
@@ -15,6 +18,7 @@ async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, count: C
     """Copy until `src` ends, then pass the end on as a half-close. If either side breaks,
     `on_break` ends the whole connection, so the other direction does not linger."""
     try:
+        dst.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         while data := await src.read(CHUNK):
             dst.write(data)
             count(len(data))

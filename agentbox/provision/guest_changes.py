@@ -15,8 +15,8 @@ MARK_DIR = "/var/lib/agentbox"
 CLEAN_MARK = f"{MARK_DIR}/clean-mark"
 # Run right before the clean snapshot. `sync` runs even if sudo fails: it protects the
 # snapshot (see SnapshotService._sync); the marker only feeds receipts.
-MARK_CLEAN_ARGV = ("sh", "-c", "sudo -n sh -c " + shlex.quote(f"mkdir -p {MARK_DIR} && touch {CLEAN_MARK}")
-                   + "; sync")
+MARK_CLEAN_SCRIPT = f"mkdir -p {MARK_DIR} && touch {CLEAN_MARK}"  # as root
+MARK_CLEAN_ARGV = ("sh", "-c", "sudo -n sh -c " + shlex.quote(MARK_CLEAN_SCRIPT) + "; sync")
 
 CHANGES_LIMIT = 2000
 NO_MARK_EXIT = 3

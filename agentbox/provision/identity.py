@@ -8,13 +8,16 @@ refresh, provision/refresh.py), then installs the workspace's own host key (gene
 pinned on the host), makes the workspace's key the only authorized one (so the bootstrap
 key stops working) and sets the hostname; sshd is told to reload so every new connection
 presents the new key. Nothing else can log in meanwhile: only the bootstrap key, held by
-agentbox alone, is authorized until this script replaced it.
+agentbox alone, is authorized until this script replaced it. Create's clean snapshot comes
+right after, so the script also leaves the receipts' clean marker and flushes the disk, in
+the same round trip (under TCG each SSH handshake costs the guest about a second).
 """
 
 from __future__ import annotations
 
 from agentbox.errors import InvalidInput
 from agentbox.model.guest import GUEST_USER
+from agentbox.provision.guest_changes import MARK_CLEAN_SCRIPT
 from agentbox.provision.keys import KeyPair
 from agentbox.provision.refresh import refresh_argv, refresh_input
 
@@ -36,7 +39,18 @@ mv -f "$keys.agentbox" "$keys"
 hostname "$name"
 printf '%s\\n' "$name" > /etc/hostname
 sed -i "s/{GOLDEN_HOSTNAME}/$name/g" /etc/hosts
+listeners() {{ awk '$2 ~ /:0016$/ && $4 == "0A" {{print $10}}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort; }}
+before=$(listeners)
 kill -HUP "$(cat /run/sshd.pid)"
+# The reloaded sshd binds anew: until its listener is there, a login is refused.
+tries=0
+while now=$(listeners); [ -z "$now" ] || [ "$now" = "$before" ]; do
+  tries=$((tries + 1))
+  [ "$tries" -lt 250 ] || {{ echo "sshd did not listen again within 5 s of its reload" >&2; exit 1; }}
+  sleep 0.02
+done
+{MARK_CLEAN_SCRIPT}
+sync
 """
 
 

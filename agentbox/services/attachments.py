@@ -34,14 +34,23 @@ class Attachments:
         """Host mounts a crash left behind go before the VM starts again."""
         self._shares.release_all(record=record)
 
+    def while_creating(self, *, record: WorkspaceRecord) -> None:
+        """Create has defined the VM: its supervisor, proxy and gateway start now, while the VM
+        boots or is restored, the forward held down until `after_boot` (after the clean
+        snapshot), so that only the forward's connect is left at the end."""
+        self._ctx.egress.start(record=record, files=self._files(record), forward_down=True)
+
     def after_boot(self, *, record: WorkspaceRecord, shares_attached: bool = False) -> None:
         """The VM runs (booted, restored or reverted): supervisor, egress and the credential
-        gateway up, then shares and the outbox plugged in and mounted, and a fresh gateway
-        token in the guest (unless the caller did both in its own round trip)."""
-        self._ctx.egress.ensure_running(record=record, files=self._files(record))
+        gateway up, shares and the outbox plugged in and mounted, and a fresh gateway token in
+        the guest (unless the caller did both in its own round trip). The forward connects
+        while the shares and the token go in, in one SSH round trip: under TCG each costs
+        the guest about a second."""
+        files = self._files(record)
         if not shares_attached:
-            self._shares.attach_all(record=record)
-            self._gateway.mint_and_install(record=record)
+            self._ctx.egress.start(record=record, files=files, forward_down=False)
+            self._shares.attach_all(record=record, then=self._gateway.mint_script(record=record))
+        self._ctx.egress.ensure_running(record=record, files=files)
 
     def repair(self, *, record: WorkspaceRecord) -> None:
         """A running VM whose supervisor is gone (a host restart, a killed process)."""

@@ -1,6 +1,9 @@
 """Create a workspace: image → keys → disk → seed → domain → boot → SSH → cloud-init;
 or, warm: image → golden state → keys → disk on the golden disk → seed → domain → restore the
-golden RAM → the clone's own identity over SSH (provision/identity.py).
+golden RAM → the clone's own identity over SSH (provision/identity.py). Then the clean
+snapshot, the forward, shares and done. The supervisor (with its proxy and gateway) starts
+as soon as the domain is defined, its forward held down until after the clean snapshot, so
+their start-up overlaps the boot or restore instead of following it.
 
 Every step that leaves something behind registers its undo first; any failure (or
 cancel, or Ctrl-C) runs the undo stack, so a failed create leaves nothing. A create killed
@@ -269,6 +272,9 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     undo.push(lambda: ctx.backend.undefine(name=domain))
     undo.push(lambda: ctx.backend.destroy(name=domain))
     target = ssh_target(record=record, files=files)
+    attachments = Attachments(ctx=ctx)
+    undo.push(lambda: attachments.after_power_off(record=record, remove_outbox=True))
+    attachments.while_creating(record=record)
 
     cancel.raise_if_cancelled()
     if golden is not None:
@@ -291,13 +297,12 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
         _cold_boot(ctx=ctx, record=record, target=target, report=report, cancel=cancel)
 
     report.step("clean", "saving the clean state")
-    record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward)
-    record = _keep_clean_for_standby(ctx=ctx, record=record, report=report)
+    # A clone's identity script flushed the guest and marked its clean state already.
+    record = SnapshotService(ctx=ctx).take_clean(record=record, on_progress=report.forward,
+                                                 flushed=golden is not None)
+    record = Standby(ctx=ctx).keep_clean(record=record, on_progress=report.forward)
     # Only after the snapshot: a clean state must not hold a live forward (see attachments.py).
-    report.step("network", f"supervisor, egress proxy and forward (network {policy.mode.value}); "
-                f"outbox ({record.outbox_limit_mib} MiB)")
-    attachments = Attachments(ctx=ctx)
-    undo.push(lambda: attachments.after_power_off(record=record, remove_outbox=True))
+    report.step("network", f"the SSH forward (network {policy.mode.value}); outbox ({record.outbox_limit_mib} MiB)")
     attachments.after_boot(record=record)
     report.step("shares", f"{len(share_specs)} read-only share(s)")
     shares = ShareService(ctx=ctx)
@@ -319,18 +324,6 @@ def _build(*, ctx: ServiceContext, name: str, template: Template, resources: Res
     record = Standby(ctx=ctx).prepare(record=record, on_progress=report.forward)
     report.step("done", f"workspace {name} is ready: agentbox ssh {name}")
     return record
-
-
-def _keep_clean_for_standby(*, ctx: ServiceContext, record: WorkspaceRecord, report: _Reporter) -> WorkspaceRecord:
-    """Right after the clean snapshot, nothing plugged in yet: the state standby copies are
-    made of (services/standby.py); the copy itself is prepared once the workspace is ready."""
-    if not record.standby:
-        return record
-    standby = Standby(ctx=ctx)
-    if problem := standby.problem(record=record):
-        report.forward(Progress(step="standby", detail=f"no standby copy: {problem}"))
-        return replace(record, standby=False)
-    return standby.export(record=record, on_progress=report.forward)
 
 
 def create_from_disk(*, ctx: ServiceContext, name: str, template: Template, resources: Resources, disk: Path,
@@ -396,9 +389,9 @@ def _restore_clone(*, ctx: ServiceContext, record: WorkspaceRecord, golden: Gold
     if code != 0:
         raise GuestError(f"giving the clone {record.name} its own identity failed (exit {code}): "
                          f"{err.decode(errors='replace').strip()[-300:]}")
-    # Proves the new identity: the workspace's key, the newly pinned host key.
-    wait_for_guest(ctx=ctx, record=record, target=ssh_target(record=record, files=ctx.records.files(name=record.name)),
-                   on_progress=report.forward, cancel=cancel)
+    # No login of its own to prove the new identity: the gateway token's install and the
+    # forward, before create returns, log in with the workspace's key and the newly pinned
+    # host key, and either failing undoes the create (a handshake saved under TCG: ~1 s).
 
 
 def _refuse_existing(*, ctx: ServiceContext, name: str) -> None:

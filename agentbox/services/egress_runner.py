@@ -42,6 +42,11 @@ class EgressRunner(Protocol):
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         """Start what is not running; return once the proxy listens and the forward is up."""
 
+    def start(self, *, record: WorkspaceRecord, files: WorkspaceFiles, forward_down: bool) -> None:
+        """Start the supervisor (with its proxy and gateway) if none runs, without waiting for
+        it, so its start-up overlaps the caller's own work until ensure_running. With
+        `forward_down` (create, before the clean snapshot) the forward stays down until then."""
+
     def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
         """Everything (the VM goes down), or only the forward until the next ensure_running."""
 
@@ -64,12 +69,25 @@ class EgressRunner(Protocol):
 class SupervisedEgress:
     def __init__(self, *, paths: AppPaths) -> None:
         self._paths = paths
+        self._spawned: dict[str, float] = {}  # workspace → when this process last started its supervisor
+
+    def start(self, *, record: WorkspaceRecord, files: WorkspaceFiles, forward_down: bool) -> None:
+        files.egress_dir.mkdir(mode=0o700, exist_ok=True)
+        sup = SupervisorFiles(egress_dir=files.egress_dir)
+        if forward_down:
+            sup.place_hold(reason="a create", forward_down=True)
+        else:
+            sup.release_hold()
+        recent = time.monotonic() - self._spawned.get(record.name, -RESPAWN_EVERY_S) < RESPAWN_EVERY_S
+        if not recent and not self.health(files=files).supervised:
+            self._spawn(name=record.name, sup=sup)
 
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         files.egress_dir.mkdir(mode=0o700, exist_ok=True)
         sup = SupervisorFiles(egress_dir=files.egress_dir)
         sup.release_hold()
-        last_spawn = 0.0
+        # One started by `start` may still be importing (no state file yet): not a second one at once.
+        last_spawn = self._spawned.get(record.name, 0.0)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             health = self.health(files=files)
@@ -82,7 +100,7 @@ class SupervisedEgress:
             # soon; a new one started meanwhile finds the lock taken and leaves at once.
             if not health.supervised and time.monotonic() - last_spawn >= RESPAWN_EVERY_S:
                 self._spawn(name=record.name, sup=sup)
-                last_spawn = time.monotonic()
+                last_spawn = self._spawned[record.name]
             if time.monotonic() > deadline:
                 raise EgressError(f"the egress of {record.name!r} did not come up within {READY_TIMEOUT_S:.0f} s"
                                   + _tail(files.egress_dir / "forward.log", files.egress_dir / "proxy.log",
@@ -142,6 +160,7 @@ class SupervisedEgress:
         if self._paths.root is not None:
             env[ROOT_ENV] = str(self._paths.root)
         spawn_detached(argv=python_module_argv(SUPERVISOR_MODULE, name), log_file=sup.log, env=env)
+        self._spawned[name] = time.monotonic()
 
 
 def _tail(*logs: Path) -> str:

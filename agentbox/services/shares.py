@@ -206,9 +206,10 @@ class ShareService:
 
     # -- following the VM's life -------------------------------------------------------------
 
-    def attach_all(self, *, record: WorkspaceRecord) -> None:
-        """After boot: the outbox and every share, mounted in the guest."""
-        script = self.attach_devices(record=record)
+    def attach_all(self, *, record: WorkspaceRecord, then: str = "") -> None:
+        """After boot: the outbox and every share, mounted in the guest; `then`, a root shell
+        command of the caller's (the gateway token's install), in the same SSH round trip."""
+        script = " && ".join(part for part in (self.attach_devices(record=record), then) if part)
         if script:
             self.record_proofs(record=record, output=self._guest(record, script))
 
@@ -344,7 +345,7 @@ class ShareService:
             name=record.name)), argv=["sudo", "-n", "sh", "-c", script], stdout=lambda _: None,
             stderr=err.extend, timeout_s=60)
         if code != 0:
-            raise GuestError(f"the guest of {record.name} could not mount its shares: "
+            raise GuestError(f"the guest of {record.name} could not mount its outbox and shares: "
                              f"{err.decode(errors='replace').strip()[-300:]}",
                              hint="the shares are attached on the host; mount them by hand or reset")
         return bytes(err)

@@ -85,9 +85,11 @@ class SnapshotService:
 
     # -- the clean snapshot ----------------------------------------------------------------
 
-    def take_clean(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> WorkspaceRecord:
+    def take_clean(self, *, record: WorkspaceRecord, on_progress: ProgressCallback,
+                   flushed: bool = False) -> WorkspaceRecord:
         """At the end of create (cloud-init done, no shares): the state every reset returns to.
-        The caller holds the workspace lock."""
+        The caller holds the workspace lock; `flushed`: it flushed the guest and left the
+        clean marker itself, in a round trip of its own (a warm clone's identity)."""
         ctx = self._ctx
         if not ctx.backend.capabilities_of(name=record.domain).ram_snapshots:
             reason = "this backend cannot save a running guest's RAM: resets recreate the disk and cold boot"
@@ -95,7 +97,8 @@ class SnapshotService:
             return replace(record, clean_snapshot="", clean_fallback=reason)
         snapshot = _next_clean_name(existing=ctx.backend.list_snapshots(name=record.domain))
         on_progress(Progress(step="snapshot", detail=f"saving the clean state (disk and RAM) as {snapshot}"))
-        flush_guest(ctx=ctx, record=record, mark_clean=True)
+        if not flushed:
+            flush_guest(ctx=ctx, record=record, mark_clean=True)
         try:
             ctx.backend.create_snapshot(name=record.domain, snapshot=snapshot,
                                         description=f"agentbox clean state of {record.name}")

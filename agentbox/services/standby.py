@@ -78,6 +78,17 @@ class Standby:
 
     # -- export -------------------------------------------------------------------------
 
+    def keep_clean(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> WorkspaceRecord:
+        """Create, right after the clean snapshot and with nothing plugged in yet: the export
+        standby copies are made of, or standby off (and why) where it cannot be; the copy
+        itself is prepared once the workspace is ready."""
+        if not record.standby:
+            return record
+        if problem := self.problem(record=record):
+            on_progress(Progress(step="standby", detail=f"no standby copy: {problem}"))
+            return replace(record, standby=False)
+        return self.export(record=record, on_progress=on_progress)
+
     def export(self, *, record: WorkspaceRecord, on_progress: ProgressCallback) -> WorkspaceRecord:
         """The running domain was just reverted to clean (nothing plugged in yet): keep that
         state as export N. On any failure the domain is reverted to clean again and the

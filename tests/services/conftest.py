@@ -128,6 +128,7 @@ class RecordingEgress:
     held_for_reset: list[str] = field(default_factory=list)
     forward_held_down: list[str] = field(default_factory=list)  # holds that keep the forward down (a swap)
     ensured: list[str] = field(default_factory=list)  # every ensure_running call, in order
+    started_early: list[str] = field(default_factory=list)  # start(forward_down=True): create's early start
     policies: list[NetworkPolicy] = field(default_factory=list)
     fail_start: bool = False
     held: dict[str, list[ApprovalRequest]] = field(default_factory=dict)  # what the next stream hands out
@@ -138,6 +139,10 @@ class RecordingEgress:
         if self.fail_start:
             raise EgressError("the egress proxy did not come up (injected)")
         self.running.add(record.name)
+
+    def start(self, *, record: WorkspaceRecord, files: WorkspaceFiles, forward_down: bool) -> None:
+        if forward_down:
+            self.started_early.append(record.name)
 
     def stop(self, *, files: WorkspaceFiles, forward_only: bool = False) -> None:
         if forward_only:

@@ -9,6 +9,7 @@ import pytest
 
 from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
 from agentbox.model.progress import CancelToken
+from agentbox.provision.guest_changes import MARK_CLEAN_ARGV, MARK_CLEAN_SCRIPT
 from agentbox.provision.identity import GOLDEN_HOSTNAME
 from agentbox.provision.refresh import refresh_input
 from agentbox.services.create import WARM_STEPS, CreateRequest, create_workspace
@@ -107,3 +108,35 @@ def test_a_warm_create_reports_its_own_steps_in_order(world: World) -> None:
     _create(world, "ws", warm=True)
     steps = [p.step for p in world.progress if p.step in WARM_STEPS and p.total == len(WARM_STEPS)]
     assert steps == list(WARM_STEPS)
+
+
+def test_the_supervisor_starts_before_the_restore_and_connects_only_after_the_clean_snapshot(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = _warm_world(world)
+    seen: dict[str, tuple[list[str], list[str]]] = {}
+    for call in ("restore_memory", "create_snapshot"):
+        real = getattr(world.backend, call)
+
+        def spy(*args: object, _real=real, _call=call, **kwargs: object) -> object:  # type: ignore[no-untyped-def]
+            seen.setdefault(_call, (list(world.egress.started_early), list(world.egress.ensured)))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(world.backend, call, spy)
+    _create(world, "ws", warm=True)
+    # Started, the forward held down, before the clone's RAM is restored; not yet up at the
+    # clean snapshot (a RAM snapshot must not hold a live forward); up once create returns.
+    assert seen["restore_memory"] == (["ws"], [])
+    assert seen["create_snapshot"] == (["ws"], [])
+    assert world.egress.ensured == ["ws"] and "ws" in world.egress.running
+
+
+def test_a_clones_identity_round_trip_also_marks_the_clean_state(world: World) -> None:
+    world = _warm_world(world)
+    _create(world, "ws", warm=True)
+    identity = [" ".join(argv) for argv, stdin in zip(world.guest.commands, world.guest.stdins, strict=True)
+                if stdin and b"PRIVATE KEY" in stdin and GOLDEN_HOSTNAME.encode() not in stdin]
+    assert len(identity) == 1 and MARK_CLEAN_SCRIPT in identity[0] and "\nsync\n" in identity[0]
+    # ... so no login of its own for the marker before the clean snapshot (a cold create has one).
+    assert list(MARK_CLEAN_ARGV) not in world.guest.commands
+    _create(world, "cold", warm=False)
+    assert list(MARK_CLEAN_ARGV) in world.guest.commands

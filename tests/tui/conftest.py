@@ -184,6 +184,9 @@ class StandInEgress:
         self.streams.append(stream)
         return stream
 
+    def start(self, *, record: WorkspaceRecord, files: WorkspaceFiles, forward_down: bool) -> None:
+        pass  # ensure_running, which follows, is where the stand-in comes up
+
     def ensure_running(self, *, record: WorkspaceRecord, files: WorkspaceFiles) -> None:
         self.running.add(record.name)
 
