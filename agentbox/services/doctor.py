@@ -20,6 +20,7 @@ from agentbox.services.context import ServiceContext
 from agentbox.services.shares import ShareService
 
 MIN_FREE_GIB = 5
+MEMINFO = Path("/proc/meminfo")
 
 
 class CheckStatus(StrEnum):
@@ -55,6 +56,7 @@ def run_doctor(*, ctx: ServiceContext) -> DoctorReport:
         _tool("ssh", "openssh-client", required=True), _build_privilege(),
         _writable("data dir", ctx.paths.data_dir), _writable("storage dir", ctx.settings.storage_dir),
         _writable("image dir", ctx.settings.image_dir), _free_space(ctx.settings.storage_dir), _outbox(ctx),
+        _standby_memory(ctx),
     ))
 
 
@@ -161,6 +163,37 @@ def _outbox(ctx: ServiceContext) -> Check:
     return Check("outbox limit", CheckStatus.OK,
                  f"enforced: each outbox is a loop-mounted ext4 image of {limit} MiB by default "
                  "(create --outbox-mib, outbox --limit-mib, or outbox_limit_mib in settings)")
+
+
+def _standby_memory(ctx: ServiceContext) -> Check:
+    """Each standby copy holds one more guest's RAM while it waits (paused), and after a swap
+    the next copy needs as much again: say what they hold against what this host has free."""
+    copies = [r for r in ctx.records.readable() if r.standby and r.standby_snapshot and not r.remote_uri]
+    if not copies:
+        return Check("standby", CheckStatus.OK, "no standby copies: resets revert in place "
+                     "(agentbox standby NAME on keeps one ready, for one more guest's RAM)")
+    held = sum(r.resources.memory_mib for r in copies)
+    detail = (f"{len(copies)} standby cop{'y' if len(copies) == 1 else 'ies'} ({', '.join(r.name for r in copies)})"
+              f" hold{'s' if len(copies) == 1 else ''} {held} MiB of guest RAM")
+    available = _available_mib()
+    if available is None:
+        return Check("standby", CheckStatus.OK, f"{detail}; free memory unknown ({MEMINFO} unreadable)")
+    largest = max(copies, key=lambda r: r.resources.memory_mib)
+    if available < largest.resources.memory_mib:
+        return Check("standby", CheckStatus.WARN,
+                     f"{detail}; only {available} MiB available: the next copy (after a swap) may not fit",
+                     f"agentbox standby {largest.name} off frees {largest.resources.memory_mib} MiB")
+    return Check("standby", CheckStatus.OK, f"{detail}; {available} MiB available")
+
+
+def _available_mib() -> int | None:
+    try:
+        for line in MEMINFO.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _build_privilege() -> Check:

@@ -17,7 +17,9 @@ from agentbox.errors import InvalidInput
 from agentbox.model.progress import CancelToken
 from agentbox.model.workspace import StandbyState, WorkspaceState
 from agentbox.provision.refresh import is_refresh
+from agentbox.services import doctor
 from agentbox.services.create import CreateRequest, create_workspace
+from agentbox.services.doctor import CheckStatus, run_doctor
 from agentbox.services.shares import ShareService
 from agentbox.services.snapshots import RestorePath, SnapshotService
 from agentbox.services.standby import STANDBY_SNAPSHOT, StandbyService
@@ -196,3 +198,20 @@ def test_destroy_removes_both_domains_and_every_file(able: World) -> None:
 
 def _events(world: World) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in world.ctx.paths.audit_log("ws").read_text().splitlines()]
+
+
+def test_doctor_says_how_much_ram_the_copies_hold_and_warns_when_the_next_may_not_fit(
+        able: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    meminfo = tmp_path / "meminfo"
+    monkeypatch.setattr(doctor, "MEMINFO", meminfo)
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   20480000 kB\n")
+    [before] = [c for c in run_doctor(ctx=able.ctx).checks if c.name == "standby"]
+    assert before.status is CheckStatus.OK and "no standby copies" in before.detail
+    ws = make(able, standby=True)
+    [held] = [c for c in run_doctor(ctx=able.ctx).checks if c.name == "standby"]
+    assert held.status is CheckStatus.OK
+    assert f"1 standby copy (ws) holds {ws.resources.memory_mib} MiB" in held.detail and "20000 MiB available" in held.detail
+    meminfo.write_text(f"MemAvailable:   {(ws.resources.memory_mib - 1) * 1024} kB\n")
+    [short] = [c for c in run_doctor(ctx=able.ctx).checks if c.name == "standby"]
+    assert short.status is CheckStatus.WARN and "may not fit" in short.detail
+    assert short.hint == f"agentbox standby ws off frees {ws.resources.memory_mib} MiB"
