@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,10 @@ GUEST_PROXY_PORT = 3128
 GUEST_GATEWAY_PORT = 3129  # model.providers.GUEST_GATEWAY_PORT: the base URLs the guest is given
 RETRY_S = 0.2  # first retry: a reverted guest's sshd is back within moments
 MAX_RETRY_S = 5.0  # a VM that stays down costs one refused connect per 5 s, not 5 per second
+# After a drop from a live connection, retries stay at RETRY_S this long: a reset's power
+# cycle (destroy, revert: ~5 s here) doubled the delay past the guest's return, and the
+# reset waited for the forward (refused connects to a port nobody listens on cost little).
+QUICK_RETRY_WINDOW_S = 30.0
 HOST_KEY_MISMATCH_EXIT = 12  # HostKeyMismatch's exit code: the supervisor stops retrying
 KEEPALIVE_S = 5  # notices a vanished VM within seconds, not at the next channel
 HOST_ALIAS = "agentbox-guest"  # the known-hosts name: the pin holds whatever the port
@@ -72,18 +77,22 @@ def hold_forward(*, target: SshTarget, proxy_socket: Path, state_file: Path, sto
     write_atomically(path=known_hosts, data=f"{HOST_ALIAS} {_key_fields(target.host_key)}\n".encode())
     forwards = [(guest_port, proxy_socket)] + ([(gateway_port, gateway_socket)] if gateway_socket else [])
     argv = ssh_argv(target=target, known_hosts=known_hosts, forwards=forwards)
-    delay = RETRY_S
+    delay, dropped_at = RETRY_S, None
     while not stop.is_set():
         run = _SshRun(argv=argv, state=state, forwards=len(forwards))
         run.wait(stop=stop)
+        if run.was_connected:
+            dropped_at = time.monotonic()
         if run.host_key_refused:
             message = (f"the guest's SSH host key on port {target.port} is not the pinned one: "
                        "the forward stays down")
             state.write(connected=False, error=message)
             raise HostKeyMismatch(message)
         state.write(connected=False, error="stopped" if stop.is_set() else run.error or "the forward dropped")
-        # It was up: the guest is probably being reset, back in moments. Never up: back off.
-        delay = RETRY_S if run.was_connected else min(delay * 2, MAX_RETRY_S)
+        # It was up a moment ago: the guest is probably being reset, back in moments. Never
+        # up, or down for long: back off.
+        quick = dropped_at is not None and time.monotonic() - dropped_at < QUICK_RETRY_WINDOW_S
+        delay = RETRY_S if quick else min(delay * 2, MAX_RETRY_S)
         stop.wait(delay)
     state.write(connected=False, error="stopped")
 

@@ -24,6 +24,7 @@ import pytest
 from agentbox.errors import HostKeyMismatch
 from agentbox.host.process_identity import identity_of, is_alive
 from agentbox.provision.keys import generate_ed25519, write_private_key
+from agentbox.remote import forward
 from agentbox.remote.forward import HOST_KEY_MISMATCH_EXIT, hold_forward, read_state
 from agentbox.remote.ssh import SshTarget
 from tests.sshd import SSHD, free_port, running_sshd
@@ -209,3 +210,41 @@ def test_the_process_exits_with_the_mismatch_code(guest: Guest, proxy: EchoProxy
     holder = _forward_process(guest, proxy, tmp_path, free_port(), generate_ed25519(comment="x").public_openssh)
     _, err = holder.communicate(timeout=30)
     assert holder.returncode == HOST_KEY_MISMATCH_EXIT, err.decode()
+
+
+def test_after_a_drop_the_forward_retries_at_once_through_a_resets_power_cycle_then_backs_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reset's destroy and revert take seconds: a doubling delay had the forward come back
+    well after the guest, and the reset waited for it. Scripted runs and a scripted clock."""
+    connected = [True] + [False] * 200  # up once, then the guest is gone for good
+    now = [0.0]
+    delays: list[float] = []
+
+    class Run:
+        def __init__(self, **_: object) -> None:
+            self.was_connected, self.host_key_refused, self.error = connected.pop(0), False, "refused"
+
+        def wait(self, *, stop: threading.Event) -> None:
+            now[0] += 0.01  # a refused connect
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            delays.append(timeout or 0.0)
+            now[0] += timeout or 0.0
+            if now[0] > 120:
+                self.set()
+            return self.is_set()
+
+    monkeypatch.setattr(forward, "_SshRun", Run)
+    monkeypatch.setattr(forward.time, "monotonic", lambda: now[0])
+    hold_forward(target=SshTarget(host="127.0.0.1", port=1, user="agent", private_key=tmp_path / "key",
+                                  host_key=generate_ed25519(comment="g").public_openssh),
+                 proxy_socket=tmp_path / "proxy.sock", state_file=tmp_path / "forward.state", stop=Stop())
+    quick = [d for d in delays if d == forward.RETRY_S]
+    # Every retry in the window after the drop is immediate, so a guest back after 5 s is
+    # reconnected within RETRY_S of it; after the window the delay doubles up to its cap.
+    assert len(quick) >= forward.QUICK_RETRY_WINDOW_S / (forward.RETRY_S + 0.01) - 1
+    assert delays[:len(quick)] == quick
+    later = delays[len(quick):]
+    assert later[:3] == [forward.RETRY_S * 2, forward.RETRY_S * 4, forward.RETRY_S * 8]
+    assert later[-1] == forward.MAX_RETRY_S
