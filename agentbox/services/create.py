@@ -26,11 +26,10 @@ from agentbox.model.workspace import BackendKind
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
-from agentbox.provision.identity import identity_argv, identity_input
 from agentbox.services.attachments import Attachments
 from agentbox.services.anchoring import anchor_trail
 from agentbox.services.context import ServiceContext
-from agentbox.services.golden import GoldenState, GoldenStore, clone_spec
+from agentbox.services.golden import GoldenState, GoldenStore, clone_spec, give_identity
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
 from agentbox.host.locks import workspace_lock
 from agentbox.stores.records import Phase, WorkspaceRecord
@@ -363,35 +362,11 @@ def _cold_boot(*, ctx: ServiceContext, record: WorkspaceRecord, target: SshTarge
 def _restore_clone(*, ctx: ServiceContext, record: WorkspaceRecord, golden: GoldenState, client_key: str,
                    host_key: keys.KeyPair, report: _Reporter, cancel: CancelToken) -> None:
     """Golden RAM into the new domain, then, before anything else can log in, its own identity."""
-    store = GoldenStore(ctx=ctx)
     report.step("restore", f"restoring the RAM of {golden.golden_id} (port 127.0.0.1:{record.ssh_port})")
-    with store.locked(golden_id=golden.golden_id, wait_s=120):
-        ctx.backend.restore_memory(name=record.domain, path=golden.memory)
+    GoldenStore(ctx=ctx).restore(golden=golden, domain=record.domain)
     report.step("identity", "new host key, user key, hostname, machine-id, RNG seed and clock")
-    bootstrap = golden.bootstrap_target(port=record.ssh_port)
-    out, err = bytearray(), bytearray()
-
-    def run() -> int:
-        out.clear()
-        err.clear()
-        return ctx.guest.run_command(target=bootstrap, argv=list(identity_argv()), stdout=out.extend,
-                                     stderr=err.extend, timeout_s=120, cancel=cancel,
-                                     stdin=lambda: identity_input(hostname=record.name, authorized_key=client_key,
-                                                                  host_key=host_key))
-
-    try:
-        code = run()  # a restored guest's sshd is already listening
-    except HostKeyMismatch:
-        raise
-    except GuestError:
-        wait_for_guest(ctx=ctx, record=record, target=bootstrap, on_progress=report.forward, cancel=cancel)
-        code = run()
-    if code != 0:
-        raise GuestError(f"giving the clone {record.name} its own identity failed (exit {code}): "
-                         f"{err.decode(errors='replace').strip()[-300:]}")
-    # No login of its own to prove the new identity: the gateway token's install and the
-    # forward, before create returns, log in with the workspace's key and the newly pinned
-    # host key, and either failing undoes the create (a handshake saved under TCG: ~1 s).
+    give_identity(ctx=ctx, record=record, golden=golden, client_key=client_key, host_key=host_key,
+                  on_progress=report.forward, cancel=cancel)
 
 
 def _refuse_existing(*, ctx: ServiceContext, name: str) -> None:

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from agentbox.backends.base import DirectKernelBoot, DiskSpec, DomainMetadata, DomainSpec
 from agentbox.config.atomic_file import write_atomically
-from agentbox.errors import AgentboxError, Busy, InvalidInput
+from agentbox.errors import AgentboxError, Busy, GuestError, HostKeyMismatch, InvalidInput
 from agentbox.host.locks import held_lock
 from agentbox.images.store import ImageInfo
 from agentbox.model.guest import GUEST_USER
 from agentbox.model.progress import CancelToken, Progress, ProgressCallback
 from agentbox.model.template import Resources, Template
 from agentbox.provision import cloudinit, keys, seed
-from agentbox.provision.identity import GOLDEN_HOSTNAME
+from agentbox.provision.identity import GOLDEN_HOSTNAME, identity_argv, identity_input
 from agentbox.remote.ssh import SshTarget
 from agentbox.services.context import ServiceContext
 from agentbox.services.guest_ready import wait_cloud_init, wait_for_guest
@@ -101,6 +101,12 @@ class GoldenStore:
         busy = Busy(f"golden state {golden_id} is busy (being built or restored)", hint="try again in a moment")
         with held_lock(path=self._root / f".{golden_id}.lock", busy=busy, wait_s=wait_s):
             yield
+
+    def restore(self, *, golden: GoldenState, domain: str) -> None:
+        """The golden RAM into the clone's domain (defined by clone_spec), under the golden lock:
+        the save image's header is rewritten for each clone (backends/libvirt/save_image.py)."""
+        with self.locked(golden_id=golden.golden_id, wait_s=120):
+            self._ctx.backend.restore_memory(name=domain, path=golden.memory)
 
     def ensure(self, *, template: Template, resources: Resources, image: ImageInfo,
                on_progress: ProgressCallback, cancel: CancelToken) -> GoldenState:
@@ -196,6 +202,36 @@ class GoldenStore:
                         pass
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def give_identity(*, ctx: ServiceContext, record: WorkspaceRecord, golden: GoldenState, client_key: str,
+                  host_key: keys.KeyPair, on_progress: ProgressCallback, cancel: CancelToken) -> None:
+    """A restored clone's own identity (provision/identity.py), over SSH with the bootstrap key
+    and the golden host key pinned, before anything else can log in."""
+    bootstrap = golden.bootstrap_target(port=record.ssh_port)
+    out, err = bytearray(), bytearray()
+
+    def run() -> int:
+        out.clear()
+        err.clear()
+        return ctx.guest.run_command(target=bootstrap, argv=list(identity_argv()), stdout=out.extend,
+                                     stderr=err.extend, timeout_s=120, cancel=cancel,
+                                     stdin=lambda: identity_input(hostname=record.name, authorized_key=client_key,
+                                                                  host_key=host_key))
+
+    try:
+        code = run()  # a restored guest's sshd is already listening
+    except HostKeyMismatch:
+        raise
+    except GuestError:
+        wait_for_guest(ctx=ctx, record=record, target=bootstrap, on_progress=on_progress, cancel=cancel)
+        code = run()
+    if code != 0:
+        raise GuestError(f"giving the clone {record.name} its own identity failed (exit {code}): "
+                         f"{err.decode(errors='replace').strip()[-300:]}")
+    # No login of its own to prove the new identity: the gateway token's install and the
+    # forward, before create returns, log in with the workspace's key and the newly pinned
+    # host key, and either failing undoes the create (a handshake saved under TCG: ~1 s).
 
 
 def clone_spec(*, ctx: ServiceContext, name: str, workspace: str, template: str, resources: Resources,
