@@ -394,6 +394,7 @@ def _serial(tag: str) -> str:
 
 
 def _retry_mount(command: str) -> str:
-    # A hot-plugged device takes a moment to appear in the guest. A subshell, so that
+    # A hot-plugged device takes a moment to appear in the guest (a few tenths of a second
+    # under TCG, which every create and reset waits out: polled finely). A subshell, so that
     # several mounts chain in one script.
-    return f"(for i in $(seq 50); do {command} 2>/dev/null && exit 0; sleep 0.2; done; {command})"
+    return f"(for i in $(seq 200); do {command} 2>/dev/null && exit 0; sleep 0.05; done; {command})"
