@@ -9,7 +9,7 @@ import pytest
 
 from agentbox.backends.fake import DEFAULT_CAPABILITIES, FakeBackend
 from agentbox.model.progress import CancelToken
-from agentbox.provision.guest_changes import MARK_CLEAN_ARGV, MARK_CLEAN_SCRIPT
+from agentbox.provision.guest_changes import CLEAN_MARK, MARK_CLEAN_ARGV
 from agentbox.provision.identity import GOLDEN_HOSTNAME
 from agentbox.provision.refresh import refresh_input
 from agentbox.services.create import WARM_STEPS, CreateRequest, create_workspace
@@ -135,7 +135,7 @@ def test_a_clones_identity_round_trip_also_marks_the_clean_state(world: World) -
     _create(world, "ws", warm=True)
     identity = [" ".join(argv) for argv, stdin in zip(world.guest.commands, world.guest.stdins, strict=True)
                 if stdin and b"PRIVATE KEY" in stdin and GOLDEN_HOSTNAME.encode() not in stdin]
-    assert len(identity) == 1 and MARK_CLEAN_SCRIPT in identity[0] and "\nsync\n" in identity[0]
+    assert len(identity) == 1 and CLEAN_MARK in identity[0] and "syscall(162)" in identity[0]  # sync(2)
     # ... so no login of its own for the marker before the clean snapshot (a cold create has one).
     assert list(MARK_CLEAN_ARGV) not in world.guest.commands
     _create(world, "cold", warm=False)
