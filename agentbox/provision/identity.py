@@ -67,19 +67,22 @@ close($in);
 $hosts =~ s/\Q@GOLDEN@\E/$name/g;
 install_file("/etc/hosts", 0644, $hosts);
 sub ssh_listeners {
-    my @found;
+    my %found;
     for my $table ("/proc/net/tcp", "/proc/net/tcp6") {
+        $found{$table} = {};
         open(my $fh, "<", $table) or next;
         while (my $line = <$fh>) {
             my @field = split(" ", $line);
-            push(@found, $field[9]) if @field > 9 && $field[1] =~ /:0016$/ && $field[3] eq "0A";
+            $found{$table}{$field[9]} = 1 if @field > 9 && $field[1] =~ /:0016$/ && $field[3] eq "0A";
         }
         close($fh);
     }
-    return join(" ", sort @found);
+    return %found;
 }
-# The reloaded sshd binds anew: until its new listener is there, a login is refused.
-my $before = ssh_listeners();
+# The reloaded sshd binds anew, one address family after the other: until its new IPv4
+# listener is there (QEMU's user net connects over IPv4), a login is refused. So: wait
+# until each table that had a listener has only new ones.
+my %before = ssh_listeners();
 open(my $pidfile, "<", "/run/sshd.pid") or die "sshd.pid: $!\n";
 my $sshd = <$pidfile>;
 close($pidfile);
@@ -87,8 +90,15 @@ chomp($sshd);
 kill("HUP", $sshd) == 1 or die "sshd: $!\n";
 my $tries = 0;
 while (1) {
-    my $listening = ssh_listeners();
-    last if $listening ne "" && $listening ne $before;
+    my %now = ssh_listeners();
+    my $back = 1;
+    for my $table (keys %before) {
+        next unless %{$before{$table}};
+        my @new = grep { !$before{$table}{$_} } keys %{$now{$table}};
+        $back = 0 unless @new && @new == keys %{$now{$table}};
+    }
+    $back = 0 unless grep { %{$now{$_}} } keys %now;
+    last if $back;
     die "sshd did not listen again within 5 s of its reload\n" if ++$tries >= 250;
     select(undef, undef, undef, 0.02);
 }

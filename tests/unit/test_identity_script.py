@@ -24,21 +24,25 @@ from agentbox.provision.refresh import refresh_input
 
 pytestmark = pytest.mark.skipif(shutil.which("perl") is None, reason="perl is not installed")
 
-# sshd's stand-in: listens, and on SIGHUP closes its socket and binds a new one (after
-# `delay` seconds; "never": it does not come back).
+# sshd's stand-in: listens on 127.0.0.1 and ::1 (IPv6 only, as sshd sets it), and on SIGHUP
+# closes both and binds anew, IPv6 at once and IPv4 `delay` seconds later, as a reloading
+# sshd may ("never": IPv4 does not come back).
 _SSHD = """
 import signal, socket, sys, time
-def listen():
-    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET)
+def listen(family, host):
+    s = socket.socket(family)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((sys.argv[2], int(sys.argv[1]))); s.listen(); return s
-s = listen()
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((host, int(sys.argv[1]))); s.listen(); return s
+v4, v6 = listen(socket.AF_INET, "127.0.0.1"), listen(socket.AF_INET6, "::1")
 signal.signal(signal.SIGHUP, lambda *a: None)
 print("ready", flush=True)
 signal.pause()
-s.close()
-if sys.argv[3] != "never":
-    time.sleep(float(sys.argv[3])); s = listen()
+v4.close(); v6.close()
+v6 = listen(socket.AF_INET6, "::1")
+if sys.argv[2] != "never":
+    time.sleep(float(sys.argv[2])); v4 = listen(socket.AF_INET, "127.0.0.1")
 time.sleep(30)
 """
 
@@ -68,7 +72,7 @@ def _sshd(root: Path, delay: str) -> Iterator[tuple[int, subprocess.Popen[bytes]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sshd = subprocess.Popen([sys.executable, "-c", _SSHD, str(port), "127.0.0.1", delay], stdout=subprocess.PIPE)
+    sshd = subprocess.Popen([sys.executable, "-c", _SSHD, str(port), delay], stdout=subprocess.PIPE)
     assert sshd.stdout is not None and sshd.stdout.readline() == b"ready\n"
     (root / "run/sshd.pid").write_text(f"{sshd.pid}\n")
     try:
@@ -89,7 +93,8 @@ def test_the_clone_gets_its_keys_and_name_and_the_script_returns_once_sshd_liste
     for port, sshd in _sshd(root, delay="0.3"):
         done = _run(root, port, stdin[len(refresh_input()):])
         assert done.returncode == 0, done.stderr
-        # It returned after the stand-in bound its new socket: a login now is not refused.
+        # It returned after the stand-in bound its new IPv4 socket (QEMU's user net connects
+        # over IPv4), not once the IPv6 one was back: a login now is not refused.
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
         assert sshd.poll() is None
     ssh = root / "etc/ssh"
