@@ -209,12 +209,11 @@ def give_identity(*, ctx: ServiceContext, record: WorkspaceRecord, golden: Golde
     """A restored clone's own identity (provision/identity.py), over SSH with the bootstrap key
     and the golden host key pinned, before anything else can log in."""
     bootstrap = golden.bootstrap_target(port=record.ssh_port)
-    out, err = bytearray(), bytearray()
+    err = bytearray()
 
     def run() -> int:
-        out.clear()
         err.clear()
-        return ctx.guest.run_command(target=bootstrap, argv=list(identity_argv()), stdout=out.extend,
+        return ctx.guest.run_command(target=bootstrap, argv=list(identity_argv()), stdout=lambda _: None,
                                      stderr=err.extend, timeout_s=120, cancel=cancel,
                                      stdin=lambda: identity_input(hostname=record.name, authorized_key=client_key,
                                                                   host_key=host_key))
